@@ -1,0 +1,130 @@
+"""Namespaces, service accounts, RBAC and tokens: shared by every platform.
+
+Every object created here carries ``trustgrid.io/run-id``; that label is
+what the reaper and the kubeconfig platform's guard rely on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from kubernetes import client
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from cluster.runstate import RUN_LABEL
+from cluster.secrets import register
+
+AUTH_DELEGATOR = "system:auth-delegator"
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def labels(run_id: str, **extra: str) -> dict[str, str]:
+    return {RUN_LABEL: run_id, "app.kubernetes.io/managed-by": "trustgrid", **extra}
+
+
+def namespace_name(*parts: str, max_len: int = 63) -> str:
+    """A valid, readable namespace name built from free text (test names, ids)."""
+    text = "-".join(parts).lower()
+    text = re.sub(r"[^a-z0-9-]+", "-", text).strip("-")
+    text = re.sub(r"-{2,}", "-", text)[:max_len].rstrip("-")
+    if not _DNS_LABEL.match(text):
+        raise ValueError(f"cannot make a namespace name from {parts!r}")
+    return text
+
+
+def _ignore_conflict(err: ApiException) -> None:
+    if err.status != 409:
+        raise err
+
+
+@dataclass(frozen=True)
+class Kube:
+    """Typed access to the API groups the suite uses."""
+
+    api: ApiClient
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @property
+    def rbac(self) -> client.RbacAuthorizationV1Api:
+        return client.RbacAuthorizationV1Api(self.api)
+
+    @property
+    def authn(self) -> client.AuthenticationV1Api:
+        return client.AuthenticationV1Api(self.api)
+
+    def server_version(self) -> str:
+        return str(client.VersionApi(self.api).get_code().git_version)
+
+    def ensure_namespace(self, name: str, run_id: str, extra_labels: dict[str, str] | None = None) -> None:
+        body = client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels(run_id, **(extra_labels or {}))))
+        try:
+            self.core.create_namespace(body)
+        except ApiException as err:
+            _ignore_conflict(err)
+
+    def delete_namespace(self, name: str) -> None:
+        with contextlib.suppress(ApiException):
+            self.core.delete_namespace(name, propagation_policy="Background")
+
+    def ensure_service_account(self, namespace: str, name: str, run_id: str) -> str:
+        """Create the service account if missing; returns its uid."""
+        body = client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name, labels=labels(run_id)))
+        try:
+            created = self.core.create_namespaced_service_account(namespace, body)
+            return str(created.metadata.uid)
+        except ApiException as err:
+            _ignore_conflict(err)
+        return str(self.core.read_namespaced_service_account(name, namespace).metadata.uid)
+
+    def delete_service_account(self, namespace: str, name: str) -> None:
+        self.core.delete_namespaced_service_account(name, namespace)
+
+    def bind_cluster_role(self, binding: str, role: str, subjects: Iterable[tuple[str, str]], run_id: str) -> None:
+        """Bind a ClusterRole to service accounts given as (namespace, name)."""
+        body = client.V1ClusterRoleBinding(
+            metadata=client.V1ObjectMeta(name=binding, labels=labels(run_id)),
+            role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role),
+            subjects=[client.RbacV1Subject(kind="ServiceAccount", namespace=ns, name=sa) for ns, sa in subjects],
+        )
+        try:
+            self.rbac.create_cluster_role_binding(body)
+        except ApiException as err:
+            _ignore_conflict(err)
+            self.rbac.replace_cluster_role_binding(binding, body)
+
+    def request_token(
+        self,
+        namespace: str,
+        service_account: str,
+        *,
+        audience: str,
+        seconds: int = 600,
+        bound_pod: tuple[str, str] | None = None,
+    ) -> str:
+        """A TokenRequest JWT, as a kubelet would project it; registered as a secret."""
+        bound = None
+        if bound_pod is not None:
+            name, uid = bound_pod
+            bound = client.V1BoundObjectReference(api_version="v1", kind="Pod", name=name, uid=uid)
+        spec = client.V1TokenRequestSpec(audiences=[audience], expiration_seconds=seconds, bound_object_ref=bound)
+        response = self.core.create_namespaced_service_account_token(
+            service_account, namespace, client.AuthenticationV1TokenRequest(spec=spec)
+        )
+        return register(str(response.status.token))
+
+    def review_token(self, token: str, audience: str) -> bool:
+        """Ask the API server itself whether a token is valid for an audience."""
+        spec = client.V1TokenReviewSpec(token=token, audiences=[audience])
+        review = self.authn.create_token_review(client.V1TokenReview(spec=spec))
+        return bool(review.status.authenticated)
+
+    def namespaces_of_other_runs(self, run_id: str) -> list[str]:
+        listed = self.core.list_namespace(label_selector=RUN_LABEL)
+        return [ns.metadata.name for ns in listed.items if ns.metadata.labels.get(RUN_LABEL) != run_id]

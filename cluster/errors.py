@@ -27,11 +27,11 @@ class SettingsError(TrustgridError):
 class ProfileError(TrustgridError):
     """A profile file is unreadable or invalid; names the file and the key."""
 
-    def __init__(self, path: str, key: str, problem: str) -> None:
+    def __init__(self, path: str, key: str, problem: str, fix: str = "") -> None:
         self.path = path
         self.key = key
         where = f"{path}: {key}" if key else path
-        super().__init__(f"profile {where}: {problem}")
+        super().__init__(f"profile {where}: {problem}", fix=fix)
 
 
 class PlatformUnavailable(TrustgridError):

@@ -63,7 +63,8 @@ class Kube:
         return str(client.VersionApi(self.api).get_code().git_version)
 
     def ensure_namespace(self, name: str, run_id: str, extra_labels: dict[str, str] | None = None) -> None:
-        body = client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels(run_id, **(extra_labels or {}))))
+        meta = client.V1ObjectMeta(name=name, labels=labels(run_id, **(extra_labels or {})))
+        body = client.V1Namespace(metadata=meta)
         try:
             self.core.create_namespace(body)
         except ApiException as err:

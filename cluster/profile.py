@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -121,29 +121,36 @@ def _convert(value: Any, hint: Any, key: str, path: str) -> Any:
         if value not in allowed:
             raise ProfileError(path, key, f"{value!r} is not one of {', '.join(map(str, allowed))}")
         return value
-    if origin is dict:
+    if origin in (dict, tuple):
+        return _container(value, hint, key, path)
+    return _scalar(value, hint, key, path)
+
+
+def _container(value: Any, hint: Any, key: str, path: str) -> Any:
+    if get_origin(hint) is dict:
         if not isinstance(value, dict):
             raise ProfileError(path, key, "expected a mapping")
         _, value_hint = get_args(hint)
         return {str(k): _convert(v, value_hint, f"{key}.{k}", path) for k, v in value.items()}
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise ProfileError(path, key, "expected a list")
-        (item_hint, _) = get_args(hint)
-        return tuple(_convert(v, item_hint, f"{key}[{i}]", path) for i, v in enumerate(value))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ProfileError(path, key, f"expected true or false, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ProfileError(path, key, f"expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ProfileError(path, key, f"expected a string, got {value!r}")
-        return value
-    raise ProfileError(path, key, f"unsupported type {hint}")  # pragma: no cover - schema bug
+    if not isinstance(value, list):
+        raise ProfileError(path, key, "expected a list")
+    item_hint = get_args(hint)[0]
+    return tuple(_convert(v, item_hint, f"{key}[{i}]", path) for i, v in enumerate(value))
+
+
+# type -> (accepts, what to call it in an error)
+_SCALARS: dict[Any, tuple[Callable[[Any], bool], str]] = {
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    float: (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def _scalar(value: Any, hint: Any, key: str, path: str) -> Any:
+    accepts, what = _SCALARS[hint]
+    if not accepts(value):
+        raise ProfileError(path, key, f"expected {what}, got {value!r}")
+    return float(value) if hint is float else value
 
 
 def _build(cls: type[T], data: dict[str, Any], prefix: str, path: str) -> T:
@@ -183,7 +190,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
     except OSError as err:
-        raise ProfileError(str(path), "", f"cannot be read ({err.strerror or err})") from None
+        raise ProfileError(str(path), "", f"cannot be read ({err.strerror or err})",
+                           fix=f"pass --profile with a readable YAML file, such as {DEFAULT_PROFILE}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -246,5 +254,3 @@ __all__ = [
     "parse_duration",
     "spiffe_pattern",
 ]
-
-_ = types  # keep the import for Python 3.11 union evaluation in get_type_hints

@@ -170,6 +170,8 @@ def reap_dead_runs(root: Path | None = None, *, include_kept: bool = False) -> l
             terminate(our_processes(path.name))
             shutil.rmtree(path, ignore_errors=True)
             reaped.append(path.name)
+    if root is not None and root != runs_root():
+        return reaped  # a private root (tests) must not judge the machine's other runs
     # Processes whose state directory vanished (deleted by hand) are dead runs too.
     orphans = [pid for pid in our_processes() if process_run_id(pid) not in live]
     orphan_runs = {process_run_id(pid) for pid in orphans}

@@ -60,7 +60,8 @@ def _port(value: object | None, option: str) -> int:
     except ValueError:
         port = -1
     if not 0 <= port <= 65535:
-        raise SettingsError(f"{option} {value!r} is not a port", fix=f"pass {option} N with 0 <= N <= 65535 (0 picks a free port)")
+        raise SettingsError(f"{option} {value!r} is not a port",
+                            fix=f"pass {option} N with 0 <= N <= 65535 (0 picks a free port)")
     return port
 
 

@@ -144,7 +144,7 @@ class VaultConfigurator:
         """
         devices = self.client.sys.list_enabled_audit_devices()["data"]
         if devices:
-            return next(iter(devices))
+            return str(next(iter(devices)))
         try:
             self.client.sys.enable_audit_device(
                 "file", path=self.layout.audit_path, description=self._description, options={"file_path": file_path}

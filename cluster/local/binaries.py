@@ -25,7 +25,8 @@ from cluster.errors import BinaryMissing
 from cluster.versions import Pins
 
 CONTROLPLANE_MODULE = Path(__file__).parent / "controlplane"
-GO_HINT = "install Go 1.25+ (the first build takes about 5 minutes) or set KUBEBUILDER_ASSETS to a directory with kube-apiserver and etcd"
+GO_HINT = ("install Go 1.25+ (the first build takes about 5 minutes) "
+           "or set KUBEBUILDER_ASSETS to a directory with kube-apiserver and etcd")
 
 Progress = Callable[[str], None]
 
@@ -134,7 +135,7 @@ def build_control_plane(folder: Path, pins: Pins, *, progress: Progress = _quiet
     for name in ("etcd", "kube-apiserver"):
         progress(f"building {name} from the pinned Go modules (first run only; a few minutes on 2 cores)")
         partial = folder / f".{name}.partial"
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             [go, "build", "-trimpath", "-ldflags", _ldflags(pins), "-o", str(partial), f"./{name}"],
             cwd=CONTROLPLANE_MODULE, capture_output=True, text=True, check=False,
         )
@@ -146,7 +147,7 @@ def build_control_plane(folder: Path, pins: Pins, *, progress: Progress = _quiet
 
 
 def _module_dir(module: str, version: str) -> Path:
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [_go(), "mod", "download", "-json", f"{module}@{version}"],
         capture_output=True, text=True, check=False, cwd=CONTROLPLANE_MODULE,
     )
@@ -192,7 +193,7 @@ def find_vault(explicit: Path | None) -> VaultBinary:
     for path in candidates:
         if not os.access(path, os.X_OK):
             continue
-        result = subprocess.run([str(path), "version"], capture_output=True, text=True, check=False, timeout=20)  # noqa: S603
+        result = subprocess.run([str(path), "version"], capture_output=True, text=True, check=False, timeout=20)
         match = re.match(r"(OpenBao|Vault) (v\S+)", result.stdout.strip())
         if match:
             return VaultBinary(path, match.group(1).lower(), match.group(2))

@@ -65,7 +65,7 @@ def _issue(
     ips: tuple[str, ...] = (),
     usages: tuple[x509.ObjectIdentifier, ...] = (),
 ) -> x509.Certificate:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     issuer_name, issuer_key = issuer or (subject, key)
     builder = (
         x509.CertificateBuilder()

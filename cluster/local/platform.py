@@ -230,8 +230,9 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
         kube = Kube(api)
         connection = Connection(
             apiserver_url=api_endpoint.url, ca=str(api_endpoint.ca), client_cert=str(api_endpoint.client_cert),
-            client_key=str(api_endpoint.client_key), issuer=api_endpoint.issuer, vault_addr=vault_endpoint.addr,
-            vault_port=vault_port, vault_cluster_port=vault_cluster_port, vault_binary=str(vault_binary.path), vault_flavor=vault_binary.flavor,
+            client_key=str(api_endpoint.client_key), issuer=api_endpoint.issuer,
+            vault_addr=vault_endpoint.addr, vault_port=vault_port, vault_cluster_port=vault_cluster_port,
+            vault_binary=str(vault_binary.path), vault_flavor=vault_binary.flavor,
             vault_version=vault_binary.version, kubernetes_version=kube.server_version(),
             etcd_version=pins.etcd, timings=timings,
         )

@@ -51,7 +51,7 @@ class ManagedProcess:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.state.path), **self.env}
         env[RUN_ENV] = self.state.run_id
         with self.log_path.open("ab") as log:
-            self.popen = subprocess.Popen(  # noqa: S603 - argv is built by us, never a shell
+            self.popen = subprocess.Popen(
                 list(self.argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,

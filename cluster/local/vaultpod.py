@@ -8,6 +8,7 @@ new token, and the old token dies with the old pod, exactly as on kind.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +20,14 @@ from cluster.kube import AUTH_DELEGATOR, Kube, labels
 from cluster.local.openbao import write_pod_token
 from cluster.wait import wait_until
 
+log = logging.getLogger(__name__)
+
 NAMESPACE = "vault"
 SERVICE_ACCOUNT = "vault"
 POD = "vault-0"
 # The kubelet's default projected-token lifetime, refreshed at 80% as it does.
 TOKEN_SECONDS = 3600
-TOKEN_AUDIENCE_API = "https://kubernetes.default.svc.cluster.local"
+APISERVER_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class VaultPod:
     def project_token(self) -> None:
         """Write a fresh pod-bound token where Vault reads it."""
         uid = str(self.kube.core.read_namespaced_pod(POD, NAMESPACE).metadata.uid)
-        token = self.kube.request_token(NAMESPACE, SERVICE_ACCOUNT, audience=TOKEN_AUDIENCE_API,
+        token = self.kube.request_token(NAMESPACE, SERVICE_ACCOUNT, audience=APISERVER_AUDIENCE,
                                         seconds=TOKEN_SECONDS, bound_pod=(POD, uid))
         write_pod_token(self.token_dir, token, self.ca_pem, NAMESPACE)
 
@@ -86,8 +89,8 @@ class TokenRefresher:
         while not self._stop.wait(TOKEN_SECONDS * 0.8):
             try:
                 self._pod.project_token()
-            except Exception:  # noqa: BLE001 - the next period retries; Vault keeps the old token meanwhile
-                continue
+            except Exception as err:  # noqa: BLE001 - the next period retries; Vault keeps its old token
+                log.warning("could not refresh Vault's pod token: %s", err)
 
     def __enter__(self) -> TokenRefresher:
         self._thread.start()

@@ -1,0 +1,85 @@
+"""Maintenance commands: ``python -m cluster build|reap|down RUN_ID|gomod``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cluster.errors import TrustgridError
+from cluster.local.binaries import CONTROLPLANE_MODULE, find_control_plane, find_crds, find_vault
+from cluster.runstate import cache_dir, reap_dead_runs, runs_root
+from cluster.versions import load_pins
+
+
+def _say(message: str) -> None:
+    print(f"trustgrid: {message}", flush=True)
+
+
+def build() -> None:
+    pins = load_pins()
+    binaries = find_control_plane(cache_dir(), pins, progress=_say)
+    crds = find_crds(cache_dir(), pins, progress=_say)
+    vault = find_vault(None)
+    _say(f"kube-apiserver and etcd from {binaries.source}: {binaries.kube_apiserver.parent}")
+    _say(f"{len(crds)} CRD files; {vault.flavor} {vault.version} at {vault.path}")
+
+
+def down(run_id: str) -> None:
+    path = runs_root() / run_id
+    if not path.is_dir():
+        raise TrustgridError(f"no kept run {run_id}", fix=f"list runs with: ls {runs_root()}")
+    (path / "kept.json").unlink(missing_ok=True)
+    (path / "owner").unlink(missing_ok=True)
+    reaped = reap_dead_runs()
+    _say(f"removed {', '.join(reaped) or 'nothing'}")
+
+
+def gomod() -> None:
+    """Regenerate the control-plane go.mod replace block from the pinned release."""
+    import json
+    import re
+    import subprocess
+
+    from cluster.local.binaries import staging_replacements
+
+    pins = load_pins()
+    info = json.loads(subprocess.run(
+        ["go", "mod", "download", "-json", f"k8s.io/kubernetes@{pins.kubernetes}"],
+        capture_output=True, text=True, check=True, cwd=CONTROLPLANE_MODULE).stdout)
+    release = Path(info["GoMod"]).read_text()
+    replacements = staging_replacements(release, pins.staging)
+    go_mod = CONTROLPLANE_MODULE / "go.mod"
+    text = re.sub(r"\nreplace \(.*?\n\)\n", "\n", go_mod.read_text(), flags=re.S)
+    block = "\n".join(f"\t{name} => {name} {version}" for name, version in replacements.items())
+    go_mod.write_text(text.rstrip("\n") + f"\n\nreplace (\n{block}\n)\n")
+    subprocess.run(["go", "mod", "tidy"], cwd=CONTROLPLANE_MODULE, check=True)
+    _say(f"go.mod pins k8s.io/kubernetes {pins.kubernetes} with {len(replacements)} staging modules")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cluster")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build", help="build or fetch the local platform's binaries and CRDs into the cache")
+    sub.add_parser("reap", help="remove what dead runs left behind")
+    down_parser = sub.add_parser("down", help="remove a run kept with --keep-cluster")
+    down_parser.add_argument("run_id")
+    sub.add_parser("gomod", help="regenerate cluster/local/controlplane/go.mod from versions.toml")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "build":
+            build()
+        elif args.command == "reap":
+            _say(f"reaped {', '.join(reap_dead_runs()) or 'nothing'}")
+        elif args.command == "down":
+            down(args.run_id)
+        elif args.command == "gomod":
+            gomod()
+    except TrustgridError as err:
+        print(f"trustgrid: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The local platform's promises about bad input and cleanup, checked on the real thing.
+
+Each test runs the suite in a child pytest, exactly as a user would, then
+checks its exit code, its one-line error, and that nothing of its own is
+left: no labelled process, no state directory (which holds the keys), no
+listening port.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster.wait import wait_until
+from tests.lifecycle import Child, child_env, new_since, run_pytest, snapshot
+
+pytestmark = pytest.mark.platform
+
+SUITE = "suites/conformance/test_kubernetes_auth.py"
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one error line, got: {lines}"
+    assert lines[0].startswith("ERROR: trustgrid: "), lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def nothing_left() -> Iterator[None]:
+    before = snapshot()
+    yield
+    left = new_since(before)
+    assert not left.pids, f"processes left running: {sorted(left.pids)}"
+    assert not left.run_dirs, f"state directories left: {sorted(left.run_dirs)}"
+    assert not left.listening_ports, f"ports left listening: {sorted(left.listening_ports)}"
+
+
+def test_a_port_in_use_is_one_line_naming_the_owner(nothing_left: None) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        result = run_pytest(SUITE, "--apiserver-port", str(port))
+    assert result.returncode == 4
+    line = _one_error_line(result.stderr)
+    assert f"port {port} on 127.0.0.1 is already in use by pid" in line and "--apiserver-port 0" in line
+
+
+def test_vault_that_fails_to_start_is_one_line_with_its_log(nothing_left: None, tmp_path: Path) -> None:
+    fake = tmp_path / "vault"
+    fake.write_text('#!/bin/sh\n[ "$1" = version ] && { echo "Vault v1.99.0 (test)"; exit 0; }\n'
+                    'echo "error loading configuration: broken on purpose" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    result = run_pytest(SUITE, "--vault-binary", str(fake))
+    assert result.returncode == 4
+    line = _one_error_line(result.stderr)
+    assert "vault exited with code 1 before it was ready" in line and "broken on purpose" in line
+
+
+def test_no_go_and_no_binaries_is_one_line_naming_both_fixes(nothing_left: None, tmp_path: Path) -> None:
+    env = child_env(PATH="/usr/sbin:/usr/bin:/sbin:/bin", TRUSTGRID_CACHE=str(tmp_path))
+    result = run_pytest(SUITE, env=env)
+    assert result.returncode == 4
+    line = _one_error_line(result.stderr)
+    assert "Go is not installed" in line and "KUBEBUILDER_ASSETS" in line
+
+
+def test_not_root_is_one_line_naming_the_fix(nothing_left: None) -> None:
+    # Pretend to be an ordinary user: the real check reads os.geteuid().
+    result = run_pytest(SUITE, prelude="import os\nos.geteuid = lambda: 1000")
+    assert result.returncode == 4
+    line = _one_error_line(result.stderr)
+    assert "needs root" in line and "--platform kind" in line
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_during_bring_up_leaves_nothing(nothing_left: None, sig: signal.Signals) -> None:
+    before = snapshot()
+    child = Child.start(SUITE)
+    # Interrupt once the control plane really runs, while bring-up is still going on.
+    wait_until(lambda: len(new_since(before).pids) >= 2, timeout=120, interval=0.02,
+               describe="the child's etcd and Vault processes to start")
+    assert not child.said("trustgrid: kube-apiserver"), "bring-up already finished"
+    child.process.send_signal(sig)
+    code = child.process.wait(timeout=60)
+    assert code != 0, child.output
+    assert not child.said(" passed"), child.output
+
+
+def test_ctrl_c_during_a_test_leaves_nothing(nothing_left: None) -> None:
+    child = Child.start(SUITE, "-v")
+    wait_until(lambda: child.said("PASSED"), timeout=120, describe="the first test to pass")
+    child.process.send_signal(signal.SIGINT)
+    code = child.process.wait(timeout=60)
+    assert code == 2, child.output  # pytest's "interrupted"
+    assert child.said("KeyboardInterrupt"), child.output

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster.runstate import RUN_ENV, RunState, our_processes, process_run_id, reap_dead_runs, run_is_live
+
+
+def _spawn_labelled(run_id: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, RUN_ENV: run_id}
+    return subprocess.Popen(["sleep", "120"], env=env, start_new_session=True)
+
+
+def test_state_dir_is_private_and_keys_are_0600(tmp_path: Path) -> None:
+    state = RunState.create("tg-unit-1", root=tmp_path)
+    assert stat.S_IMODE(state.path.stat().st_mode) == 0o700
+    secret = state.write_private("vault-init.json", "{}")
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert run_is_live(state.path)  # owned by this live process
+
+
+def test_reaper_removes_a_dead_runs_processes_and_state(tmp_path: Path) -> None:
+    state = RunState.create("tg-unit-dead", root=tmp_path)
+    (state.path / "owner").write_text("999999999")  # an owner that cannot exist
+    child = _spawn_labelled("tg-unit-dead")
+    try:
+        assert child.pid in our_processes("tg-unit-dead")
+        assert "tg-unit-dead" in reap_dead_runs(tmp_path)
+        child.wait(timeout=10)  # it was terminated, so this returns
+        assert not state.path.exists()
+        assert our_processes("tg-unit-dead") == []
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+
+def test_reaper_leaves_live_and_kept_runs_alone(tmp_path: Path) -> None:
+    live = RunState.create("tg-unit-live", root=tmp_path)
+    kept = RunState.create("tg-unit-kept", root=tmp_path)
+    (kept.path / "owner").write_text("999999999")
+    kept.mark_kept({"kubeconfig": "x"})
+    child = _spawn_labelled("tg-unit-live")
+    try:
+        assert reap_dead_runs(tmp_path) == []
+        assert live.path.exists() and kept.path.exists() and child.poll() is None
+        assert "tg-unit-kept" in reap_dead_runs(tmp_path, include_kept=True)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_lock_serializes(tmp_path: Path) -> None:
+    state = RunState.create("tg-unit-lock", root=tmp_path)
+    with state.lock("cluster-fault"):
+        probe = subprocess.run(["flock", "-n", str(state.path / "cluster-fault.lock"), "true"], check=False)
+        assert probe.returncode != 0  # another process cannot take it
+    probe = subprocess.run(["flock", "-n", str(state.path / "cluster-fault.lock"), "true"], check=False)
+    assert probe.returncode == 0
+
+
+@pytest.fixture(autouse=True)
+def _no_strays() -> Iterator[None]:
+    yield
+    strays = [pid for pid in our_processes() if (process_run_id(pid) or "").startswith("tg-unit")]
+    assert not strays

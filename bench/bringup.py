@@ -1,6 +1,6 @@
 """Bring the local platform up and down with cached binaries, and print the figures.
 
-    python bench/bringup.py [--runs N]
+    .venv/bin/python bench/bringup.py [--runs N]
 
 Prints, per run and as the median: seconds to bring the platform up (the
 issue's target is <= 15 s), seconds to take it down, seconds to configure
@@ -15,11 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from cluster.local.platform import start_local  # noqa: E402
-from cluster.runstate import RunState  # noqa: E402
-from cluster.settings import build_settings  # noqa: E402
+from cluster.local.platform import start_local
+from cluster.runstate import RunState
+from cluster.settings import build_settings
 
 
 def peak_rss_mib(state: RunState) -> dict[str, float]:

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RUN_ENV = "TRUSTGRID_RUN_ID"
+# The pid of the process that owns the run, or "kept": lets the reaper judge a
+# stray process by itself, wherever its run's state directory lives.
+OWNER_ENV = "TRUSTGRID_RUN_OWNER"
 RUN_LABEL = "trustgrid.io/run-id"
 
 
@@ -55,6 +58,13 @@ class RunState:
     @classmethod
     def attach(cls, path: Path) -> RunState:
         return cls(path.name, path)
+
+    @property
+    def owner(self) -> str:
+        """The owner pid as text, or "kept" once the run was kept on purpose."""
+        if (self.path / "kept.json").exists():
+            return "kept"
+        return (self.path / "owner").read_text().strip()
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -97,16 +107,26 @@ class RunState:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def process_run_id(pid: int) -> str | None:
-    """The run id in a live process's environment, or None."""
+def _environ_value(pid: int, name: str) -> str | None:
     try:
         environ = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         return None
     for entry in environ.split(b"\0"):
-        if entry.startswith(RUN_ENV.encode() + b"="):
+        if entry.startswith(name.encode() + b"="):
             return entry.split(b"=", 1)[1].decode()
     return None
+
+
+def process_run_id(pid: int) -> str | None:
+    """The run id in a live process's environment, or None."""
+    return _environ_value(pid, RUN_ENV)
+
+
+def _orphaned(pid: int) -> bool:
+    """A labelled process whose run owner is gone (never a kept run's)."""
+    owner = _environ_value(pid, OWNER_ENV)
+    return owner is not None and owner.isdigit() and not _alive(int(owner))
 
 
 def our_processes(run_id: str | None = None) -> list[int]:
@@ -170,10 +190,8 @@ def reap_dead_runs(root: Path | None = None, *, include_kept: bool = False) -> l
             terminate(our_processes(path.name))
             shutil.rmtree(path, ignore_errors=True)
             reaped.append(path.name)
-    if root is not None and root != runs_root():
-        return reaped  # a private root (tests) must not judge the machine's other runs
-    # Processes whose state directory vanished (deleted by hand) are dead runs too.
-    orphans = [pid for pid in our_processes() if process_run_id(pid) not in live]
+    # Labelled processes whose owner is dead, wherever their state directory was.
+    orphans = [pid for pid in our_processes() if process_run_id(pid) not in live and _orphaned(pid)]
     orphan_runs = {process_run_id(pid) for pid in orphans}
     terminate(orphans)
     reaped += sorted(r for r in orphan_runs if r and r not in reaped)

@@ -8,15 +8,19 @@ listening port.
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from cluster.runstate import our_processes, reap_dead_runs, runs_root
 from cluster.wait import wait_until
-from tests.lifecycle import Child, child_env, new_since, run_pytest, snapshot
+from tests.lifecycle import ROOT, Child, child_env, new_since, run_pytest, snapshot
 
 pytestmark = pytest.mark.platform
 
@@ -99,3 +103,22 @@ def test_ctrl_c_during_a_test_leaves_nothing(nothing_left: None) -> None:
     code = child.process.wait(timeout=60)
     assert code == 2, child.output  # pytest's "interrupted"
     assert child.said("KeyboardInterrupt"), child.output
+
+
+def test_keep_cluster_keeps_a_working_platform_until_cluster_down(nothing_left: None) -> None:
+    result = run_pytest(f"{SUITE}::test_workload_token_logs_in_and_reads_its_own_secret", "--keep-cluster")
+    assert result.returncode == 0, result.stdout + result.stderr
+    match = re.search(r"trustgrid: run (tg-[\w-]+),", result.stdout)
+    assert match, result.stdout
+    run_id = match.group(1)
+    kept = runs_root() / run_id
+    try:
+        assert (kept / "kept.json").exists() and (kept / "kubeconfig").exists()
+        assert len(our_processes(run_id)) == 3  # etcd, kube-apiserver, vault: still serving
+        assert run_id not in reap_dead_runs()  # the reaper leaves a kept run alone
+        assert our_processes(run_id)
+    finally:
+        down = subprocess.run([sys.executable, "-m", "cluster", "down", run_id], cwd=ROOT,
+                              capture_output=True, text=True, check=False)
+    assert down.returncode == 0, down.stderr
+    assert our_processes(run_id) == [] and not kept.exists()

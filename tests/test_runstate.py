@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from cluster.runstate import RUN_ENV, RunState, our_processes, process_run_id, reap_dead_runs, run_is_live
+from cluster.runstate import OWNER_ENV, RUN_ENV, RunState, our_processes, process_run_id, reap_dead_runs, run_is_live
 
 
-def _spawn_labelled(run_id: str) -> subprocess.Popen[bytes]:
+def _spawn_labelled(run_id: str, owner: str | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, RUN_ENV: run_id}
+    if owner is not None:
+        env[OWNER_ENV] = owner
     return subprocess.Popen(["sleep", "120"], env=env, start_new_session=True)
 
 
@@ -52,6 +54,22 @@ def test_reaper_leaves_live_and_kept_runs_alone(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_stray_whose_owner_died_is_reaped_wherever_its_state_lived(tmp_path: Path) -> None:
+    orphan = _spawn_labelled("tg-unit-orphan", owner="999999999")
+    owned = _spawn_labelled("tg-unit-owned", owner=str(os.getpid()))  # its state dir lives elsewhere
+    kept = _spawn_labelled("tg-unit-kept2", owner="kept")
+    try:
+        reaped = reap_dead_runs(tmp_path)
+        assert "tg-unit-orphan" in reaped
+        orphan.wait(timeout=10)
+        assert owned.poll() is None and kept.poll() is None
+        assert not {"tg-unit-owned", "tg-unit-kept2"} & set(reaped)
+    finally:
+        for child in (orphan, owned, kept):
+            child.kill()
+            child.wait()
 
 
 def test_lock_serializes(tmp_path: Path) -> None:

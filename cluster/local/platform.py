@@ -192,10 +192,13 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
 
     timings: dict[str, float] = {}
     started = time.monotonic()
+    # Teardown is always armed while coming up, so that a failed or interrupted
+    # bring-up never leaves a half-created cluster, even with --keep-cluster.
     with contextlib.ExitStack() as stack:
         state = RunState.create(settings.run_id)
-        if not settings.keep_cluster:
-            stack.callback(state.remove)
+        stack.callback(state.remove)
+        if settings.keep_cluster:
+            state.mark_kept({"kubeconfig": str(state.file("kubeconfig"))})
         # Claim every port before starting anything: a taken port fails cleanly.
         etcd, etcd_endpoint = etcd_process(str(binaries.etcd), state)
         apiserver, api_endpoint = apiserver_process(str(binaries.kube_apiserver), state,
@@ -211,15 +214,12 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
         for process in (etcd, apiserver):
             process.die_with_parent = owner
         etcd.start()
-        if owner:
-            stack.callback(etcd.stop)
+        stack.callback(etcd.stop)
         vault.start(owner=owner)
-        if owner:
-            stack.callback(vault.stop)
+        stack.callback(vault.stop)
         etcd.wait_ready(lambda: etcd_healthy(etcd_endpoint), timeout=20, describe="etcd /health")
         apiserver.start()
-        if owner:
-            stack.callback(apiserver.stop)
+        stack.callback(apiserver.stop)
         vault.initialize()
         vault.unseal()
         apiserver.wait_ready(lambda: apiserver_ready(api_endpoint), timeout=60, describe="kube-apiserver /readyz")
@@ -251,6 +251,7 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
         timings["platform_up_s"] = time.monotonic() - started
         state.write_private(CONNECTION_FILE, json.dumps(asdict(connection)))
         if settings.keep_cluster:
+            stack.pop_all()  # disarm: the cluster outlives this run on purpose
             state.mark_kept({"kubeconfig": str(state.file("kubeconfig")), "vault_addr": vault_endpoint.addr})
             progress(f"--keep-cluster: kept run {state.run_id}; KUBECONFIG={state.file('kubeconfig')}; "
                      f"remove it with: python -m cluster down {state.run_id}")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster.errors import PortInUse, ProcessFailed, WaitTimeout
-from cluster.runstate import RUN_ENV, RunState, terminate
+from cluster.runstate import OWNER_ENV, RUN_ENV, RunState, terminate
 from cluster.secrets import redact
 from cluster.wait import Abort, wait_until
 
@@ -40,6 +40,8 @@ class ManagedProcess:
     state: RunState
     env: dict[str, str] = field(default_factory=dict)
     die_with_parent: bool = True
+    # "kept" for a --keep-cluster run; otherwise the pid that owns the run.
+    owner: str = ""
     popen: subprocess.Popen[bytes] | None = None
 
     @property
@@ -47,9 +49,11 @@ class ManagedProcess:
         return self.state.file(f"logs/{self.name}.log")
 
     def start(self) -> None:
+        self.owner = self.owner or self.state.owner
         self.log_path.parent.mkdir(mode=0o700, exist_ok=True)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.state.path), **self.env}
         env[RUN_ENV] = self.state.run_id
+        env[OWNER_ENV] = self.owner
         with self.log_path.open("ab") as log:
             self.popen = subprocess.Popen(
                 list(self.argv),

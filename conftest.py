@@ -137,6 +137,18 @@ def platform(pytestconfig: pytest.Config) -> Platform:
         pytest.fail(f"trustgrid: {err}", pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def _platform_lock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests on the platform share it; a cluster_fault test holds it alone (across xdist workers)."""
+    if "platform" not in request.fixturenames:
+        yield
+        return
+    faults = request.getfixturevalue("platform").faults()
+    marker = request.node.get_closest_marker("cluster_fault")
+    with faults.exclusive(request.node.nodeid) if marker else faults.shared():
+        yield
+
+
 @pytest.fixture(scope="session")
 def kube(platform: Platform) -> Kube:
     return Kube(platform.kube)

@@ -93,13 +93,28 @@ class RunState:
         (self.path / "kept.json").write_text(json.dumps(note, indent=2))
 
     @contextlib.contextmanager
-    def lock(self, name: str) -> Iterator[None]:
-        """A cross-process lock: serializes cluster-wide faults across xdist workers."""
+    def lock(self, name: str, *, shared: bool = False) -> Iterator[None]:
+        """A cross-process reader-writer lock (flock) over the run's platform.
+
+        Ordinary tests hold it shared; a cluster-wide fault (Vault down, CA
+        rotation) holds it exclusive, so no other xdist worker's test sees
+        the fault. Re-entrant within a process; a shared holder cannot
+        upgrade, which would deadlock against itself.
+        """
+        key = (str(self.path), name)
+        held = _held_locks.get(key)
+        if held is not None:
+            if held == "shared" and not shared:
+                raise RuntimeError(f"lock {name} is held shared; mark the test cluster_fault to hold it exclusive")
+            yield
+            return
         handle = (self.path / f"{name}.lock").open("a")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            _held_locks[key] = "shared" if shared else "exclusive"
             yield
         finally:
+            _held_locks.pop(key, None)
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
 
@@ -116,6 +131,9 @@ def _environ_value(pid: int, name: str) -> str | None:
         if entry.startswith(name.encode() + b"="):
             return entry.split(b"=", 1)[1].decode()
     return None
+
+
+_held_locks: dict[tuple[str, str], str] = {}
 
 
 def process_run_id(pid: int) -> str | None:

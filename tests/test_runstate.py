@@ -72,13 +72,26 @@ def test_a_stray_whose_owner_died_is_reaped_wherever_its_state_lived(tmp_path: P
             child.wait()
 
 
-def test_lock_serializes(tmp_path: Path) -> None:
+def _other_process_can_lock(path: Path, *, shared: bool) -> bool:
+    flag = ["-s"] if shared else ["-x"]
+    return subprocess.run(["flock", *flag, "-n", str(path), "true"], check=False).returncode == 0
+
+
+def test_platform_lock_is_shared_for_tests_and_exclusive_for_faults(tmp_path: Path) -> None:
     state = RunState.create("tg-unit-lock", root=tmp_path)
-    with state.lock("cluster-fault"):
-        probe = subprocess.run(["flock", "-n", str(state.path / "cluster-fault.lock"), "true"], check=False)
-        assert probe.returncode != 0  # another process cannot take it
-    probe = subprocess.run(["flock", "-n", str(state.path / "cluster-fault.lock"), "true"], check=False)
-    assert probe.returncode == 0
+    lock_file = state.path / "platform.lock"
+    with state.lock("platform", shared=True):
+        assert _other_process_can_lock(lock_file, shared=True)  # other tests run alongside
+        assert not _other_process_can_lock(lock_file, shared=False)  # a fault waits
+        with state.lock("platform", shared=True):
+            pass  # re-entrant
+        with pytest.raises(RuntimeError, match="cluster_fault"), state.lock("platform"):
+            pass  # no upgrade: it would deadlock against itself
+    with state.lock("platform"):
+        assert not _other_process_can_lock(lock_file, shared=True)  # nobody runs during a fault
+        with state.lock("platform", shared=True):
+            pass  # the fault's own helpers may ask for it again
+    assert _other_process_can_lock(lock_file, shared=False)
 
 
 @pytest.fixture(autouse=True)

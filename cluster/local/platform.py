@@ -88,7 +88,10 @@ class LocalFaults:
         self._platform = platform
 
     def exclusive(self, what: str) -> AbstractContextManager[None]:
-        return self._platform.state.lock("cluster-fault")
+        return self._platform.state.lock("platform")
+
+    def shared(self) -> AbstractContextManager[None]:
+        return self._platform.state.lock("platform", shared=True)
 
     def stop_vault(self) -> None:
         self._platform.vault.stop()

@@ -64,19 +64,19 @@ def test_deleted_service_account_fails_closed_and_a_new_one_gets_in(tenant: Tena
     assert tenant.read_secret(client) == {"canary": tenant.canary}
 
 
+@pytest.mark.cluster_fault
 def test_kubernetes_auth_survives_a_vault_restart(platform: Platform, tenant: Tenant) -> None:
     """No reviewer JWT is pinned: Vault reviews with its current pod's token."""
     faults = platform.faults()
-    with faults.exclusive("vault"):
-        tenant.login(tenant.token())
-        faults.stop_vault()
-        try:
-            with pytest.raises(requests.ConnectionError):
-                tenant.login(tenant.token())  # the fault took effect: Vault is gone
-        finally:
-            faults.start_vault()
-        client = wait_until(lambda: tenant.login(tenant.token()), timeout=30, interval=0.2, converge=3,
-                            describe="Kubernetes auth logins after the Vault restart")
+    tenant.login(tenant.token())
+    faults.stop_vault()
+    try:
+        with pytest.raises(requests.ConnectionError):
+            tenant.login(tenant.token())  # the fault took effect: Vault is gone
+    finally:
+        faults.start_vault()
+    client = wait_until(lambda: tenant.login(tenant.token()), timeout=30, interval=0.2, converge=3,
+                        describe="Kubernetes auth logins after the Vault restart")
     assert tenant.read_secret(client) == {"canary": tenant.canary}
 
 

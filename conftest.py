@@ -17,7 +17,7 @@ import pytest
 from cluster.errors import TrustgridError
 from cluster.kube import Kube
 from cluster.platform import Platform
-from cluster.secrets import install_record_factory
+from cluster.secrets import install_record_factory, redact
 from cluster.select import check_available, resolve
 from cluster.session import PlatformSession, raise_keyboard_interrupt_on_sigterm
 from cluster.settings import PLATFORMS, Settings, build_settings
@@ -115,6 +115,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     return config.stash[SESSION].header_lines()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Scrub secrets from failure reports and captured output before anyone sees them."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if report.longrepr is not None:
+        text = str(report.longrepr)
+        cleaned = redact(text)
+        if cleaned != text:
+            report.longrepr = cleaned
+    report.sections = [(title, redact(content)) for title, content in report.sections]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -20,6 +20,8 @@ _PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
     # JWTs: three base64url segments, the first two starting with '{"'.
     re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+    # A JWT that pytest's assertion rewriting shortened to "eyJhbGciOiJS...0dXJlLWJ5dGVz".
+    re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.\.\.[A-Za-z0-9_.-]*"),
     # Vault and OpenBao service, batch and recovery tokens.
     re.compile(r"\b(?:hv[sbr]|s|b|r)\.[A-Za-z0-9_-]{20,}"),
 )

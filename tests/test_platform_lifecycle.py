@@ -8,6 +8,7 @@ listening port.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from cluster.runstate import our_processes, reap_dead_runs, runs_root
+from cluster.secrets import find_secrets
 from cluster.wait import wait_until
 from tests.lifecycle import ROOT, Child, child_env, new_since, run_pytest, snapshot
 
@@ -122,3 +124,24 @@ def test_keep_cluster_keeps_a_working_platform_until_cluster_down(nothing_left: 
                               capture_output=True, text=True, check=False)
     assert down.returncode == 0, down.stderr
     assert our_processes(run_id) == [] and not kept.exists()
+
+
+def test_no_secret_appears_in_any_output(nothing_left: None) -> None:
+    """Run the suite as chatty as pytest goes, then look for every secret the run held."""
+    result = run_pytest(SUITE, "--keep-cluster", "-v", "-s", "-rA", "--log-cli-level=DEBUG")
+    output = result.stdout + result.stderr
+    match = re.search(r"trustgrid: run (tg-[\w-]+),", output)
+    assert match, output[-2000:]
+    kept = runs_root() / match.group(1)
+    try:
+        assert result.returncode == 0, output[-3000:]
+        init = json.loads((kept / "vault-init.json").read_text())
+        secrets = [init["root_token"], *init["keys_base64"], (kept / "vault-pod" / "token").read_text()]
+        secrets += [path.read_text() for path in (kept / "pki").glob("*.key")]
+        assert "DEBUG" in output and "PASSED" in output  # the output really was chatty
+        leaked = [i for i, secret in enumerate(secrets) if secret.strip() in output]
+        assert leaked == [], f"secrets number {leaked} appear in the output"
+        assert find_secrets(output) == []
+    finally:
+        subprocess.run([sys.executable, "-m", "cluster", "down", match.group(1)], cwd=ROOT,
+                       capture_output=True, check=False)

@@ -45,6 +45,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="local kube-apiserver port on 127.0.0.1 (default 0: a free port)")
     group.addoption("--vault-port", default=None, metavar="PORT",
                     help="local Vault port on 127.0.0.1 (default 0: a free port)")
+    group.addoption("--pod-cidr", default=None, metavar="CIDR",
+                    help="local pod network (default: a free /24 of 10.250.0.0/16)")
 
 
 def _is_worker(config: pytest.Config) -> bool:

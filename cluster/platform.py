@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import hvac
 from kubernetes.client import ApiClient
@@ -55,6 +55,7 @@ class CallResult:
     elapsed: float
     peer_ids: tuple[str, ...] = ()
     detail: str = ""
+    body: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -63,17 +64,36 @@ class CallResult:
 
 @dataclass(frozen=True)
 class FlowSummary:
-    """One TCP flow seen on the wire, classified without keeping its payload."""
+    """One TCP flow seen on the wire; client is the side that opened it."""
 
     client: str
     server: str
     tls: bool
-    canary_seen: bool
+    payload_bytes: int
 
 
-@dataclass(frozen=True)
 class Capture:
-    flows: tuple[FlowSummary, ...] = ()
+    """What crossed a pod's interface; filled when the capture block ends."""
+
+    def __init__(self) -> None:
+        self.flows: tuple[FlowSummary, ...] = ()
+        self._payload = b""
+        self.done = False
+
+    def fill(self, flows: list[FlowSummary], payload: bytes) -> None:
+        self.flows = tuple(flows)
+        self._payload = payload
+        self.done = True
+
+    @property
+    def plaintext_flows(self) -> tuple[FlowSummary, ...]:
+        return tuple(f for f in self.flows if f.payload_bytes and not f.tls)
+
+    def contains(self, text: str) -> bool:
+        """Whether these bytes crossed the wire in the clear, anywhere in any flow."""
+        if not self.done:
+            raise RuntimeError("the capture is still running")
+        return text.encode() in self._payload
 
 
 class Faults(Protocol):

@@ -25,6 +25,7 @@ ENVIRONMENT = {
     "vault_binary": "TRUSTGRID_VAULT_BINARY",
     "apiserver_port": "TRUSTGRID_APISERVER_PORT",
     "vault_port": "TRUSTGRID_VAULT_PORT",
+    "pod_cidr": "TRUSTGRID_POD_CIDR",
 }
 
 
@@ -37,6 +38,7 @@ class Settings:
     vault_binary: Path | None
     apiserver_port: int
     vault_port: int
+    pod_cidr: str | None
     run_id: str
     cache_dir: Path
 
@@ -93,6 +95,7 @@ def build_settings(
         vault_binary=Path(str(vault_value)) if vault_value else None,
         apiserver_port=_port(_pick(options, env, "apiserver_port"), "--apiserver-port"),
         vault_port=_port(_pick(options, env, "vault_port"), "--vault-port"),
+        pod_cidr=str(_pick(options, env, "pod_cidr") or "") or None,
         run_id=run_id or new_run_id(),
         cache_dir=cache_dir(),
     )

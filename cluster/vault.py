@@ -196,6 +196,23 @@ class VaultConfigurator:
         path = layout.secret_path(namespace)
         return NamespaceBinding(namespace, layout.role(namespace), policy, path, tuple(service_accounts))
 
+    def configure_mesh_ca(self, namespace: str, service_account: str) -> str:
+        """The mesh CA's own Vault identity: may sign through any namespace's PKI role, nothing else."""
+        policy = "mesh-ca"
+        self.client.sys.create_or_update_policy(
+            policy, f'path "{self.layout.pki_int_path}/sign/*" {{ capabilities = ["update"] }}')
+        mesh = self.setup.mesh
+        role = "mesh-ca"
+        self._post(f"auth/{self.layout.kubernetes_path}/role/{role}", {
+            "bound_service_account_names": [service_account],
+            "bound_service_account_namespaces": [namespace],
+            "audience": self.setup.vault.audience,
+            "token_policies": [policy],
+            "token_ttl": int(mesh.ca_token_ttl.total_seconds()),
+            "token_max_ttl": int(mesh.ca_token_max_ttl.total_seconds()),
+        })
+        return role
+
     def write_secret(self, binding: NamespaceBinding, value: dict[str, str]) -> None:
         self.client.secrets.kv.v2.create_or_update_secret(
             path=binding.secret_path, secret=value, mount_point=self.layout.kv_path

@@ -52,7 +52,7 @@ class VaultEndpoint:
 
 
 def server_config(*, port: int, cluster_port: int, data_dir: Path, cert: Path, key: Path,
-                  audit_log: Path | None, flavor: str) -> str:
+                  audit_log: Path | None, flavor: str, node_ip: str | None = None) -> str:
     lines = [
         "ui = false",
         f'api_addr = "https://127.0.0.1:{port}"',
@@ -67,6 +67,10 @@ def server_config(*, port: int, cluster_port: int, data_dir: Path, cert: Path, k
         f'  tls_key_file = "{key}"',
         "}",
     ]
+    if node_ip:
+        # Pods reach Vault on the bridge address, as pods reach an in-cluster service.
+        lines += ["listener \"tcp\" {", f'  address = "{node_ip}:{port}"', f'  tls_cert_file = "{cert}"',
+                  f'  tls_key_file = "{key}"', "}"]
     if flavor == "vault":
         lines.append("disable_mlock = true")  # OpenBao dropped mlock; Vault needs it off for raft
     if audit_log is not None and flavor == "openbao":
@@ -84,7 +88,8 @@ class LocalVault:
     """Start, initialize, unseal, seal and stop one Vault server process."""
 
     def __init__(self, binary: VaultBinary, state: RunState, endpoint: VaultEndpoint, port: int,
-                 cluster_port: int) -> None:
+                 cluster_port: int, node_ip: str | None = None) -> None:
+        self.node_ip = node_ip
         self.binary = binary
         self.state = state
         self.endpoint = endpoint
@@ -108,7 +113,7 @@ class LocalVault:
             data_dir.mkdir(mode=0o700, exist_ok=True)
             config.write_text(server_config(
                 port=self.port, cluster_port=self.cluster_port, data_dir=data_dir, cert=pki / "vault.crt",
-                key=pki / "vault.key", audit_log=self.audit_log, flavor=self.binary.flavor,
+                key=pki / "vault.key", audit_log=self.audit_log, flavor=self.binary.flavor, node_ip=self.node_ip,
             ))
         self.token_dir.mkdir(mode=0o700, exist_ok=True)
         argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", _POD_WRAPPER, "sh",

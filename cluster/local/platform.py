@@ -9,6 +9,7 @@ state directory.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -17,23 +18,34 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import hvac
 from kubernetes import client as k8s
 from kubernetes.client import ApiClient
 
-from cluster.errors import PlatformNotImplemented, PlatformUnavailable
+from cluster.errors import PlatformUnavailable
+from cluster.istio import ROOT_NAMESPACE, apply, peer_authentication
 from cluster.kube import Kube
 from cluster.local import pki as local_pki
 from cluster.local.apiserver import ApiServerEndpoint, apiserver_process, apiserver_ready, write_kubeconfig
-from cluster.local.binaries import VaultBinary, find_control_plane, find_crds, find_vault
+from cluster.local.binaries import VaultBinary, find_control_plane, find_crds, find_pod_binary, find_vault
 from cluster.local.crds import install_crds
 from cluster.local.etcd import etcd_healthy, etcd_process
+from cluster.local.meshservices import (
+    istiod_process,
+    mesh_ca_identity,
+    mesh_ca_process,
+    wait_istiod,
+    wait_mesh_ca,
+)
+from cluster.local.network import NodeNetwork, pick_pod_cidr, reap_networks
 from cluster.local.openbao import LocalVault, VaultEndpoint
+from cluster.local.pods import LocalPods, MeshEndpoints
 from cluster.local.process import claim_port
 from cluster.local.vaultpod import TokenRefresher, VaultPod
 from cluster.platform import CallResult, Capture, Versions, Workload
-from cluster.runstate import RunState, reap_dead_runs
+from cluster.runstate import RunState, reap_dead_runs, run_is_live, runs_root
 from cluster.secrets import redact
 from cluster.settings import Settings
 from cluster.vault import KubernetesAuthTarget, VaultConfigurator, VaultLayout
@@ -60,6 +72,11 @@ class Connection:
     vault_version: str
     kubernetes_version: str
     etcd_version: str
+    pod_cidr: str
+    node_ip: str
+    pods_root: str
+    tgpod: str
+    mesh_ca_url: str
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -132,9 +149,20 @@ class LocalPlatform:
         )
         binary = VaultBinary(Path(connection.vault_binary), connection.vault_flavor, connection.vault_version)
         self.vault = LocalVault(binary, state, connection.vault_endpoint, connection.vault_port,
-                                connection.vault_cluster_port)
+                                connection.vault_cluster_port, connection.node_ip)
         ca_pem = Path(connection.ca).read_text()
         self.vault_pod = VaultPod(Kube(self.kube), self.run_id, self.vault.token_dir, ca_pem)
+        self.network = NodeNetwork(self.run_id, ipaddress.ip_network(connection.pod_cidr),  # type: ignore[arg-type]
+                                   state.file("ipam.json"))
+        pods_root = Path(connection.pods_root)
+        mesh = settings.profile.setup.mesh
+        self.pods = LocalPods(state, self.network, Kube(self.kube), MeshEndpoints(
+            pods_root=pods_root / "pods", tgpod=pods_root / "bin" / "tgpod", ca_bundle=pods_root / "ca.crt",
+            mesh_ca_url=connection.mesh_ca_url,
+            vault_addr=f"https://{connection.node_ip}:{connection.vault_port}",
+            trust_domain=settings.profile.setup.trust_domain, vault_audience=settings.profile.setup.vault.audience,
+            renew_fraction=mesh.renew_fraction,
+        ), self.vault_layout, self.run_id)
 
     @property
     def timings(self) -> dict[str, float]:
@@ -150,13 +178,19 @@ class LocalPlatform:
         return LocalFaults(self)
 
     def deploy(self, ns: str, name: str, sa: str, *, meshed: bool = True) -> Workload:
-        raise PlatformNotImplemented("local pods arrive with the local mesh", fix="run the Kubernetes-auth suites only")
+        return self.pods.deploy(ns, name, sa, meshed=meshed)
+
+    def undeploy(self, wl: Workload) -> None:
+        self.pods.delete(wl)
 
     def call(self, src: Workload, dst: Workload, *, canary: str, timeout: float) -> CallResult:
-        raise PlatformNotImplemented("local pods arrive with the local mesh", fix="run the Kubernetes-auth suites only")
+        return self.pods.call(src, dst, canary=canary, timeout=timeout)
+
+    def read_vault(self, wl: Workload) -> dict[str, Any]:
+        return self.pods.read_vault(wl)
 
     def capture(self, wl: Workload) -> AbstractContextManager[Capture]:
-        raise PlatformNotImplemented("local pods arrive with the local mesh", fix="run the Kubernetes-auth suites only")
+        return self.pods.capture(wl)
 
     def dump(self, into: Path) -> None:
         """Copy every component log, redacted, for a failure report."""
@@ -179,19 +213,50 @@ def _require_tools() -> None:
         raise PlatformUnavailable(f"{', '.join(missing)} not found", fix="apt-get install util-linux mount")
 
 
+PODS_BASE = Path("/run/trustgrid")
+
+
+def _reap(progress: Progress) -> None:
+    reaped = reap_dead_runs()
+    root = runs_root()
+    live = [p.name for p in root.iterdir() if run_is_live(p)] if root.is_dir() else []
+    reaped += reap_networks(live)
+    if PODS_BASE.is_dir():
+        for folder in PODS_BASE.iterdir():
+            if folder.name not in live:
+                shutil.rmtree(folder, ignore_errors=True)
+    if reaped:
+        progress(f"reaped what dead runs left: {', '.join(reaped)}")
+
+
+def _pods_root(run_id: str, tgpod: Path, ca: Path) -> Path:
+    """World-readable home of the pods' binary and CA bundle: the sidecar runs as uid 1337."""
+    root = PODS_BASE / run_id
+    (root / "bin").mkdir(parents=True, mode=0o755)
+    (root / "pods").mkdir(mode=0o755)
+    for folder in (PODS_BASE, root):
+        folder.chmod(0o755)
+    shutil.copy(tgpod, root / "bin" / "tgpod")
+    (root / "bin" / "tgpod").chmod(0o755)
+    shutil.copy(ca, root / "ca.crt")
+    (root / "ca.crt").chmod(0o644)
+    return root
+
+
 @contextlib.contextmanager
 def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatform]:
     """Bring the local platform up; on any failure or interrupt, tear down what started."""
     _require_root()
     _require_tools()
-    reaped = reap_dead_runs()
-    if reaped:
-        progress(f"reaped {len(reaped)} leftover run(s): {', '.join(reaped)}")
+    _reap(progress)
     pins = load_pins()
     binaries = find_control_plane(settings.cache_dir, pins, progress=progress)
     crds = find_crds(settings.cache_dir, pins, progress=progress)
+    tgpod = find_pod_binary(settings.cache_dir, progress=progress)
     vault_binary = find_vault(settings.vault_binary)
+    cidr = pick_pod_cidr(settings.run_id, settings.pod_cidr)
     owner = not settings.keep_cluster  # kept processes must outlive pytest
+    setup = settings.profile.setup
 
     timings: dict[str, float] = {}
     started = time.monotonic()
@@ -202,16 +267,21 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
         stack.callback(state.remove)
         if settings.keep_cluster:
             state.mark_kept({"kubeconfig": str(state.file("kubeconfig"))})
+        network = NodeNetwork(settings.run_id, cidr, state.file("ipam.json"))
+        stack.callback(network.down)
+        network.up()
+        pki = local_pki.generate(state, extra_ips=(network.host_ip,))
+        stack.callback(shutil.rmtree, PODS_BASE / settings.run_id, True)
+        pods_root = _pods_root(settings.run_id, tgpod, pki.ca.cert)
         # Claim every port before starting anything: a taken port fails cleanly.
         etcd, etcd_endpoint = etcd_process(str(binaries.etcd), state)
-        apiserver, api_endpoint = apiserver_process(str(binaries.kube_apiserver), state,
-                                                    local_pki.generate(state), etcd_endpoint,
+        apiserver, api_endpoint = apiserver_process(str(binaries.kube_apiserver), state, pki, etcd_endpoint,
                                                     port=settings.apiserver_port)
         vault_port = claim_port(settings.vault_port, "--vault-port")
         vault_endpoint = VaultEndpoint(f"https://127.0.0.1:{vault_port}", api_endpoint.ca,
                                        vault_binary.flavor, vault_binary.version)
         vault_cluster_port = claim_port(0, "--vault-port")
-        vault = LocalVault(vault_binary, state, vault_endpoint, vault_port, vault_cluster_port)
+        vault = LocalVault(vault_binary, state, vault_endpoint, vault_port, vault_cluster_port, network.host_ip)
 
         progress("starting etcd, OpenBao and kube-apiserver")
         for process in (etcd, apiserver):
@@ -231,26 +301,46 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
 
         api = _api_client(api_endpoint)
         kube = Kube(api)
+        progress("installing Istio and cert-manager CRDs, and Vault's pod identity")
+        install_crds(api, crds)
+        vault_pod = VaultPod(kube, settings.run_id, vault.token_dir, api_endpoint.ca.read_text())
+        vault_pod.ensure_identity()
+        vault_pod.new_incarnation()
+        if owner:
+            stack.enter_context(TokenRefresher(vault_pod))
+
+        configure_started = time.monotonic()
+        progress("configuring Vault: Kubernetes auth, KV, PKI root and intermediate, audit")
+        layout = VaultLayout()
+        configurator = VaultConfigurator(vault_endpoint.client(vault.root_token()), layout, setup, settings.run_id)
+        configure_vault(configurator, api_endpoint, str(vault.audit_log) if setup.vault.audit else None)
+        timings["vault_configure_s"] = time.monotonic() - configure_started
+
+        progress("starting the mesh CA and istiod")
+        role = mesh_ca_identity(kube, configurator, state, settings.run_id)
+        mesh_ca, mesh_ca_url = mesh_ca_process(state, api_endpoint, layout, setup, node_ip=network.host_ip,
+                                               vault_addr=f"https://{network.host_ip}:{vault_port}", role=role,
+                                               owner=owner)
+        mesh_ca.start()
+        stack.callback(mesh_ca.stop)
+        istiod = istiod_process(state, api_endpoint, pods_root / "pods", setup, owner=owner)
+        istiod.start()
+        stack.callback(istiod.stop)
+        apply(kube, peer_authentication(ROOT_NAMESPACE, "default", setup.mesh.mtls.default, settings.run_id))
+        wait_mesh_ca(mesh_ca, mesh_ca_url, api_endpoint.ca)
+        wait_istiod(istiod, pods_root / "pods")
+
         connection = Connection(
             apiserver_url=api_endpoint.url, ca=str(api_endpoint.ca), client_cert=str(api_endpoint.client_cert),
             client_key=str(api_endpoint.client_key), issuer=api_endpoint.issuer,
             vault_addr=vault_endpoint.addr, vault_port=vault_port, vault_cluster_port=vault_cluster_port,
             vault_binary=str(vault_binary.path), vault_flavor=vault_binary.flavor,
             vault_version=vault_binary.version, kubernetes_version=kube.server_version(),
-            etcd_version=pins.etcd, timings=timings,
+            etcd_version=pins.etcd, pod_cidr=str(cidr), node_ip=network.host_ip, pods_root=str(pods_root),
+            tgpod=str(tgpod), mesh_ca_url=mesh_ca_url, timings=timings,
         )
         platform = LocalPlatform(settings, state, connection, owner=owner)
-        progress("installing Istio and cert-manager CRDs, and Vault's pod identity")
-        install_crds(api, crds)
-        platform.vault_pod.ensure_identity()
-        platform.vault_pod.new_incarnation()
-        if owner:
-            stack.enter_context(TokenRefresher(platform.vault_pod))
-
-        configure_started = time.monotonic()
-        progress("configuring Vault: Kubernetes auth, KV, PKI root and intermediate, audit")
-        configure_vault(platform)
-        timings["vault_configure_s"] = time.monotonic() - configure_started
+        stack.callback(platform.pods.delete_all)
         timings["platform_up_s"] = time.monotonic() - started
         state.write_private(CONNECTION_FILE, json.dumps(asdict(connection)))
         if settings.keep_cluster:
@@ -261,17 +351,14 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
         yield platform
 
 
-def configure_vault(platform: LocalPlatform) -> None:
+def configure_vault(configurator: VaultConfigurator, api: ApiServerEndpoint, audit_log: str | None) -> None:
     """The shared Vault setup, pointed at this platform's API server."""
-    endpoint = platform.connection.apiserver
-    configurator = VaultConfigurator(platform.vault_admin(), platform.vault_layout,
-                                     platform.settings.profile.setup, platform.run_id)
     configurator.configure_kubernetes_auth(KubernetesAuthTarget(
-        host=endpoint.url, ca_pem=endpoint.ca.read_text(), issuer=endpoint.issuer))
+        host=api.url, ca_pem=api.ca.read_text(), issuer=api.issuer))
     configurator.configure_kv()
     configurator.configure_pki()
-    if platform.settings.profile.setup.vault.audit:
-        configurator.ensure_audit(str(platform.vault.audit_log))
+    if audit_log is not None:
+        configurator.ensure_audit(audit_log)
 
 
 def attach_local(settings: Settings, state_path: Path) -> LocalPlatform:

@@ -1,0 +1,326 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+type app struct {
+	namespace, serviceAccount, pod string
+	vault                          *vaultAgent
+	logf                           func(string, ...any)
+}
+
+func runApp(args []string) error {
+	fs := flag.NewFlagSet("app", flag.ExitOnError)
+	listen := fs.String("listen", "0.0.0.0:8080", "echo server address")
+	agentSocket := fs.String("agent-socket", "", "unix socket for the platform's calls and Vault reads")
+	a := &app{}
+	fs.StringVar(&a.namespace, "namespace", "", "")
+	fs.StringVar(&a.serviceAccount, "service-account", "", "")
+	fs.StringVar(&a.pod, "pod", "", "")
+	v := &vaultAgent{}
+	fs.StringVar(&v.addr, "vault-addr", "", "Vault address as pods reach it")
+	fs.StringVar(&v.caFile, "vault-ca", "", "")
+	fs.StringVar(&v.authPath, "vault-auth-path", "kubernetes", "")
+	fs.StringVar(&v.role, "vault-role", "", "")
+	fs.StringVar(&v.tokenFile, "vault-token-file", "", "projected service-account token (audience vault)")
+	fs.StringVar(&v.secretURL, "vault-secret", "", "KV v2 data path, e.g. secret/data/ns/app")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger := log.New(os.Stderr, "app ", log.LstdFlags|log.Lmicroseconds)
+	a.logf = logger.Printf
+	if v.addr != "" {
+		v.logf = logger.Printf
+		if err := v.init(); err != nil {
+			return err
+		}
+		a.vault = v
+		go v.loop()
+	}
+	echo := &http.Server{Addr: *listen, Handler: http.HandlerFunc(a.echo), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := echo.ListenAndServe(); err != nil {
+			logger.Fatalf("echo server: %v", err)
+		}
+	}()
+	_ = os.Remove(*agentSocket)
+	control, err := net.Listen("unix", *agentSocket)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/call", a.call)
+	mux.HandleFunc("/vault", a.readVault)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	return (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(control)
+}
+
+// echo answers with the request headers (XFCC included) and its own identity.
+func (a *app) echo(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"namespace": a.namespace, "service_account": a.serviceAccount, "pod": a.pod,
+		"headers": r.Header, "path": r.URL.RequestURI(),
+	})
+}
+
+type callRequest struct {
+	URL     string            `json:"url"`
+	Headers map[string]string `json:"headers"`
+	Timeout float64           `json:"timeout"`
+}
+
+type callResult struct {
+	Status  int             `json:"status"`
+	Error   string          `json:"error"`
+	Detail  string          `json:"detail"`
+	Elapsed float64         `json:"elapsed"`
+	Body    json.RawMessage `json:"body,omitempty"`
+}
+
+// call makes one request from inside the pod, on a fresh connection, so
+// that every call crosses the sidecars (and their current certificates).
+func (a *app) call(w http.ResponseWriter, r *http.Request) {
+	var req callRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	timeout := time.Duration(req.Timeout * float64(time.Second))
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	client := &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}
+	out, _ := http.NewRequest(http.MethodGet, req.URL, nil)
+	for k, v := range req.Headers {
+		out.Header.Set(k, v)
+	}
+	start := time.Now()
+	resp, err := client.Do(out)
+	result := callResult{}
+	if err != nil {
+		result.Error, result.Detail = classify(err), err.Error()
+	} else {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		result.Status = resp.StatusCode
+		if json.Valid(body) {
+			result.Body = body
+		} else {
+			result.Detail = strings.TrimSpace(string(body))
+		}
+		switch {
+		case resp.StatusCode == http.StatusForbidden:
+			result.Error = "http_403"
+		case resp.StatusCode >= 500:
+			result.Error = "http_5xx"
+		}
+	}
+	result.Elapsed = time.Since(start).Seconds()
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(result)
+}
+
+func classify(err error) string {
+	var netErr net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		strings.Contains(err.Error(), "connection reset"), strings.Contains(err.Error(), "EOF"):
+		return "reset"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return "timeout"
+	case strings.Contains(err.Error(), "tls:"), strings.Contains(err.Error(), "x509"):
+		return "tls_handshake"
+	}
+	return "other"
+}
+
+// -- the Vault agent: log in, renew, and log in again when renewal is refused
+
+type vaultAgent struct {
+	addr, caFile, authPath, role, tokenFile, secretURL string
+	client                                             *http.Client
+	mu                                                 sync.Mutex
+	token                                              string
+	leaseSeconds                                       float64
+	obtained                                           time.Time
+	lastError                                          string
+	logins, renewals                                   int
+	logf                                               func(string, ...any)
+}
+
+func (v *vaultAgent) init() error {
+	pem, err := os.ReadFile(v.caFile)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	v.client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}}
+	return nil
+}
+
+type vaultAuth struct {
+	Auth *struct {
+		ClientToken   string  `json:"client_token"`
+		LeaseDuration float64 `json:"lease_duration"`
+	} `json:"auth"`
+	Errors []string `json:"errors"`
+}
+
+func (v *vaultAgent) do(method, path, token string, body any) (int, []byte, error) {
+	var reader io.Reader
+	if body != nil {
+		data, _ := json.Marshal(body)
+		reader = bytes.NewReader(data)
+	}
+	req, _ := http.NewRequestWithContext(context.Background(), method, v.addr+"/v1/"+path, reader)
+	if token != "" {
+		req.Header.Set("X-Vault-Token", token)
+	}
+	resp, err := v.client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, data, err
+}
+
+func (v *vaultAgent) login() error {
+	jwt, err := os.ReadFile(v.tokenFile)
+	if err != nil {
+		return err
+	}
+	status, data, err := v.do(http.MethodPost, "auth/"+v.authPath+"/login", "",
+		map[string]string{"role": v.role, "jwt": strings.TrimSpace(string(jwt))})
+	if err != nil {
+		return err
+	}
+	var answer vaultAuth
+	_ = json.Unmarshal(data, &answer)
+	if status != http.StatusOK || answer.Auth == nil {
+		return fmt.Errorf("login refused (%d): %s", status, strings.Join(answer.Errors, "; "))
+	}
+	v.mu.Lock()
+	v.token, v.leaseSeconds, v.obtained = answer.Auth.ClientToken, answer.Auth.LeaseDuration, time.Now()
+	v.logins++
+	v.mu.Unlock()
+	return nil
+}
+
+func (v *vaultAgent) renew() error {
+	v.mu.Lock()
+	token := v.token
+	v.mu.Unlock()
+	status, data, err := v.do(http.MethodPost, "auth/token/renew-self", token, map[string]string{})
+	if err != nil {
+		return err
+	}
+	var answer vaultAuth
+	_ = json.Unmarshal(data, &answer)
+	if status != http.StatusOK || answer.Auth == nil {
+		return fmt.Errorf("renewal refused (%d): %s", status, strings.Join(answer.Errors, "; "))
+	}
+	v.mu.Lock()
+	// Renewal past the max TTL returns a shorter lease: once it stops growing,
+	// the next round logs in again instead.
+	v.leaseSeconds, v.obtained = answer.Auth.LeaseDuration, time.Now()
+	v.renewals++
+	v.mu.Unlock()
+	return nil
+}
+
+func (v *vaultAgent) loop() {
+	for {
+		v.mu.Lock()
+		token, lease, obtained := v.token, v.leaseSeconds, v.obtained
+		v.mu.Unlock()
+		var err error
+		switch {
+		case token == "":
+			err = v.login()
+		case time.Since(obtained).Seconds() >= lease/2:
+			if err = v.renew(); err != nil || v.currentLease() < 2 {
+				err = v.login()
+			}
+		default:
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		v.mu.Lock()
+		if err != nil {
+			v.lastError = err.Error()
+			v.token = ""
+		} else {
+			v.lastError = ""
+		}
+		v.mu.Unlock()
+		if err != nil {
+			v.logf("vault agent: %v", err)
+			time.Sleep(time.Second)
+		}
+	}
+}
+
+func (v *vaultAgent) currentLease() float64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.leaseSeconds
+}
+
+// readVault reads the namespace's secret now, with the agent's current
+// token, and reports only a digest of the value, never the value.
+func (a *app) readVault(w http.ResponseWriter, _ *http.Request) {
+	result := map[string]any{"ok": false}
+	if a.vault == nil {
+		result["error"] = "no vault agent"
+	} else {
+		v := a.vault
+		v.mu.Lock()
+		token, lastError, logins, renewals := v.token, v.lastError, v.logins, v.renewals
+		v.mu.Unlock()
+		result["logins"], result["renewals"] = logins, renewals
+		if token == "" {
+			result["error"] = "not logged in: " + lastError
+		} else {
+			start := time.Now()
+			status, data, err := v.do(http.MethodGet, v.secretURL, token, nil)
+			result["elapsed"] = time.Since(start).Seconds()
+			result["status"] = status
+			switch {
+			case err != nil:
+				result["error"] = classify(err) + ": " + err.Error()
+			case status != http.StatusOK:
+				result["error"] = fmt.Sprintf("vault answered %d", status)
+			default:
+				sum := sha256.Sum256(data)
+				result["ok"], result["digest"] = true, hex.EncodeToString(sum[:8])
+			}
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(result)
+}

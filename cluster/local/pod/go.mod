@@ -1,0 +1,3 @@
+module trustgrid.io/pod
+
+go 1.25.0

@@ -16,7 +16,7 @@ import pytest
 
 from cluster.errors import TrustgridError
 from cluster.kube import Kube
-from cluster.platform import Platform
+from cluster.platform import Platform, Workload
 from cluster.secrets import install_record_factory, redact
 from cluster.select import check_available, resolve
 from cluster.session import PlatformSession, raise_keyboard_interrupt_on_sigterm
@@ -194,3 +194,18 @@ def new_tenant(request: pytest.FixtureRequest, platform: Platform,
 @pytest.fixture
 def tenant(new_tenant: Callable[..., Tenant]) -> Tenant:
     return new_tenant()
+
+
+@pytest.fixture
+def deploy(platform: Platform) -> Iterator[Callable[..., Workload]]:
+    """Deploy workloads (echo app, plus a sidecar when meshed); all are removed afterwards."""
+    deployed: list[Workload] = []
+
+    def make(tenant: Tenant, name: str, service_account: str = "app", *, meshed: bool = True) -> Workload:
+        workload = platform.deploy(tenant.namespace, name, service_account, meshed=meshed)
+        deployed.append(workload)
+        return workload
+
+    yield make
+    for workload in reversed(deployed):
+        platform.undeploy(workload)

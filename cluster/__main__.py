@@ -8,7 +8,8 @@ from pathlib import Path
 
 from cluster.errors import TrustgridError
 from cluster.local.binaries import CONTROLPLANE_MODULE, find_control_plane, find_crds, find_vault
-from cluster.runstate import cache_dir, reap_dead_runs, runs_root
+from cluster.local.platform import reap_local
+from cluster.runstate import cache_dir, runs_root
 from cluster.versions import load_pins
 
 
@@ -31,7 +32,7 @@ def down(run_id: str) -> None:
         raise TrustgridError(f"no kept run {run_id}", fix=f"list runs with: ls {runs_root()}")
     (path / "kept.json").unlink(missing_ok=True)
     (path / "owner").unlink(missing_ok=True)
-    reaped = reap_dead_runs()
+    reaped = reap_local()
     _say(f"removed {', '.join(reaped) or 'nothing'}")
 
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build":
             build()
         elif args.command == "reap":
-            _say(f"reaped {', '.join(reap_dead_runs()) or 'nothing'}")
+            _say(f"reaped {', '.join(reap_local()) or 'nothing'}")
         elif args.command == "down":
             down(args.run_id)
         elif args.command == "gomod":

@@ -19,6 +19,16 @@ class Leftovers:
     pids: frozenset[int]
     run_dirs: frozenset[str]
     listening_ports: frozenset[int]
+    netns: frozenset[str] = frozenset()
+    links: frozenset[str] = frozenset()
+    forward_rules: frozenset[str] = frozenset()
+    pod_dirs: frozenset[str] = frozenset()
+
+    def problems(self) -> list[str]:
+        named = {"processes": self.pids, "state directories": self.run_dirs, "listening ports": self.listening_ports,
+                 "network namespaces": self.netns, "links": self.links, "FORWARD rules": self.forward_rules,
+                 "pod directories": self.pod_dirs}
+        return [f"{what} left: {sorted(items)}" for what, items in named.items() if items]
 
 
 def _listening_ports() -> frozenset[int]:
@@ -31,16 +41,32 @@ def _listening_ports() -> frozenset[int]:
     return frozenset(ports)
 
 
+def _names(argv: list[str]) -> frozenset[str]:
+    out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+    return frozenset(line.split()[0].rstrip(":").split("@")[0] for line in out.splitlines()
+                     if line.strip() and line.split()[0].startswith("tg"))
+
+
 def snapshot() -> Leftovers:
     root = runs_root()
     dirs = frozenset(p.name for p in root.iterdir()) if root.is_dir() else frozenset()
-    return Leftovers(frozenset(our_processes()), dirs, _listening_ports())
+    links = frozenset(
+        line.split(": ")[1].split("@")[0] for line in subprocess.run(
+            ["ip", "-o", "link", "show"], capture_output=True, text=True, check=False).stdout.splitlines()
+        if line.split(": ")[1].startswith("tg"))
+    rules = frozenset(line for line in subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True,
+                                                      check=False).stdout.splitlines() if "trustgrid:" in line)
+    pods = Path("/run/trustgrid")
+    return Leftovers(frozenset(our_processes()), dirs, _listening_ports(), _names(["ip", "netns", "list"]), links,
+                     rules, frozenset(p.name for p in pods.iterdir()) if pods.is_dir() else frozenset())
 
 
 def new_since(before: Leftovers) -> Leftovers:
     now = snapshot()
     return Leftovers(now.pids - before.pids, now.run_dirs - before.run_dirs,
-                     now.listening_ports - before.listening_ports)
+                     now.listening_ports - before.listening_ports, now.netns - before.netns,
+                     now.links - before.links, now.forward_rules - before.forward_rules,
+                     now.pod_dirs - before.pod_dirs)
 
 
 def child_env(**extra: str) -> dict[str, str]:

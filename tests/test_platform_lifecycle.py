@@ -40,10 +40,7 @@ def _one_error_line(stderr: str) -> str:
 def nothing_left() -> Iterator[None]:
     before = snapshot()
     yield
-    left = new_since(before)
-    assert not left.pids, f"processes left running: {sorted(left.pids)}"
-    assert not left.run_dirs, f"state directories left: {sorted(left.run_dirs)}"
-    assert not left.listening_ports, f"ports left listening: {sorted(left.listening_ports)}"
+    assert new_since(before).problems() == []
 
 
 def test_a_port_in_use_is_one_line_naming_the_owner(nothing_left: None) -> None:
@@ -98,8 +95,9 @@ def test_interrupt_during_bring_up_leaves_nothing(nothing_left: None, sig: signa
     assert not child.said(" passed"), child.output
 
 
-def test_ctrl_c_during_a_test_leaves_nothing(nothing_left: None) -> None:
-    child = Child.start(SUITE, "-v")
+@pytest.mark.parametrize("suite", [SUITE, "suites/conformance/test_mtls.py"], ids=["vault", "mesh"])
+def test_ctrl_c_during_a_test_leaves_nothing(nothing_left: None, suite: str) -> None:
+    child = Child.start(suite, "-v")
     wait_until(lambda: child.said("PASSED"), timeout=120, describe="the first test to pass")
     child.process.send_signal(signal.SIGINT)
     code = child.process.wait(timeout=60)
@@ -116,7 +114,7 @@ def test_keep_cluster_keeps_a_working_platform_until_cluster_down(nothing_left: 
     kept = runs_root() / run_id
     try:
         assert (kept / "kept.json").exists() and (kept / "kubeconfig").exists()
-        assert len(our_processes(run_id)) == 3  # etcd, kube-apiserver, vault: still serving
+        assert len(our_processes(run_id)) == 5  # etcd, kube-apiserver, vault, mesh CA, istiod: still serving
         assert run_id not in reap_dead_runs()  # the reaper leaves a kept run alone
         assert our_processes(run_id)
     finally:

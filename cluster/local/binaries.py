@@ -154,7 +154,7 @@ def find_pod_binary(cache: Path, *, progress: Progress = _quiet) -> Path:
     import hashlib
 
     digest = hashlib.sha256()
-    for source in sorted(POD_MODULE.glob("*.go")) + [POD_MODULE / "go.mod"]:
+    for source in [*sorted(POD_MODULE.glob("*.go")), POD_MODULE / "go.mod"]:
         digest.update(source.name.encode() + source.read_bytes())
     target = cache / "bin" / f"tgpod-{digest.hexdigest()[:12]}"
     with _file_lock(cache / "locks" / "tgpod.lock"):

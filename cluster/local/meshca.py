@@ -29,7 +29,7 @@ from cryptography import x509
 from cluster.secrets import install_record_factory, register
 
 log = logging.getLogger("meshca")
-TOKEN_AUDIENCE = "istio-ca"
+CSR_AUDIENCE = "istio-ca"
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class MeshCa:
             f"{self.config.apiserver}/apis/authentication.k8s.io/v1/tokenreviews",
             headers={"Authorization": f"Bearer {api_token}"},
             json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-                  "spec": {"token": token, "audiences": [TOKEN_AUDIENCE]}},
+                  "spec": {"token": token, "audiences": [CSR_AUDIENCE]}},
         )
         if response.status_code != 201:
             raise SignError(503, f"TokenReview failed with HTTP {response.status_code}")

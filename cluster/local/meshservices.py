@@ -81,6 +81,12 @@ def mesh_ca_process(state: RunState, api: ApiServerEndpoint, layout: VaultLayout
     return ManagedProcess("mesh-ca", argv, state, die_with_parent=owner), f"https://{node_ip}:{port}"
 
 
+def mesh_ca_from_config(state: RunState, *, owner: bool) -> ManagedProcess:
+    """The mesh CA again, from the configuration its first start wrote (for restarts)."""
+    argv = [sys.executable, "-m", "cluster.local.meshca", "--config", str(state.file("meshca/config.json"))]
+    return ManagedProcess("mesh-ca", argv, state, die_with_parent=owner)
+
+
 def wait_mesh_ca(process: ManagedProcess, url: str, ca_bundle: Path) -> None:
     def healthy() -> bool:
         context = ssl.create_default_context(cafile=str(ca_bundle))
@@ -99,6 +105,6 @@ def istiod_process(state: RunState, api: ApiServerEndpoint, pods_root: Path, set
 
 
 def wait_istiod(process: ManagedProcess, pods_root: Path) -> None:
-    process.wait_ready(lambda: (pods_root / "istiod.json").exists(), timeout=30, describe="istiod's first push")
+    process.wait_ready((pods_root / "istiod.json").exists, timeout=30, describe="istiod's first push")
 
 

@@ -25,7 +25,7 @@ SIDECAR_UID = 1337
 INBOUND_PORT = 15006
 OUTBOUND_PORT = 15001
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_AUTO_SUPERNET = ipaddress.ip_network("10.250.0.0/16")
+_AUTO_SUPERNET = ipaddress.IPv4Network("10.250.0.0/16")
 
 
 class PodSpecError(TrustgridError):

@@ -87,7 +87,7 @@ def server_config(*, port: int, cluster_port: int, data_dir: Path, cert: Path, k
 class LocalVault:
     """Start, initialize, unseal, seal and stop one Vault server process."""
 
-    def __init__(self, binary: VaultBinary, state: RunState, endpoint: VaultEndpoint, port: int,
+    def __init__(self, binary: VaultBinary, state: RunState, endpoint: VaultEndpoint, port: int, *,
                  cluster_port: int, node_ip: str | None = None) -> None:
         self.node_ip = node_ip
         self.binary = binary

@@ -34,6 +34,7 @@ from cluster.local.crds import install_crds
 from cluster.local.etcd import etcd_healthy, etcd_process
 from cluster.local.meshservices import (
     istiod_process,
+    mesh_ca_from_config,
     mesh_ca_identity,
     mesh_ca_process,
     wait_istiod,
@@ -42,7 +43,7 @@ from cluster.local.meshservices import (
 from cluster.local.network import NodeNetwork, pick_pod_cidr, reap_networks
 from cluster.local.openbao import LocalVault, VaultEndpoint
 from cluster.local.pods import LocalPods, MeshEndpoints
-from cluster.local.process import claim_port
+from cluster.local.process import claim_port, stop_recorded
 from cluster.local.vaultpod import TokenRefresher, VaultPod
 from cluster.platform import CallResult, Capture, Versions, Workload
 from cluster.runstate import RunState, reap_dead_runs, run_is_live, runs_root
@@ -129,6 +130,15 @@ class LocalFaults:
     def unseal_vault(self) -> None:
         self._platform.vault.unseal()
 
+    def stop_mesh_ca(self) -> None:
+        stop_recorded(self._platform.state, "mesh-ca")
+
+    def start_mesh_ca(self) -> None:
+        platform = self._platform
+        process = mesh_ca_from_config(platform.state, owner=platform.owner)
+        process.start()
+        wait_mesh_ca(process, platform.connection.mesh_ca_url, Path(platform.connection.ca))
+
 
 class LocalPlatform:
     name = "local"
@@ -149,7 +159,7 @@ class LocalPlatform:
         )
         binary = VaultBinary(Path(connection.vault_binary), connection.vault_flavor, connection.vault_version)
         self.vault = LocalVault(binary, state, connection.vault_endpoint, connection.vault_port,
-                                connection.vault_cluster_port, connection.node_ip)
+                                cluster_port=connection.vault_cluster_port, node_ip=connection.node_ip)
         ca_pem = Path(connection.ca).read_text()
         self.vault_pod = VaultPod(Kube(self.kube), self.run_id, self.vault.token_dir, ca_pem)
         self.network = NodeNetwork(self.run_id, ipaddress.ip_network(connection.pod_cidr),  # type: ignore[arg-type]
@@ -162,7 +172,7 @@ class LocalPlatform:
             vault_addr=f"https://{connection.node_ip}:{connection.vault_port}",
             trust_domain=settings.profile.setup.trust_domain, vault_audience=settings.profile.setup.vault.audience,
             renew_fraction=mesh.renew_fraction,
-        ), self.vault_layout, self.run_id)
+        ), layout=self.vault_layout, run_id=self.run_id)
 
     @property
     def timings(self) -> dict[str, float]:
@@ -186,8 +196,14 @@ class LocalPlatform:
     def call(self, src: Workload, dst: Workload, *, canary: str, timeout: float) -> CallResult:
         return self.pods.call(src, dst, canary=canary, timeout=timeout)
 
+    def session(self, src: Workload, dst: Workload, *, count: int, interval: float) -> list[dict[str, Any]]:
+        return self.pods.session(src, dst, count=count, interval=interval)
+
     def read_vault(self, wl: Workload) -> dict[str, Any]:
         return self.pods.read_vault(wl)
+
+    def sidecar_status(self, wl: Workload) -> dict[str, Any]:
+        return self.pods.sidecar_status(wl)
 
     def capture(self, wl: Workload) -> AbstractContextManager[Capture]:
         return self.pods.capture(wl)
@@ -216,7 +232,8 @@ def _require_tools() -> None:
 PODS_BASE = Path("/run/trustgrid")
 
 
-def _reap(progress: Progress) -> None:
+def reap_local() -> list[str]:
+    """Remove what dead local runs left: processes, state, network namespaces, links, rules, pod files."""
     reaped = reap_dead_runs()
     root = runs_root()
     live = [p.name for p in root.iterdir() if run_is_live(p)] if root.is_dir() else []
@@ -225,6 +242,12 @@ def _reap(progress: Progress) -> None:
         for folder in PODS_BASE.iterdir():
             if folder.name not in live:
                 shutil.rmtree(folder, ignore_errors=True)
+                reaped.append(str(folder))
+    return reaped
+
+
+def _reap(progress: Progress) -> None:
+    reaped = reap_local()
     if reaped:
         progress(f"reaped what dead runs left: {', '.join(reaped)}")
 
@@ -281,7 +304,8 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
         vault_endpoint = VaultEndpoint(f"https://127.0.0.1:{vault_port}", api_endpoint.ca,
                                        vault_binary.flavor, vault_binary.version)
         vault_cluster_port = claim_port(0, "--vault-port")
-        vault = LocalVault(vault_binary, state, vault_endpoint, vault_port, vault_cluster_port, network.host_ip)
+        vault = LocalVault(vault_binary, state, vault_endpoint, vault_port,
+                           cluster_port=vault_cluster_port, node_ip=network.host_ip)
 
         progress("starting etcd, OpenBao and kube-apiserver")
         for process in (etcd, apiserver):
@@ -322,7 +346,7 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
                                                vault_addr=f"https://{network.host_ip}:{vault_port}", role=role,
                                                owner=owner)
         mesh_ca.start()
-        stack.callback(mesh_ca.stop)
+        stack.callback(stop_recorded, state, "mesh-ca")  # whichever incarnation is running then
         istiod = istiod_process(state, api_endpoint, pods_root / "pods", setup, owner=owner)
         istiod.start()
         stack.callback(istiod.stop)

@@ -10,6 +10,7 @@ sidecar running as uid 1337 behind istio-init style iptables rules.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -65,7 +66,9 @@ class LocalPod:
 
     @property
     def agent_socket(self) -> Path:
-        return self.folder / "agent.sock"
+        # Unix socket paths stop at 107 bytes; pod folders named after tests are longer.
+        digest = hashlib.sha256(str(self.folder).encode()).hexdigest()[:16]
+        return self.folder.parents[2] / "sockets" / f"{digest}.sock"
 
 
 def _agent(socket: Path, timeout: float) -> httpx.Client:
@@ -89,7 +92,7 @@ def _status(folder: Path) -> dict[str, Any]:
 
 
 class LocalPods:
-    def __init__(self, state: RunState, network: NodeNetwork, kube: Kube, mesh: MeshEndpoints,
+    def __init__(self, state: RunState, network: NodeNetwork, kube: Kube, mesh: MeshEndpoints, *,
                  layout: VaultLayout, run_id: str) -> None:
         self.state = state
         self.network = network
@@ -108,6 +111,7 @@ class LocalPods:
         try:
             uid = self._create_pod_object(namespace, name, service_account, meshed)
             folder.mkdir(parents=True, exist_ok=True)
+            (self.mesh.pods_root.parent / "sockets").mkdir(exist_ok=True)
             os.chown(folder, SIDECAR_UID, SIDECAR_UID)  # the sidecar writes its status here
             self._set_running(namespace, name, net.ip)
             workload = Workload(namespace, name, service_account, net.ip, meshed)
@@ -145,6 +149,7 @@ class LocalPods:
         self._delete_pod_object(workload.namespace, workload.name)
         self.network.remove_pod(pod.net)
         shutil.rmtree(pod.folder, ignore_errors=True)
+        pod.agent_socket.unlink(missing_ok=True)
 
     def delete_all(self) -> None:
         for pod, _ in list(self._running.values()):
@@ -168,6 +173,13 @@ class LocalPods:
         return CallResult(status=answer.get("status") or None, error=answer.get("error", ""),
                           elapsed=float(answer.get("elapsed", 0.0)), peer_ids=_xfcc_ids(body),
                           detail=answer.get("detail", ""), body=body)
+
+    def session(self, src: Workload, dst: Workload, *, count: int, interval: float,
+                port: int = APP_PORT) -> list[dict[str, Any]]:
+        """Requests over one kept-alive connection: [{status, error, reused}, ...]."""
+        request = {"url": f"http://{dst.ip}:{port}/session", "count": count, "interval": interval}
+        with _agent(self.pod(src).agent_socket, count * (interval + 6) + 5) as agent:
+            return list(agent.post("/session", json=request).json()["steps"])
 
     def read_vault(self, workload: Workload) -> dict[str, Any]:
         with _agent(self.pod(workload).agent_socket, 10) as agent:
@@ -289,9 +301,6 @@ class LocalPods:
         pods += [new] if new.workload.meshed else []
 
         def converged() -> bool:
-            for pod in pods:
-                if int(_status(pod.folder).get("config_generation", 0)) < generation:
-                    return False
-            return True
+            return all(int(_status(pod.folder).get("config_generation", 0)) >= generation for pod in pods)
 
         wait_until(converged, timeout=10, interval=0.05, describe=f"sidecars to load mesh generation {generation}")

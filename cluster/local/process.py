@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster.errors import PortInUse, ProcessFailed, WaitTimeout
-from cluster.runstate import OWNER_ENV, RUN_ENV, RunState, terminate
+from cluster.runstate import OWNER_ENV, RUN_ENV, RunState, process_run_id, terminate
 from cluster.secrets import redact
 from cluster.wait import Abort, wait_until
 
@@ -65,6 +65,7 @@ class ManagedProcess:
                 preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
             )
         self.state.record_pid(self.name, self.popen.pid)
+        _children[(str(self.state.path), self.name)] = self
 
     @property
     def pid(self) -> int:
@@ -127,6 +128,21 @@ class ManagedProcess:
             yield self
         finally:
             self.stop()
+
+
+# Processes this Python process started, so that stopping one also reaps it.
+_children: dict[tuple[str, str], ManagedProcess] = {}
+
+
+def stop_recorded(state: RunState, name: str, grace: float = 10.0) -> None:
+    """Stop a process of the run by its pid file, whichever process started it."""
+    pid = state.pids().get(name)
+    child = _children.get((str(state.path), name))
+    if child is not None and child.popen is not None and child.popen.pid == pid:
+        child.stop(grace=grace)
+    elif pid and process_run_id(pid) == state.run_id:
+        terminate([pid], grace=grace)
+    state.file(f"pids/{name}").unlink(missing_ok=True)
 
 
 def free_port() -> int:

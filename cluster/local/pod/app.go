@@ -15,6 +15,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"strings"
 	"sync"
@@ -69,6 +70,7 @@ func runApp(args []string) error {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/call", a.call)
+	mux.HandleFunc("/session", a.session)
 	mux.HandleFunc("/vault", a.readVault)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	return (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(control)
@@ -138,6 +140,50 @@ func (a *app) call(w http.ResponseWriter, r *http.Request) {
 	result.Elapsed = time.Since(start).Seconds()
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(result)
+}
+
+type sessionRequest struct {
+	URL      string  `json:"url"`
+	Count    int     `json:"count"`
+	Interval float64 `json:"interval"`
+}
+
+// session makes Count requests over one kept-alive connection, Interval
+// seconds apart, and reports each status and whether the connection was
+// reused: it proves that rotation does not drop established connections.
+func (a *app) session(w http.ResponseWriter, r *http.Request) {
+	var req sessionRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	transport := &http.Transport{MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1, IdleConnTimeout: time.Minute}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: transport}
+	type step struct {
+		Status int    `json:"status"`
+		Error  string `json:"error"`
+		Reused bool   `json:"reused"`
+	}
+	steps := make([]step, 0, req.Count)
+	for i := 0; i < req.Count; i++ {
+		var reused bool
+		trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused }}
+		out, _ := http.NewRequestWithContext(httptrace.WithClientTrace(r.Context(), trace), http.MethodGet, req.URL, nil)
+		resp, err := client.Do(out)
+		s := step{}
+		if err != nil {
+			s.Error = classify(err) + ": " + err.Error()
+		} else {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			s.Status, s.Reused = resp.StatusCode, reused
+		}
+		steps = append(steps, s)
+		time.Sleep(time.Duration(req.Interval * float64(time.Second)))
+	}
+	transport.CloseIdleConnections()
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"steps": steps})
 }
 
 func classify(err error) string {

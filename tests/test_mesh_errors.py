@@ -1,0 +1,69 @@
+"""The local mesh's answers to bad input, on a real platform this test brings up itself."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster.local.network import NodeNetwork, PodSpecError
+from cluster.local.platform import LocalPlatform, start_local
+from cluster.local.pods import PodStartError
+from cluster.settings import build_settings
+from cluster.tenancy import Tenant, open_tenant
+
+pytestmark = pytest.mark.platform
+
+
+@pytest.fixture(scope="module")
+def local() -> Iterator[LocalPlatform]:
+    settings = build_settings({})
+    with start_local(settings, lambda _: None) as platform:
+        yield platform
+
+
+@pytest.fixture
+def tenant(local: LocalPlatform) -> Iterator[Tenant]:
+    with open_tenant(local, local.settings.profile.setup, "mesh-errors") as opened:
+        yield opened
+
+
+def test_a_pod_name_that_is_too_long_is_one_line(local: LocalPlatform, tenant: Tenant) -> None:
+    with pytest.raises(PodSpecError) as raised:
+        local.deploy(tenant.namespace, "p" * 64, "app")
+    assert "is 64 characters long" in str(raised.value) and "at most 63" in str(raised.value)
+    assert "\n" not in str(raised.value)
+    with pytest.raises(PodSpecError, match="not a DNS label"):
+        local.deploy(tenant.namespace, "Bad_Name", "app")
+
+
+def test_an_exhausted_cidr_is_one_line(tmp_path: Path) -> None:
+    network = NodeNetwork("tg-unit-cidr", ipaddress.ip_network("10.251.77.0/29"), tmp_path / "ipam.json")
+    network.up()
+    try:
+        for index in range(5):  # a /29 has 6 hosts; the first is the node's
+            network.add_pod("ns", f"pod-{index}", intercept=False)
+        with pytest.raises(PodSpecError) as raised:
+            network.add_pod("ns", "one-too-many", intercept=False)
+        assert str(raised.value) == ("the pod CIDR 10.251.77.0/29 is exhausted (5 pods); "
+                                     "delete pods, or pass a larger --pod-cidr")
+    finally:
+        network.down()
+    assert network.namespaces() == []
+
+
+def test_the_mesh_ca_unreachable_at_pod_start_is_a_clear_error(local: LocalPlatform, tenant: Tenant) -> None:
+    faults = local.faults()
+    faults.stop_mesh_ca()
+    try:
+        with pytest.raises(PodStartError) as raised:
+            local.pods.deploy(tenant.namespace, "server", "app", timeout=4)
+        message = str(raised.value)
+        assert "the sidecar has no certificate" in message and "mesh CA unreachable" in message
+        assert "check that the mesh CA is up" in message
+    finally:
+        faults.start_mesh_ca()
+    workload = local.deploy(tenant.namespace, "server", "app")  # and nothing half-made is in the way
+    local.undeploy(workload)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cluster.errors import TrustgridError
 from cluster.local.binaries import CONTROLPLANE_MODULE, find_control_plane, find_crds, find_vault
-from cluster.local.platform import reap_local
+from cluster.local.platform import reap_local, remove_run
 from cluster.runstate import cache_dir, runs_root
 from cluster.versions import load_pins
 
@@ -32,6 +32,7 @@ def down(run_id: str) -> None:
         raise TrustgridError(f"no kept run {run_id}", fix=f"list runs with: ls {runs_root()}")
     (path / "kept.json").unlink(missing_ok=True)
     (path / "owner").unlink(missing_ok=True)
+    remove_run(run_id)
     reaped = reap_local()
     _say(f"removed {', '.join(reaped) or 'nothing'}")
 

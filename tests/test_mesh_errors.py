@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cluster.local.network import NodeNetwork, PodSpecError
-from cluster.local.platform import LocalPlatform, start_local
+from cluster.local.network import NodeNetwork, PodSpecError, run_tag
+from cluster.local.platform import LocalPlatform, reap_local, start_local
 from cluster.local.pods import PodStartError
 from cluster.settings import build_settings
 from cluster.tenancy import Tenant, open_tenant
@@ -41,7 +42,7 @@ def test_a_pod_name_that_is_too_long_is_one_line(local: LocalPlatform, tenant: T
 
 def test_an_exhausted_cidr_is_one_line(tmp_path: Path) -> None:
     network = NodeNetwork("tg-unit-cidr", ipaddress.ip_network("10.251.77.0/29"), tmp_path / "ipam.json")
-    network.up()
+    network.up(owner=str(os.getpid()))
     try:
         for index in range(5):  # a /29 has 6 hosts; the first is the node's
             network.add_pod("ns", f"pod-{index}", intercept=False)
@@ -67,3 +68,16 @@ def test_the_mesh_ca_unreachable_at_pod_start_is_a_clear_error(local: LocalPlatf
         faults.start_mesh_ca()
     workload = local.deploy(tenant.namespace, "server", "app")  # and nothing half-made is in the way
     local.undeploy(workload)
+
+
+def test_a_reaper_with_another_cache_leaves_a_live_run_alone(
+    local: LocalPlatform, tenant: Tenant, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Liveness comes from each piece's recorded owner, not from where state lives."""
+    server = local.deploy(tenant.namespace, "server", "app")
+    client = local.deploy(tenant.namespace, "client", "app")
+    monkeypatch.setenv("TRUSTGRID_CACHE", str(tmp_path))
+    reaped = reap_local()
+    assert not [item for item in reaped if local.run_id in item or run_tag(local.run_id) in item], reaped
+    assert local.call(client, server, canary="tg-canary-reaper", timeout=5).status == 200
+    assert local.vault.running()

@@ -143,8 +143,10 @@ class NodeNetwork:
     def _comment(self) -> str:
         return f"trustgrid:{self.tag}"
 
-    def up(self) -> None:
+    def up(self, owner: str) -> None:
+        """Create the bridge; its alias names the run's owner (a pid, or "kept") for the reaper."""
         _ip("link", "add", self.bridge, "type", "bridge")
+        _ip("link", "set", "dev", self.bridge, "alias", f"trustgrid run={self.run_id} owner={owner}")
         _ip("addr", "add", f"{self.host_ip}/{self.cidr.prefixlen}", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
         # Bridged frames may traverse the host's FORWARD chain (br_netfilter);
@@ -232,25 +234,48 @@ def remove_forward_rules(tags: set[str] | None = None) -> None:
             subprocess.run(["iptables", *[s.strip('"') for s in spec]], capture_output=True, check=False)
 
 
-def reap_networks(live_run_ids: Iterable[str]) -> list[str]:
-    """Remove network namespaces, bridges and rules whose run is not live."""
-    live = {run_tag(r) for r in live_run_ids}
+def _owner_alive(owner: str) -> bool:
+    if owner == "kept":
+        return True
+    return owner.isdigit() and Path(f"/proc/{owner}").exists()
+
+
+def reap_networks() -> list[str]:
+    """Remove the namespaces, bridges and rules of runs whose owner is gone.
+
+    Liveness is read from each bridge's alias (the owner pid), never from a
+    state directory: a run with another cache directory is still alive.
+    """
+    links = json.loads(_ip("-j", "-d", "link", "show", "type", "bridge", check=False).stdout or "[]")
+    live: set[str] = set()
+    dead: set[str] = set()
+    for link in links:
+        match = re.match(r"^tgbr([0-9a-f]{6})$", link.get("ifname", ""))
+        if not match:
+            continue
+        owner = re.search(r"owner=(\S+)", link.get("ifalias", "") or "")
+        (live if owner and _owner_alive(owner.group(1)) else dead).add(match.group(1))
     removed = []
     for netns in list_netns():
         match = re.match(r"^tg([0-9a-f]{6})-", netns)
         if match and match.group(1) not in live:
             _ip("netns", "delete", netns, check=False)
             removed.append(netns)
-    links = json.loads(_ip("-j", "link", "show", "type", "bridge", check=False).stdout or "[]")
-    dead_tags = set()
-    for link in links:
-        match = re.match(r"^tgbr([0-9a-f]{6})$", link.get("ifname", ""))
-        if match and match.group(1) not in live:
-            _ip("link", "delete", link["ifname"], check=False)
-            removed.append(link["ifname"])
-            dead_tags.add(match.group(1))
+    for tag in sorted(dead):
+        _ip("link", "delete", f"tgbr{tag}", check=False)
+        removed.append(f"tgbr{tag}")
     listed = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True, check=False)
-    dead_tags |= {m for m in re.findall(r"trustgrid:([0-9a-f]{6})", listed.stdout) if m not in live}
-    if dead_tags:
-        remove_forward_rules(dead_tags)
+    stale = {m for m in re.findall(r"trustgrid:([0-9a-f]{6})", listed.stdout) if m not in live}
+    if stale:
+        remove_forward_rules(stale)
     return removed
+
+
+def remove_run_network(run_id: str) -> None:
+    """Remove one run's network whatever its owner says (python -m cluster down)."""
+    tag = run_tag(run_id)
+    for netns in list_netns():
+        if netns.startswith(f"tg{tag}-"):
+            _ip("netns", "delete", netns, check=False)
+    _ip("link", "delete", f"tgbr{tag}", check=False)
+    remove_forward_rules({tag})

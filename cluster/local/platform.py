@@ -40,13 +40,13 @@ from cluster.local.meshservices import (
     wait_istiod,
     wait_mesh_ca,
 )
-from cluster.local.network import NodeNetwork, pick_pod_cidr, reap_networks
+from cluster.local.network import NodeNetwork, pick_pod_cidr, reap_networks, remove_run_network
 from cluster.local.openbao import LocalVault, VaultEndpoint
 from cluster.local.pods import LocalPods, MeshEndpoints
 from cluster.local.process import claim_port, stop_recorded
 from cluster.local.vaultpod import TokenRefresher, VaultPod
 from cluster.platform import CallResult, Capture, Versions, Workload
-from cluster.runstate import RunState, reap_dead_runs, run_is_live, runs_root
+from cluster.runstate import RunState, reap_dead_runs
 from cluster.secrets import redact
 from cluster.settings import Settings
 from cluster.vault import KubernetesAuthTarget, VaultConfigurator, VaultLayout
@@ -233,17 +233,27 @@ PODS_BASE = Path("/run/trustgrid")
 
 
 def reap_local() -> list[str]:
-    """Remove what dead local runs left: processes, state, network namespaces, links, rules, pod files."""
+    """Remove what dead local runs left: processes, state, network namespaces, links, rules, pod files.
+
+    Each piece is judged by the owner it records (a pid, or "kept"), never by
+    which cache directory this process happens to use.
+    """
     reaped = reap_dead_runs()
-    root = runs_root()
-    live = [p.name for p in root.iterdir() if run_is_live(p)] if root.is_dir() else []
-    reaped += reap_networks(live)
+    reaped += reap_networks()
     if PODS_BASE.is_dir():
         for folder in PODS_BASE.iterdir():
-            if folder.name not in live:
+            owner_file = folder / "owner"
+            owner = owner_file.read_text().strip() if owner_file.exists() else ""
+            if owner != "kept" and not (owner.isdigit() and Path(f"/proc/{owner}").exists()):
                 shutil.rmtree(folder, ignore_errors=True)
                 reaped.append(str(folder))
     return reaped
+
+
+def remove_run(run_id: str) -> None:
+    """Remove a kept run's network and pod files (its processes and state go by the state dir)."""
+    remove_run_network(run_id)
+    shutil.rmtree(PODS_BASE / run_id, ignore_errors=True)
 
 
 def _reap(progress: Progress) -> None:
@@ -252,10 +262,11 @@ def _reap(progress: Progress) -> None:
         progress(f"reaped what dead runs left: {', '.join(reaped)}")
 
 
-def _pods_root(run_id: str, tgpod: Path, ca: Path) -> Path:
+def _pods_root(run_id: str, tgpod: Path, ca: Path, owner: str) -> Path:
     """World-readable home of the pods' binary and CA bundle: the sidecar runs as uid 1337."""
     root = PODS_BASE / run_id
     (root / "bin").mkdir(parents=True, mode=0o755)
+    (root / "owner").write_text(owner)
     (root / "pods").mkdir(mode=0o755)
     for folder in (PODS_BASE, root):
         folder.chmod(0o755)
@@ -292,10 +303,10 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
             state.mark_kept({"kubeconfig": str(state.file("kubeconfig"))})
         network = NodeNetwork(settings.run_id, cidr, state.file("ipam.json"))
         stack.callback(network.down)
-        network.up()
+        network.up(state.owner)
         pki = local_pki.generate(state, extra_ips=(network.host_ip,))
         stack.callback(shutil.rmtree, PODS_BASE / settings.run_id, True)
-        pods_root = _pods_root(settings.run_id, tgpod, pki.ca.cert)
+        pods_root = _pods_root(settings.run_id, tgpod, pki.ca.cert, state.owner)
         # Claim every port before starting anything: a taken port fails cleanly.
         etcd, etcd_endpoint = etcd_process(str(binaries.etcd), state)
         apiserver, api_endpoint = apiserver_process(str(binaries.kube_apiserver), state, pki, etcd_endpoint,

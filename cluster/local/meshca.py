@@ -111,6 +111,11 @@ class VaultIdentity:
                 raise
             return self._token
 
+    def forget(self) -> None:
+        """Drop a token that Vault refused (revoked, expired): the next use logs in again."""
+        with self._lock:
+            self._token = ""
+
     def status(self) -> dict[str, Any]:
         return {"vault_logins": self.logins, "vault_renewals": self.renewals,
                 "vault_token_valid_s": max(0.0, self._expires - time.monotonic()) if self._token else 0.0,
@@ -160,14 +165,18 @@ class MeshCa:
             raise SignError(400, "the CSR must carry exactly one SPIFFE URI SAN") from None
         if uris != [expected]:
             raise SignError(403, f"the CSR asks for {uris}, the caller is {expected}")
-        try:
-            vault_token = self.vault.token()
-        except (PermissionError, httpx.HTTPError, OSError) as err:
-            raise SignError(503, f"mesh CA has no Vault access: {err}") from None
-        response = self.http.post(
-            f"{self.config.vault_addr}/v1/{self.config.pki_int_path}/sign/{namespace}",
-            headers={"X-Vault-Token": vault_token}, json={"csr": csr_pem},
-        )
+        for attempt in range(2):
+            try:
+                vault_token = self.vault.token()
+            except (PermissionError, httpx.HTTPError, OSError) as err:
+                raise SignError(503, f"mesh CA has no Vault access: {err}") from None
+            response = self.http.post(
+                f"{self.config.vault_addr}/v1/{self.config.pki_int_path}/sign/{namespace}",
+                headers={"X-Vault-Token": vault_token}, json={"csr": csr_pem},
+            )
+            if response.status_code != 403 or attempt:
+                break
+            self.vault.forget()  # a revoked or expired token: log in once more, then give up
         body = response.json() if response.content else {}
         if response.status_code != 200:
             raise SignError(503, f"Vault refused to sign ({response.status_code}): {'; '.join(body.get('errors', []))}")

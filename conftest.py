@@ -8,6 +8,7 @@ through the run's state directory.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -67,6 +68,9 @@ def _needs_platform(config: pytest.Config) -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     install_record_factory()
+    # A line per HTTP request drowns what matters (the monitor makes ten a second).
+    for chatty in ("httpx", "httpcore", "urllib3", "kubernetes"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     workerinput: dict[str, str] | None = getattr(config, "workerinput", None)
     try:
         settings = build_settings(vars(config.option), rootdir=config.rootpath,

@@ -80,6 +80,10 @@ class Policy:
     require_audit_device: bool = True
     require_authz: bool = True
     exempt_namespaces: tuple[str, ...] = ("kube-system", "istio-system", "cert-manager", "vault")
+    # Chaos: a success later than the expected fail-closed moment plus this is a violation.
+    fail_closed_tolerance: timedelta = timedelta(seconds=2)
+    # Chaos: access must be back (3 successes in a row) this soon after the restore.
+    recovery_bound: timedelta = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)

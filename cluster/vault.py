@@ -250,3 +250,66 @@ def login_kubernetes(client: hvac.Client, layout: VaultLayout, role: str, jwt: s
     """Log a workload in with its service-account JWT; returns (and registers) its Vault token."""
     response = client.auth.kubernetes.login(role=role, jwt=jwt, mount_point=layout.kubernetes_path)
     return register(str(response["auth"]["client_token"]))
+
+
+class PkiRotation:
+    """Intermediate and root rotation through Vault's multi-issuer PKI API (Vault >= 1.11, OpenBao)."""
+
+    def __init__(self, client: hvac.Client, layout: VaultLayout, run_id: str) -> None:
+        self.client = client
+        self.layout = layout
+        self.run_id = run_id
+
+    def _post(self, path: str, data: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return dict(self.client.adapter.post(f"/v1/{path}", json=data))
+        except InvalidRequest as err:
+            raise VaultSetupError(f"Vault refused POST {path}: {'; '.join(err.errors or [str(err)])}") from None
+
+    def issuers(self, mount: str) -> dict[str, str]:
+        """issuer id -> PEM, for every issuer of a PKI mount."""
+        listed = self.client.adapter.list(f"/v1/{mount}/issuers")
+        out = {}
+        for issuer_id in (listed or {}).get("data", {}).get("keys", []):
+            out[issuer_id] = self.client.adapter.get(f"/v1/{mount}/issuer/{issuer_id}/json")["data"]["certificate"]
+        return out
+
+    def default_issuer(self, mount: str) -> str:
+        return str(self.client.adapter.get(f"/v1/{mount}/config/issuers")["data"]["default"])
+
+    def new_root(self, name: str) -> str:
+        """A second root in the root mount (the overlap); returns its issuer id. The old one stays default."""
+        data = self._post(f"{self.layout.pki_root_path}/root/generate/internal", {
+            "common_name": f"trustgrid root {name} {self.run_id}", "ttl": "87600h", "key_type": "ec",
+            "key_bits": 256, "issuer_name": name,
+        })["data"]
+        return str(data["issuer_id"])
+
+    def new_intermediate(self, name: str, root_issuer: str | None = None) -> tuple[str, str]:
+        """A new intermediate in pki_int, signed by a root issuer, made the default; returns (id, CN)."""
+        common_name = f"trustgrid intermediate {name} {self.run_id}"
+        csr = self._post(f"{self.layout.pki_int_path}/intermediate/generate/internal",
+                         {"common_name": common_name, "key_type": "ec", "key_bits": 256})["data"]["csr"]
+        signer = f"issuer/{root_issuer}" if root_issuer else "root"
+        sign_path = f"{self.layout.pki_root_path}/{signer}/sign-intermediate"
+        signed = self._post(sign_path, {"csr": csr, "format": "pem", "ttl": "43800h",
+                                        "common_name": common_name})["data"]["certificate"]
+        imported = self._post(f"{self.layout.pki_int_path}/intermediate/set-signed",
+                              {"certificate": signed})["data"]["imported_issuers"]
+        issuer_id = str(imported[0])
+        self._post(f"{self.layout.pki_int_path}/config/issuers", {"default": issuer_id})
+        return issuer_id, common_name
+
+    def make_default_root(self, issuer_id: str) -> None:
+        self._post(f"{self.layout.pki_root_path}/config/issuers", {"default": issuer_id})
+
+    def remove_root(self, issuer_id: str) -> None:
+        self.client.adapter.delete(f"/v1/{self.layout.pki_root_path}/issuer/{issuer_id}")
+
+    def sign_with(self, issuer_id: str, role: str, csr_pem: str) -> str:
+        """Sign through one named intermediate issuer (to present an old chain on purpose).
+
+        Returns the leaf followed by its issuing intermediate, as a proxy presents them.
+        """
+        data = self._post(f"{self.layout.pki_int_path}/issuer/{issuer_id}/sign/{role}", {"csr": csr_pem})["data"]
+        return f"{data['certificate']}\n{data['issuing_ca']}"

@@ -13,6 +13,7 @@ certificates simply run out: fail closed by construction.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import ssl
@@ -64,6 +65,12 @@ class VaultIdentity:
         self.last_error = ""
         self.logins = 0
         self.renewals = 0
+        self.accessor = ""
+        self.recent_errors: collections.deque[str] = collections.deque(maxlen=6)
+
+    def note_error(self, message: str) -> None:
+        self.last_error = message
+        self.recent_errors.append(message)
 
     def _login(self) -> None:
         jwt = Path(self.config.vault_token_file).read_text().strip()
@@ -87,6 +94,7 @@ class VaultIdentity:
         lease = float(auth.get("lease_duration") or 0)
         now = time.monotonic()
         self._token = register(str(auth["client_token"]))
+        self.accessor = str(auth.get("accessor") or "")
         self._expires = now + lease
         self._renew_at = now + lease * 2 / 3
 
@@ -107,7 +115,7 @@ class VaultIdentity:
                 self.last_error = ""
             except (PermissionError, httpx.HTTPError, OSError) as err:
                 self._token = ""
-                self.last_error = str(err)
+                self.note_error(str(err))
                 raise
             return self._token
 
@@ -119,7 +127,8 @@ class VaultIdentity:
     def status(self) -> dict[str, Any]:
         return {"vault_logins": self.logins, "vault_renewals": self.renewals,
                 "vault_token_valid_s": max(0.0, self._expires - time.monotonic()) if self._token else 0.0,
-                "vault_last_error": self.last_error}
+                "vault_last_error": self.last_error, "vault_recent_errors": list(self.recent_errors),
+                "vault_accessor": self.accessor}
 
 
 class SignError(Exception):
@@ -176,24 +185,33 @@ class MeshCa:
             )
             if response.status_code != 403 or attempt:
                 break
+            self.vault.note_error(f"Vault answered 403 to the CA's token: {response.text.strip()[:200]}")
             self.vault.forget()  # a revoked or expired token: log in once more, then give up
         body = response.json() if response.content else {}
         if response.status_code != 200:
             raise SignError(503, f"Vault refused to sign ({response.status_code}): {'; '.join(body.get('errors', []))}")
         data = body["data"]
-        chain = [data["certificate"], *[c for c in data.get("ca_chain", []) if c not in self.roots()]]
-        return {"cert_chain": chain, "roots": self.roots()}
+        roots = self.roots()
+        chain = [data["certificate"], *[c for c in data.get("ca_chain", []) if c.strip() not in roots]]
+        return {"cert_chain": chain, "roots": roots}
 
     def roots(self) -> list[str]:
-        """The trust bundle: every issuer of the root mount (two during a root rotation)."""
-        response = self.http.get(f"{self.config.vault_addr}/v1/{self.config.pki_root_path}/ca/pem")
-        if response.status_code != 200:
-            raise SignError(503, f"cannot read the root CA from Vault ({response.status_code})")
-        extra = Path(self.config.status_file).with_name("extra-roots.pem")
-        roots = [response.text.strip()]
-        if extra.exists():
-            roots += [f"-----BEGIN CERTIFICATE-----{part}" for part in
-                      extra.read_text().split("-----BEGIN CERTIFICATE-----")[1:]]
+        """The trust bundle: every issuer of the root mount (two while a root rotation overlaps).
+
+        Read through the unauthenticated issuer endpoints, as istio-csr reads a
+        root bundle it is given: the bundle must not depend on the CA's token.
+        """
+        base = f"{self.config.vault_addr}/v1/{self.config.pki_root_path}"
+        listed = self.http.request("LIST", f"{base}/issuers")
+        if listed.status_code != 200:
+            raise SignError(503, f"cannot list the root issuers in Vault ({listed.status_code})")
+        roots = []
+        for issuer_id in listed.json()["data"]["keys"]:
+            response = self.http.get(f"{base}/issuer/{issuer_id}/pem")
+            if response.status_code == 200:
+                roots.append(response.text.strip())
+        if not roots:
+            raise SignError(503, "Vault has no root issuer")
         return roots
 
     def write_status(self) -> None:

@@ -33,6 +33,8 @@ from cluster.local.binaries import VaultBinary, find_control_plane, find_crds, f
 from cluster.local.crds import install_crds
 from cluster.local.etcd import etcd_healthy, etcd_process
 from cluster.local.meshservices import (
+    MESH_CA_ACCOUNT,
+    MESH_NAMESPACE,
     istiod_process,
     mesh_ca_from_config,
     mesh_ca_identity,
@@ -130,6 +132,24 @@ class LocalFaults:
     def unseal_vault(self) -> None:
         self._platform.vault.unseal()
 
+    def mesh_ca_status(self) -> dict[str, Any]:
+        path = self._platform.state.file("meshca/status.json")
+        return dict(json.loads(path.read_text())) if path.exists() else {}
+
+    def revoke_mesh_ca_vault_access(self) -> None:
+        """Remove the CA's Vault role (re-login refused) and revoke its current token."""
+        admin = self._platform.vault_admin()
+        layout = self._platform.vault_layout
+        admin.adapter.delete(f"/v1/auth/{layout.kubernetes_path}/role/{MESH_CA_ROLE}")
+        accessor = self.mesh_ca_status().get("vault_accessor")
+        if accessor:
+            admin.adapter.post("/v1/auth/token/revoke-accessor", json={"accessor": accessor})
+
+    def restore_mesh_ca_vault_access(self) -> None:
+        platform = self._platform
+        VaultConfigurator(platform.vault_admin(), platform.vault_layout, platform.settings.profile.setup,
+                          platform.run_id).configure_mesh_ca(MESH_NAMESPACE, MESH_CA_ACCOUNT)
+
     def stop_mesh_ca(self) -> None:
         stop_recorded(self._platform.state, "mesh-ca")
 
@@ -205,6 +225,15 @@ class LocalPlatform:
     def sidecar_status(self, wl: Workload) -> dict[str, Any]:
         return self.pods.sidecar_status(wl)
 
+    def renew_certificate(self, wl: Workload) -> None:
+        self.pods.renew_certificate(wl)
+
+    def pause_vault_agent(self, wl: Workload, paused: bool) -> None:
+        self.pods.pause_vault_agent(wl, paused)
+
+    def refresh_tokens(self, wl: Workload) -> None:
+        self.pods.refresh_tokens(wl)
+
     def capture(self, wl: Workload) -> AbstractContextManager[Capture]:
         return self.pods.capture(wl)
 
@@ -230,6 +259,7 @@ def _require_tools() -> None:
 
 
 PODS_BASE = Path("/run/trustgrid")
+MESH_CA_ROLE = "mesh-ca"
 
 
 def reap_local() -> list[str]:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -180,6 +181,29 @@ class LocalPods:
         request = {"url": f"http://{dst.ip}:{port}/session", "count": count, "interval": interval}
         with _agent(self.pod(src).agent_socket, count * (interval + 6) + 5) as agent:
             return list(agent.post("/session", json=request).json()["steps"])
+
+    def renew_certificate(self, workload: Workload) -> None:
+        """Make the sidecar renew its certificate now (SIGHUP), as a rotation would."""
+        _, processes = self._running[(workload.namespace, workload.name)]
+        sidecar = next(p for p in processes if p.name.endswith("-sidecar"))
+        os.kill(sidecar.pid, signal.SIGHUP)
+
+    def pause_vault_agent(self, workload: Workload, paused: bool) -> None:
+        with _agent(self.pod(workload).agent_socket, 5) as agent:
+            agent.post("/vault/pause" if paused else "/vault/resume").raise_for_status()
+
+    def refresh_tokens(self, workload: Workload) -> None:
+        """Project fresh tokens for the pod, as the kubelet does (after its service account was recreated)."""
+        pod = self.pod(workload)
+        uid = str(self.kube.core.read_namespaced_pod(workload.name, workload.namespace).metadata.uid)
+        bound = (workload.name, uid)
+        token = self.kube.request_token(workload.namespace, workload.service_account,
+                                        audience=self.mesh.vault_audience, seconds=TOKEN_SECONDS, bound_pod=bound)
+        self._write(pod.folder / "vault-token", token, owner=0)
+        if workload.meshed:
+            token = self.kube.request_token(workload.namespace, workload.service_account, audience=CA_AUDIENCE,
+                                            seconds=TOKEN_SECONDS, bound_pod=bound)
+            self._write(pod.folder / "istio-token", token, owner=SIDECAR_UID)
 
     def read_vault(self, workload: Workload) -> dict[str, Any]:
         with _agent(self.pod(workload).agent_socket, 10) as agent:

@@ -72,6 +72,8 @@ func runApp(args []string) error {
 	mux.HandleFunc("/call", a.call)
 	mux.HandleFunc("/session", a.session)
 	mux.HandleFunc("/vault", a.readVault)
+	mux.HandleFunc("/vault/pause", func(w http.ResponseWriter, _ *http.Request) { a.vault.setPaused(true) })
+	mux.HandleFunc("/vault/resume", func(w http.ResponseWriter, _ *http.Request) { a.vault.setPaused(false) })
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	return (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(control)
 }
@@ -213,6 +215,8 @@ type vaultAgent struct {
 	obtained                                           time.Time
 	lastError                                          string
 	logins, renewals                                   int
+	accessor                                           string
+	paused                                             bool
 	logf                                               func(string, ...any)
 }
 
@@ -231,6 +235,7 @@ func (v *vaultAgent) init() error {
 type vaultAuth struct {
 	Auth *struct {
 		ClientToken   string  `json:"client_token"`
+		Accessor      string  `json:"accessor"`
 		LeaseDuration float64 `json:"lease_duration"`
 	} `json:"auth"`
 	Errors []string `json:"errors"`
@@ -272,6 +277,7 @@ func (v *vaultAgent) login() error {
 	}
 	v.mu.Lock()
 	v.token, v.leaseSeconds, v.obtained = answer.Auth.ClientToken, answer.Auth.LeaseDuration, time.Now()
+	v.accessor = answer.Auth.Accessor
 	v.logins++
 	v.mu.Unlock()
 	return nil
@@ -299,11 +305,23 @@ func (v *vaultAgent) renew() error {
 	return nil
 }
 
+// setPaused stops (or resumes) renewals and logins: a stuck agent, whose
+// token then simply runs out (the vault-token-expiry scenario).
+func (v *vaultAgent) setPaused(paused bool) {
+	v.mu.Lock()
+	v.paused = paused
+	v.mu.Unlock()
+}
+
 func (v *vaultAgent) loop() {
 	for {
 		v.mu.Lock()
-		token, lease, obtained := v.token, v.leaseSeconds, v.obtained
+		token, lease, obtained, paused := v.token, v.leaseSeconds, v.obtained, v.paused
 		v.mu.Unlock()
+		if paused {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
 		var err error
 		switch {
 		case token == "":
@@ -347,8 +365,13 @@ func (a *app) readVault(w http.ResponseWriter, _ *http.Request) {
 		v := a.vault
 		v.mu.Lock()
 		token, lastError, logins, renewals := v.token, v.lastError, v.logins, v.renewals
+		expires := v.obtained.Add(time.Duration(v.leaseSeconds * float64(time.Second)))
+		accessor, paused := v.accessor, v.paused
 		v.mu.Unlock()
-		result["logins"], result["renewals"] = logins, renewals
+		result["logins"], result["renewals"], result["accessor"], result["paused"] = logins, renewals, accessor, paused
+		if token != "" {
+			result["expires_in"] = time.Until(expires).Seconds()
+		}
 		if token == "" {
 			result["error"] = "not logged in: " + lastError
 		} else {

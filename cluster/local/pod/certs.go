@@ -37,6 +37,7 @@ type certManager struct {
 	generation    func() int64
 	current       atomic.Pointer[identity]
 	lastError     atomic.Pointer[string]
+	renewNow      chan struct{}
 	logf          func(string, ...any)
 }
 
@@ -124,6 +125,8 @@ func (m *certManager) writeStatus(lastError string) {
 		status["serial"] = id.leaf.SerialNumber.String()
 		status["not_after"] = id.leaf.NotAfter.UTC().Format(time.RFC3339Nano)
 		status["not_before"] = id.leaf.NotBefore.UTC().Format(time.RFC3339Nano)
+		status["issuer"] = id.leaf.Issuer.CommonName
+		status["roots"] = len(id.roots.Subjects()) //lint:ignore SA1019 counting a pool we built
 	}
 	data, _ := json.Marshal(status)
 	tmp := m.statusFile + ".new"
@@ -144,8 +147,11 @@ func (m *certManager) loop() {
 			due = id.issued.Add(time.Duration(float64(life) * m.renewFraction))
 		}
 		if wait := time.Until(due); wait > 0 {
-			time.Sleep(min(wait, time.Second))
-			continue
+			select {
+			case <-m.renewNow: // SIGHUP: renew now (cert-rotation scenarios)
+			case <-time.After(min(wait, time.Second)):
+				continue
+			}
 		}
 		if err := m.fetch(); err != nil {
 			m.logf("certificate renewal failed: %v", err)

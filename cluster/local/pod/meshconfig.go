@@ -30,9 +30,9 @@ type Peer struct {
 
 // Rule matches when any of its sources matches; no sources match everything.
 type Rule struct {
-	Sources    []Source `json:"sources"`
-	MatchesAll bool     `json:"matches_all"`
-	MatchesNone bool    `json:"matches_none"`
+	Sources     []Source `json:"sources"`
+	MatchesAll  bool     `json:"matches_all"`
+	MatchesNone bool     `json:"matches_none"`
 }
 
 type Source struct {

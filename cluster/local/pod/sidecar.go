@@ -15,8 +15,10 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -63,6 +65,17 @@ func runSidecar(args []string) error {
 		logger.Printf("first certificate: %v", err)
 		s.certs.writeStatus(err.Error())
 	}
+	s.certs.renewNow = make(chan struct{}, 1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			select {
+			case s.certs.renewNow <- struct{}{}:
+			default:
+			}
+		}
+	}()
 	go s.certs.loop()
 	in, err := net.Listen("tcp", *inbound)
 	if err != nil {

@@ -1,0 +1,22 @@
+"""Small X.509 helpers shared by suites and scenarios (keys are registered as secrets)."""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cluster.secrets import register
+
+
+def csr_and_key(spiffe_id: str) -> tuple[str, str]:
+    """A CSR with one SPIFFE URI SAN, and its private key (PEM, registered for redaction)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([]))
+               .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]),
+                              critical=False)
+               .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    return request.public_bytes(serialization.Encoding.PEM).decode(), register(key_pem)

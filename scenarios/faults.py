@@ -1,0 +1,372 @@
+"""The twelve faults. Each one breaks one thing, says how it knows it broke,
+when access must have failed closed, and how to undo it."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import hvac
+import requests
+from kubernetes.client.exceptions import ApiException
+
+from cluster.kube import Kube
+from cluster.pkitools import csr_and_key
+from cluster.platform import Platform, Workload
+from cluster.tenancy import Tenant
+from cluster.vault import PkiRotation, VaultConfigurator
+from cluster.wait import wait_until
+
+
+def _remaining(status: dict[str, Any]) -> float:
+    not_after = datetime.fromisoformat(str(status["not_after"]).replace("Z", "+00:00"))
+    return (not_after - datetime.now(UTC)).total_seconds()
+
+
+def _cert_expiry(platform: Platform, *workloads: Workload) -> float:
+    """Seconds until the first of these proxies' certificates expires: then calls between them fail."""
+    return max(0.0, min(_remaining(platform.sidecar_status(w)) for w in workloads))
+
+
+def _token_expiry(platform: Platform, app: Workload) -> float:
+    return max(0.0, float(platform.read_vault(app).get("expires_in") or 0.0))
+
+
+def _accessor_gone(admin: hvac.Client, accessor: str) -> bool:
+    try:
+        admin.adapter.post("/v1/auth/token/lookup-accessor", json={"accessor": accessor})
+    except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden):
+        return True
+    return False
+
+
+@dataclass
+class _Base:
+    platform: Platform
+    tenant: Tenant
+    client: Workload
+    server: Workload
+    id: str = ""
+    memo: dict[str, Any] = field(default_factory=dict)
+    must_fail: ClassVar[tuple[str, ...]] = ("vault",)
+    zero_failures: ClassVar[bool] = False
+
+    @property
+    def admin(self) -> hvac.Client:
+        return self.platform.vault_admin()
+
+    @property
+    def configurator(self) -> VaultConfigurator:
+        return VaultConfigurator(self.admin, self.platform.vault_layout, self.tenant.setup, self.platform.run_id)
+
+    def restore(self) -> None:
+        return None
+
+
+class VaultTokenExpiry(_Base):
+    """The app's agent stops renewing (stuck): its token simply runs out."""
+
+    def inject(self) -> None:
+        self.memo["accessor"] = self.platform.read_vault(self.client)["accessor"]
+        self.platform.pause_vault_agent(self.client, True)
+        self.memo["expires_in"] = _token_expiry(self.platform, self.client)
+
+    def took_effect(self) -> str:
+        if _accessor_gone(self.admin, self.memo["accessor"]):
+            return "Vault no longer knows the app's token: it expired"
+        return ""
+
+    def fail_closed_in(self) -> float | None:
+        return 0.0  # measured from the moment Vault reports the token gone
+
+    def restore(self) -> None:
+        self.platform.pause_vault_agent(self.client, False)
+
+
+class VaultTokenRevocation(_Base):
+    def inject(self) -> None:
+        self.memo["accessor"] = accessor = self.platform.read_vault(self.client)["accessor"]
+        self.admin.adapter.post("/v1/auth/token/revoke-accessor", json={"accessor": accessor})
+
+    def took_effect(self) -> str:
+        return "Vault reports the app's token revoked" if _accessor_gone(self.admin, self.memo["accessor"]) else ""
+
+    def fail_closed_in(self) -> float | None:
+        return 0.0
+
+    # Restore is the agent's own: renewal is refused and it logs in again.
+
+
+class RoleRevocation(_Base):
+    def inject(self) -> None:
+        self.memo["expires_in"] = _token_expiry(self.platform, self.client)
+        path = f"/v1/auth/{self.platform.vault_layout.kubernetes_path}/role/{self.tenant.role}"
+        self.memo["path"] = path
+        self.admin.adapter.delete(path)
+
+    def took_effect(self) -> str:
+        try:
+            self.admin.adapter.get(self.memo["path"])
+        except hvac.exceptions.InvalidPath:
+            return f"Vault reports {self.memo['path'].removeprefix('/v1/')} missing"
+        return ""
+
+    def fail_closed_in(self) -> float | None:
+        return float(self.memo["expires_in"])  # at the latest when the current token runs out
+
+    def restore(self) -> None:
+        self.configurator.configure_namespace(self.tenant.namespace, self.tenant.binding.service_accounts)
+
+
+class PolicyRevocation(_Base):
+    def inject(self) -> None:
+        self.memo["policy"] = policy = self.tenant.binding.policy
+        self.admin.sys.create_or_update_policy(policy, 'path "sys/nothing" { capabilities = ["deny"] }')
+
+    def took_effect(self) -> str:
+        accessor = self.platform.read_vault(self.client).get("accessor", "")
+        path = f"{self.platform.vault_layout.kv_path}/data/{self.tenant.binding.secret_path}"
+        caps = self.admin.adapter.post("/v1/sys/capabilities-accessor",
+                                       json={"accessor": accessor, "paths": [path]})["data"].get(path, [])
+        return f"Vault reports capabilities {caps} on {path}" if "read" not in caps else ""
+
+    def fail_closed_in(self) -> float | None:
+        return 0.0
+
+    def restore(self) -> None:
+        self.configurator.configure_namespace(self.tenant.namespace, self.tenant.binding.service_accounts)
+
+
+class ServiceAccountDeletion(_Base):
+    """The client's service account is deleted: Vault logins and certificate renewals are refused."""
+
+    must_fail: ClassVar[tuple[str, ...]] = ("vault", "mesh")
+
+    def inject(self) -> None:
+        kube = Kube(self.platform.kube)
+        self.memo["bound"] = max(_token_expiry(self.platform, self.client),
+                                 _cert_expiry(self.platform, self.client, self.server))
+        kube.delete_service_account(self.client.namespace, self.client.service_account)
+
+    def took_effect(self) -> str:
+        try:
+            Kube(self.platform.kube).core.read_namespaced_service_account(self.client.service_account,
+                                                                          self.client.namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return f"the API server reports {self.client.namespace}/{self.client.service_account} gone"
+        return ""
+
+    def fail_closed_in(self) -> float | None:
+        return float(self.memo["bound"])
+
+    def restore(self) -> None:
+        kube = Kube(self.platform.kube)
+        kube.ensure_service_account(self.client.namespace, self.client.service_account, self.platform.run_id)
+        self.platform.refresh_tokens(self.client)  # the kubelet's part: new tokens for the new account
+
+
+class CertRotation(_Base):
+    """Certificates rotate under load: zero failed requests."""
+
+    must_fail: ClassVar[tuple[str, ...]] = ()
+    zero_failures: ClassVar[bool] = True
+
+    def inject(self) -> None:
+        self.memo["before"] = {w.name: self.platform.sidecar_status(w)["serial"] for w in (self.client, self.server)}
+        for workload in (self.client, self.server):
+            self.platform.renew_certificate(workload)
+
+    def took_effect(self) -> str:
+        after = {w.name: self.platform.sidecar_status(w)["serial"] for w in (self.client, self.server)}
+        changed = all(after[name] != serial for name, serial in self.memo["before"].items())
+        return f"new certificate serials {after}" if changed else ""
+
+    def fail_closed_in(self) -> float | None:
+        return None
+
+
+class IntermediateRotation(CertRotation):
+    """A new intermediate from Vault, then every proxy renews onto it: zero failed requests."""
+
+    def inject(self) -> None:
+        rotation = PkiRotation(self.admin, self.platform.vault_layout, self.platform.run_id)
+        generation = len(rotation.issuers(self.platform.vault_layout.pki_int_path))
+        self.memo["issuer_id"], self.memo["cn"] = rotation.new_intermediate(f"gen{generation}")
+        super().inject()
+
+    def took_effect(self) -> str:
+        issuers = {w.name: self.platform.sidecar_status(w).get("issuer") for w in (self.client, self.server)}
+        if super().took_effect() and set(issuers.values()) == {self.memo["cn"]}:
+            return f"every proxy's certificate is issued by {self.memo['cn']}"
+        return ""
+
+
+def present_certificate(ip: str, cert_pem: str, key_pem: str, port: int = 8080) -> str:
+    """Connect to a sidecar with a given client certificate; 'accepted' or why it was refused."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".pem") as bundle:
+        bundle.write(cert_pem + "\n" + key_pem)
+        bundle.flush()
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.load_cert_chain(bundle.name)
+    try:
+        with socket.create_connection((ip, port), timeout=5) as raw, context.wrap_socket(raw) as tls:
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = tls.recv(64)
+    except (OSError, ssl.SSLError) as err:
+        return f"refused: {type(err).__name__}: {err}"
+    return "accepted" if answer.startswith(b"HTTP/1.1") else f"refused: {answer!r}"
+
+
+class RootRotation(CertRotation):
+    """A new root with an overlap bundle, proxies move to it, then the old root is removed."""
+
+    def _renew_all(self) -> None:
+        for workload in (self.client, self.server):
+            self.platform.renew_certificate(workload)
+
+    def _serials(self) -> dict[str, str]:
+        return {w.name: self.platform.sidecar_status(w)["serial"] for w in (self.client, self.server)}
+
+    def _until_renewed(self, before: dict[str, str]) -> None:
+        wait_until(lambda: all(self._serials()[k] != v for k, v in before.items()), timeout=15,
+                   describe="every proxy to renew")
+
+    def inject(self) -> None:
+        layout = self.platform.vault_layout
+        rotation = PkiRotation(self.admin, layout, self.platform.run_id)
+        old_root = rotation.default_issuer(layout.pki_root_path)
+        old_intermediate = rotation.default_issuer(layout.pki_int_path)
+        # 1. Overlap: a second root joins the bundle; proxies renew and trust both.
+        new_root = rotation.new_root("root-next")
+        before = self._serials()
+        self._renew_all()
+        self._until_renewed(before)
+        # 2. A new intermediate from the new root; proxies renew onto the new chain.
+        _, self.memo["cn"] = rotation.new_intermediate("next", root_issuer=new_root)
+        rotation.make_default_root(new_root)
+        before = self._serials()
+        self._renew_all()
+        self._until_renewed(before)
+        # A certificate from the old chain, made now, is still accepted during the overlap.
+        csr, key = csr_and_key(f"spiffe://{self.tenant.setup.trust_domain}/ns/{self.tenant.namespace}/sa/"
+                               f"{self.client.service_account}")
+        old_chain = rotation.sign_with(old_intermediate, self.tenant.role, csr)
+        self.memo["old_chain"], self.memo["old_key"] = old_chain, key
+        self.memo["during_overlap"] = present_certificate(self.server.ip, old_chain, key)
+        # 3. The old root leaves the bundle; proxies renew and trust only the new root.
+        rotation.remove_root(old_root)
+        self.memo["before"] = self._serials()
+        self._renew_all()
+
+    def took_effect(self) -> str:
+        statuses = [self.platform.sidecar_status(w) for w in (self.client, self.server)]
+        moved = all(s.get("issuer") == self.memo["cn"] and s.get("roots") == 1 for s in statuses)
+        if not (moved and super().took_effect()):
+            return ""
+        self.memo["after_removal"] = present_certificate(self.server.ip, self.memo["old_chain"],
+                                                         self.memo["old_key"])
+        return (f"proxies on {self.memo['cn']} trusting one root; an old-chain certificate was "
+                f"{self.memo['during_overlap']} during the overlap and {self.memo['after_removal']} after")
+
+
+class VaultSeal(_Base):
+    must_fail: ClassVar[tuple[str, ...]] = ("vault", "mesh")
+
+    def inject(self) -> None:
+        self.platform.faults().seal_vault()
+
+    def took_effect(self) -> str:
+        return "Vault reports sealed=true" if self.platform.vault_client().sys.read_seal_status()["sealed"] else ""
+
+    def fail_closed_in(self) -> float | None:
+        # Established mTLS keeps working until the certificates expire; Vault reads fail at once.
+        return _cert_expiry(self.platform, self.client, self.server)
+
+    def restore(self) -> None:
+        self.platform.faults().unseal_vault()
+
+
+class VaultDown(VaultSeal):
+    def inject(self) -> None:
+        self.platform.faults().stop_vault()
+
+    def took_effect(self) -> str:
+        try:
+            self.platform.vault_client().sys.read_health_status(method="GET")
+        except requests.ConnectionError as err:
+            return f"Vault does not answer: {type(err).__name__}"
+        return ""
+
+    def restore(self) -> None:
+        self.platform.faults().start_vault()
+
+
+class MeshCaVaultAccessLost(_Base):
+    """The TTL-mismatch case: the CA's Vault token is gone and its re-login is refused."""
+
+    must_fail: ClassVar[tuple[str, ...]] = ("mesh",)
+
+    def inject(self) -> None:
+        self.platform.faults().revoke_mesh_ca_vault_access()
+
+    def took_effect(self) -> str:
+        errors = [str(e) for e in self.platform.faults().mesh_ca_status().get("vault_recent_errors", [])]
+        token_refused = [e for e in errors if "403" in e and "token" in e]
+        login_refused = [e for e in errors if "login refused" in e]
+        if token_refused and login_refused:
+            return f"the mesh CA reports: {token_refused[-1]}; then: {login_refused[-1]}"
+        return ""
+
+    def fail_closed_in(self) -> float | None:
+        return _cert_expiry(self.platform, self.client, self.server)
+
+    def restore(self) -> None:
+        self.platform.faults().restore_mesh_ca_vault_access()
+
+
+class MeshCaDown(_Base):
+    must_fail: ClassVar[tuple[str, ...]] = ("mesh",)
+
+    def inject(self) -> None:
+        self.platform.faults().stop_mesh_ca()
+
+    def took_effect(self) -> str:
+        status = self.platform.sidecar_status(self.client)
+        error = str(status.get("last_error", ""))
+        return f"the client's proxy reports: {error}" if "unreachable" in error else ""
+
+    def fail_closed_in(self) -> float | None:
+        return _cert_expiry(self.platform, self.client, self.server)
+
+    def restore(self) -> None:
+        self.platform.faults().start_mesh_ca()
+
+
+FAULTS: dict[str, type[_Base]] = {
+    "vault-token-expiry": VaultTokenExpiry,
+    "vault-token-revocation": VaultTokenRevocation,
+    "role-revocation": RoleRevocation,
+    "policy-revocation": PolicyRevocation,
+    "sa-deletion": ServiceAccountDeletion,
+    "cert-rotation": CertRotation,
+    "intermediate-rotation": IntermediateRotation,
+    "root-rotation": RootRotation,
+    "vault-seal": VaultSeal,
+    "vault-down": VaultDown,
+    "mesh-ca-vault-access-lost": MeshCaVaultAccessLost,
+    "mesh-ca-down": MeshCaDown,
+}
+CLUSTER_WIDE = frozenset({"intermediate-rotation", "root-rotation", "vault-seal", "vault-down",
+                          "mesh-ca-vault-access-lost", "mesh-ca-down"})
+
+
+def make_fault(scenario_id: str, platform: Platform, tenant: Tenant, client: Workload, server: Workload) -> _Base:
+    return FAULTS[scenario_id](platform, tenant, client, server, id=scenario_id)

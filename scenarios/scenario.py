@@ -1,0 +1,133 @@
+"""Run one chaos scenario through its fixed phases and produce its timeline.
+
+1. steady state  2. inject  3. expect fail closed (bound)  4. restore
+5. expect recovery (bound)  6. steady state again, with mTLS on the wire.
+
+The restore always happens: in ``finally``, which also runs on Ctrl-C and
+SIGTERM (the session turns SIGTERM into KeyboardInterrupt). A restore that
+fails is re-raised after the timeline is written, so its test fails loudly.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cluster.errors import WaitTimeout
+from cluster.platform import Platform, Workload
+from cluster.profile import Policy
+from cluster.wait import wait_until
+from scenarios.monitor import Monitor, mesh_probe, vault_probe
+from scenarios.timeline import CONVERGE, Timeline
+
+PROBES = ("mesh", "vault")
+
+
+class Fault(Protocol):
+    id: str
+    must_fail: tuple[str, ...]
+    zero_failures: bool
+
+    def inject(self) -> None:
+        """Break something on purpose."""
+
+    def took_effect(self) -> str:
+        """Evidence that the fault is real (Vault reports the role gone, ...); '' while not yet."""
+
+    def fail_closed_in(self) -> float | None:
+        """Seconds from now until access must have failed closed (None for zero-failure scenarios)."""
+
+    def restore(self) -> None:
+        """Undo the fault (a no-op where the system heals itself, which recovery then proves)."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """The workloads a scenario runs against: client calls server; client also reads Vault."""
+
+    platform: Platform
+    client: Workload
+    server: Workload
+    policy: Policy
+    run_dir: Path
+
+
+def _wait(check: Callable[[], object], timeout: float, describe: str) -> bool:
+    try:
+        wait_until(check, timeout=timeout, interval=0.1, describe=describe)
+    except WaitTimeout:
+        return False
+    return True
+
+
+def steady_with_mtls(stage: Stage, calls: int = 5) -> tuple[bool, str]:
+    """Calls succeed, and the wire between the pods shows TLS only and never a canary."""
+    probes = [f"tg-canary-{secrets.token_hex(8)}" for _ in range(calls)]
+    with stage.platform.capture(stage.server) as wire:
+        results = [stage.platform.call(stage.client, stage.server, canary=p, timeout=5) for p in probes]
+    statuses = [r.status for r in results]
+    leaked = [p for p in probes if wire.contains(p)]
+    ok = statuses == [200] * calls and len(wire.flows) >= calls and not wire.plaintext_flows and not leaked
+    return ok, (f"{calls} calls {statuses}; {len(wire.flows)} flows on the wire, "
+                f"{len(wire.plaintext_flows)} plaintext, canaries leaked: {len(leaked)}")
+
+
+def run_scenario(stage: Stage, fault: Fault, *, hold_s: float = 2.0) -> Timeline:
+    policy = stage.policy
+    timeline = Timeline(
+        scenario=fault.id, platform=stage.platform.name, must_fail=fault.must_fail,
+        zero_failures=fault.zero_failures, tolerance_s=policy.fail_closed_tolerance.total_seconds(),
+        recovery_bound_s=policy.recovery_bound.total_seconds(),
+    )
+    probes = {"mesh": mesh_probe(stage.platform, stage.client, stage.server),
+              "vault": vault_probe(stage.platform, stage.client)}
+    restore_error: BaseException | None = None
+    with Monitor(probes) as monitor:
+        if not _wait(lambda: monitor.all_recent(PROBES, CONVERGE, True), 20, "steady state"):
+            timeline.notes.append("steady state not reached before the fault: not injected")
+            timeline.samples = monitor.samples
+            timeline.write(stage.run_dir)
+            return timeline
+        timeline.fault_at = monitor.now()
+        try:
+            fault.inject()
+            evidence: list[str] = []
+
+            def effect() -> bool:
+                found = fault.took_effect()
+                if found:
+                    evidence.append(found)
+                return bool(found)
+
+            timeline.fault_took_effect = _wait(effect, 60, f"{fault.id} to take effect")
+            timeline.fault_evidence = evidence[-1] if evidence else "no evidence that the fault took effect"
+            bound = fault.fail_closed_in()
+            if bound is not None:
+                timeline.expected_fail_closed_at = round(monitor.now() + bound, 3)
+                fault_at = timeline.fault_at
+                _wait(lambda: monitor.all_recent(fault.must_fail, CONVERGE, False, since=fault_at),
+                      bound + timeline.tolerance_s + 5, "access to fail closed")
+            else:
+                hold_until = monitor.now() + hold_s
+                _wait(lambda: monitor.now() >= hold_until, hold_s + 1, "the hold after the fault")
+        finally:
+            timeline.restored_at = monitor.now()
+            try:
+                fault.restore()
+            except BaseException as err:  # noqa: BLE001 - re-raised below, after the timeline is written
+                restore_error = err
+                timeline.notes.append(f"restore failed: {type(err).__name__}: {err}")
+        if restore_error is None:
+            restored_at = timeline.restored_at
+            _wait(lambda: monitor.all_recent(PROBES, CONVERGE, True, since=restored_at),
+                  timeline.recovery_bound_s + 5, "recovery")
+    timeline.samples = monitor.samples
+    if restore_error is None:
+        timeline.steady_again, timeline.steady_evidence = steady_with_mtls(stage)
+    timeline.write(stage.run_dir)
+    if restore_error is not None:
+        raise restore_error
+    return timeline

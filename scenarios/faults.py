@@ -320,7 +320,7 @@ class MeshCaVaultAccessLost(_Base):
     def took_effect(self) -> str:
         errors = [str(e) for e in self.platform.faults().mesh_ca_status().get("vault_recent_errors", [])]
         token_refused = [e for e in errors if "403" in e and "token" in e]
-        login_refused = [e for e in errors if "login refused" in e]
+        login_refused = [e for e in errors if "login of the CA refused" in e]
         if token_refused and login_refused:
             return f"the mesh CA reports: {token_refused[-1]}; then: {login_refused[-1]}"
         return ""

@@ -85,7 +85,8 @@ class Timeline:
             deadline = self.expected_fail_closed_at + self.tolerance_s
             for probe in self.must_fail:
                 found += [f"t={s.t}: {probe} succeeded after the fail-closed deadline t={deadline:.3f}"
-                          for s in self._of(probe, deadline, self.restored_at) if s.outcome == OK]
+                          for s in self._of(probe, deadline, self.restored_at)
+                          if s.outcome == OK and s.t < self.restored_at]
         return found
 
     @property

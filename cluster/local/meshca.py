@@ -76,13 +76,13 @@ class VaultIdentity:
         jwt = Path(self.config.vault_token_file).read_text().strip()
         response = self.http.post(f"{self.config.vault_addr}/v1/auth/{self.config.vault_auth_path}/login",
                                   json={"role": self.config.vault_role, "jwt": jwt})
-        self._take(response, "login")
+        self._take(response, "login of the CA")
         self.logins += 1
 
     def _renew(self) -> None:
         response = self.http.post(f"{self.config.vault_addr}/v1/auth/token/renew-self",
                                   headers={"X-Vault-Token": self._token}, json={})
-        self._take(response, "renewal")
+        self._take(response, "renewal of the CA's token")
         self.renewals += 1
 
     def _take(self, response: httpx.Response, what: str) -> None:
@@ -107,7 +107,8 @@ class VaultIdentity:
                 elif now >= self._renew_at:
                     try:
                         self._renew()
-                    except (PermissionError, httpx.HTTPError):
+                    except (PermissionError, httpx.HTTPError) as err:
+                        self.note_error(str(err))
                         self._login()
                     # A lease that renewal could not extend (max TTL) is replaced early.
                     if self._expires - time.monotonic() < 2:

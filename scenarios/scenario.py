@@ -84,50 +84,55 @@ def run_scenario(stage: Stage, fault: Fault, *, hold_s: float = 2.0) -> Timeline
     )
     probes = {"mesh": mesh_probe(stage.platform, stage.client, stage.server),
               "vault": vault_probe(stage.platform, stage.client)}
-    restore_error: BaseException | None = None
-    with Monitor(probes) as monitor:
-        if not _wait(lambda: monitor.all_recent(PROBES, CONVERGE, True), 20, "steady state"):
-            timeline.notes.append("steady state not reached before the fault: not injected")
-            timeline.samples = monitor.samples
-            timeline.write(stage.run_dir)
-            return timeline
-        timeline.fault_at = monitor.now()
-        try:
-            fault.inject()
-            evidence: list[str] = []
-
-            def effect() -> bool:
-                found = fault.took_effect()
-                if found:
-                    evidence.append(found)
-                return bool(found)
-
-            timeline.fault_took_effect = _wait(effect, 60, f"{fault.id} to take effect")
-            timeline.fault_evidence = evidence[-1] if evidence else "no evidence that the fault took effect"
-            bound = fault.fail_closed_in()
-            if bound is not None:
-                timeline.expected_fail_closed_at = round(monitor.now() + bound, 3)
-                fault_at = timeline.fault_at
-                _wait(lambda: monitor.all_recent(fault.must_fail, CONVERGE, False, since=fault_at),
-                      bound + timeline.tolerance_s + 5, "access to fail closed")
-            else:
-                hold_until = monitor.now() + hold_s
-                _wait(lambda: monitor.now() >= hold_until, hold_s + 1, "the hold after the fault")
-        finally:
-            timeline.restored_at = monitor.now()
-            try:
-                fault.restore()
-            except BaseException as err:  # noqa: BLE001 - re-raised below, after the timeline is written
-                restore_error = err
-                timeline.notes.append(f"restore failed: {type(err).__name__}: {err}")
-        if restore_error is None:
-            restored_at = timeline.restored_at
-            _wait(lambda: monitor.all_recent(PROBES, CONVERGE, True, since=restored_at),
-                  timeline.recovery_bound_s + 5, "recovery")
-    timeline.samples = monitor.samples
-    if restore_error is None:
-        timeline.steady_again, timeline.steady_evidence = steady_with_mtls(stage)
-    timeline.write(stage.run_dir)
-    if restore_error is not None:
-        raise restore_error
+    monitor = Monitor(probes)
+    try:
+        with monitor:
+            _phases(stage, fault, monitor, timeline, hold_s)
+        if timeline.restored_at is not None and not timeline.notes:
+            timeline.steady_again, timeline.steady_evidence = steady_with_mtls(stage)
+    except BaseException as err:
+        timeline.notes.append(f"interrupted: {type(err).__name__}: {err}")
+        raise
+    finally:
+        timeline.samples = monitor.samples
+        timeline.write(stage.run_dir)
     return timeline
+
+
+def _phases(stage: Stage, fault: Fault, monitor: Monitor, timeline: Timeline, hold_s: float) -> None:
+    if not _wait(lambda: monitor.all_recent(PROBES, CONVERGE, True), 20, "steady state"):
+        timeline.notes.append("steady state not reached before the fault: not injected")
+        return
+    timeline.fault_at = monitor.now()
+    try:
+        fault.inject()
+        evidence: list[str] = []
+
+        def effect() -> bool:
+            found = fault.took_effect()
+            if found:
+                evidence.append(found)
+            return bool(found)
+
+        timeline.fault_took_effect = _wait(effect, 60, f"{fault.id} to take effect")
+        timeline.fault_evidence = evidence[-1] if evidence else "no evidence that the fault took effect"
+        bound = fault.fail_closed_in() if timeline.fault_took_effect else None
+        if bound is not None:
+            timeline.expected_fail_closed_at = round(monitor.now() + bound, 3)
+            fault_at = timeline.fault_at
+            _wait(lambda: monitor.all_recent(fault.must_fail, CONVERGE, False, since=fault_at),
+                  bound + timeline.tolerance_s + 5, "access to fail closed")
+        else:
+            hold_until = monitor.now() + hold_s
+            _wait(lambda: monitor.now() >= hold_until, hold_s + 1, "the hold after the fault")
+    finally:
+        # Always restore, also on Ctrl-C and SIGTERM; a failed restore fails the test loudly.
+        timeline.restored_at = monitor.now()
+        try:
+            fault.restore()
+        except BaseException as err:
+            timeline.notes.append(f"restore failed: {type(err).__name__}: {err}")
+            raise
+    restored_at = timeline.restored_at
+    _wait(lambda: monitor.all_recent(PROBES, CONVERGE, True, since=restored_at),
+          timeline.recovery_bound_s + 5, "recovery")

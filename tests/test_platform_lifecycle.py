@@ -143,3 +143,28 @@ def test_no_secret_appears_in_any_output(nothing_left: None) -> None:
     finally:
         subprocess.run([sys.executable, "-m", "cluster", "down", match.group(1)], cwd=ROOT,
                        capture_output=True, check=False)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_ctrl_c_during_a_chaos_fault_restores_then_leaves_nothing(nothing_left: None, tmp_path: Path) -> None:
+    before = snapshot()
+    child = Child.start("suites/chaos/test_scenarios.py", "-k", "mesh-ca-down", "--report-dir", str(tmp_path))
+
+    def mesh_ca_pids() -> list[int]:
+        return [p for p in new_since(before).pids if "cluster.local.meshca" in _cmdline(p)]
+
+    wait_until(mesh_ca_pids, timeout=120, describe="the child's mesh CA to start")
+    # The fault is in: the child stopped its mesh CA. Interrupt it now.
+    wait_until(lambda: not mesh_ca_pids(), timeout=120, interval=0.05, describe="the child to stop its mesh CA")
+    child.process.send_signal(signal.SIGINT)
+    assert child.process.wait(timeout=120) == 2, child.output
+    timeline = json.loads(next(tmp_path.glob("*/timelines/mesh-ca-down.json")).read_text())
+    assert timeline["restored_at"] is not None, timeline["notes"]
+    assert any(note.startswith("interrupted: KeyboardInterrupt") for note in timeline["notes"]), timeline["notes"]
+    assert not any("restore failed" in note for note in timeline["notes"]), timeline["notes"]

@@ -192,7 +192,9 @@ class NodeNetwork:
         ip = self._allocate(f"{namespace}/{name}")
         suffix = hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:8]
         netns = f"tg{self.tag}-{suffix}"
-        host_veth = f"tg{self.tag}{int(ip) & 0xFFFF:04x}"[:15]
+        # Unique per pod and address: netns teardown is asynchronous in the kernel, so a
+        # name derived from the address alone can still exist when the address is reused.
+        host_veth = f"tg{self.tag}" + hashlib.sha256(f"{netns}/{ip}".encode()).hexdigest()[:5]
         try:
             _ip("netns", "add", netns)
             _ip("link", "add", host_veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
@@ -209,12 +211,16 @@ class NodeNetwork:
                     raise PlatformUnavailable(f"iptables-restore in {netns} failed: {result.stderr.strip()}",
                                               fix="apt-get install iptables")
         except BaseException:
+            _ip("link", "delete", host_veth, check=False)
             _ip("netns", "delete", netns, check=False)
             self._release(str(ip))
             raise
         return PodNet(namespace, name, netns, str(ip), host_veth)
 
     def remove_pod(self, pod: PodNet) -> None:
+        # Deleting the link is synchronous (and takes its peer along); the
+        # namespace itself is torn down by the kernel in the background.
+        _ip("link", "delete", pod.host_veth, check=False)
         _ip("netns", "delete", pod.netns, check=False)
         self._release(pod.ip)
 

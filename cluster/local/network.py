@@ -146,6 +146,12 @@ class NodeNetwork:
     def up(self, owner: str) -> None:
         """Create the bridge; its alias names the run's owner (a pid, or "kept") for the reaper."""
         _ip("link", "add", self.bridge, "type", "bridge")
+        # A bridge without its own address takes the lowest MAC of its ports and
+        # changes it as pods come and go; the pods' ARP entries for the node then
+        # go stale and their traffic to Vault and the mesh CA vanishes for tens
+        # of seconds. A fixed, locally administered MAC keeps the node reachable.
+        tag = self.tag
+        _ip("link", "set", "dev", self.bridge, "address", f"02:7e:{tag[0:2]}:{tag[2:4]}:{tag[4:6]}:01")
         _ip("link", "set", "dev", self.bridge, "alias", f"trustgrid run={self.run_id} owner={owner}")
         _ip("addr", "add", f"{self.host_ip}/{self.cidr.prefixlen}", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")

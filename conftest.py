@@ -68,9 +68,12 @@ def _needs_platform(config: pytest.Config) -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     install_record_factory()
-    # A line per HTTP request drowns what matters (the monitor makes ten a second).
-    for chatty in ("httpx", "httpcore", "urllib3", "kubernetes"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    # A line per HTTP request drowns what matters (the monitor makes ten a second),
+    # unless someone asked for DEBUG on purpose.
+    asked = str(config.getoption("log_cli_level", None) or config.getoption("log_level", None) or "")
+    if asked.upper() != "DEBUG":
+        for chatty in ("httpx", "httpcore", "urllib3", "kubernetes"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     workerinput: dict[str, str] | None = getattr(config, "workerinput", None)
     try:
         settings = build_settings(vars(config.option), rootdir=config.rootpath,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cluster.runstate import OWNER_ENV, RUN_ENV, RunState, our_processes, process_run_id, reap_dead_runs, run_is_live
+from cluster.wait import wait_until
 
 
 def _spawn_labelled(run_id: str, owner: str | None = None) -> subprocess.Popen[bytes]:
@@ -31,7 +32,9 @@ def test_reaper_removes_a_dead_runs_processes_and_state(tmp_path: Path) -> None:
     (state.path / "owner").write_text("999999999")  # an owner that cannot exist
     child = _spawn_labelled("tg-unit-dead")
     try:
-        assert child.pid in our_processes("tg-unit-dead")
+        # /proc/<pid>/environ is empty for a moment while exec completes.
+        wait_until(lambda: child.pid in our_processes("tg-unit-dead"), timeout=5,
+                   describe="the labelled child to show its environment")
         assert "tg-unit-dead" in reap_dead_runs(tmp_path)
         child.wait(timeout=10)  # it was terminated, so this returns
         assert not state.path.exists()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"strings"
@@ -133,31 +134,29 @@ func anyGlob(patterns []string, value string) bool {
 	return false
 }
 
-// configWatcher reloads the pod's mesh.json when istiod rewrites it.
+// configWatcher reloads the pod's mesh.json when istiod rewrites it. It
+// reads the (small) file on every poll: two rewrites within one mtime tick
+// would otherwise leave the proxy on the older generation.
 type configWatcher struct {
 	path    string
 	current atomic.Pointer[MeshConfig]
-	modTime time.Time
+	raw     []byte
 }
 
 func (w *configWatcher) load() error {
-	info, err := os.Stat(w.path)
-	if err != nil {
-		return err
-	}
-	if !info.ModTime().After(w.modTime) && w.current.Load() != nil {
-		return nil
-	}
 	data, err := os.ReadFile(w.path)
 	if err != nil {
 		return err
+	}
+	if bytes.Equal(data, w.raw) && w.current.Load() != nil {
+		return nil
 	}
 	var cfg MeshConfig
 	if err := json.Unmarshal(data, &cfg); err != nil {
 		return err
 	}
 	w.current.Store(&cfg)
-	w.modTime = info.ModTime()
+	w.raw = data
 	return nil
 }
 

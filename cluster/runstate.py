@@ -119,7 +119,15 @@ class RunState:
             handle.close()
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Delete the directory (keys included). A process that was still writing
+        a log as it died can make one pass miss a file, so retry briefly."""
+        from cluster.wait import pause
+
+        deadline = time.monotonic() + 5
+        while self.path.exists() and time.monotonic() < deadline:
+            shutil.rmtree(self.path, ignore_errors=True)
+            if self.path.exists():
+                pause(0.05)
 
 
 def _environ_value(pid: int, name: str) -> str | None:

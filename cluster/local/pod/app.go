@@ -260,20 +260,29 @@ func (v *vaultAgent) do(method, path, token string, body any) (int, []byte, erro
 	return resp.StatusCode, data, err
 }
 
+// authCall posts to a Vault auth endpoint and returns the new lease, or why it was refused.
+func (v *vaultAgent) authCall(path, token string, body any, what string) (*vaultAuth, error) {
+	status, data, err := v.do(http.MethodPost, path, token, body)
+	if err != nil {
+		return nil, err
+	}
+	var answer vaultAuth
+	_ = json.Unmarshal(data, &answer)
+	if status != http.StatusOK || answer.Auth == nil {
+		return nil, fmt.Errorf("%s refused (%d): %s", what, status, strings.Join(answer.Errors, "; "))
+	}
+	return &answer, nil
+}
+
 func (v *vaultAgent) login() error {
 	jwt, err := os.ReadFile(v.tokenFile)
 	if err != nil {
 		return err
 	}
-	status, data, err := v.do(http.MethodPost, "auth/"+v.authPath+"/login", "",
-		map[string]string{"role": v.role, "jwt": strings.TrimSpace(string(jwt))})
+	answer, err := v.authCall("auth/"+v.authPath+"/login", "",
+		map[string]string{"role": v.role, "jwt": strings.TrimSpace(string(jwt))}, "login")
 	if err != nil {
 		return err
-	}
-	var answer vaultAuth
-	_ = json.Unmarshal(data, &answer)
-	if status != http.StatusOK || answer.Auth == nil {
-		return fmt.Errorf("login refused (%d): %s", status, strings.Join(answer.Errors, "; "))
 	}
 	v.mu.Lock()
 	v.token, v.leaseSeconds, v.obtained = answer.Auth.ClientToken, answer.Auth.LeaseDuration, time.Now()
@@ -287,14 +296,9 @@ func (v *vaultAgent) renew() error {
 	v.mu.Lock()
 	token := v.token
 	v.mu.Unlock()
-	status, data, err := v.do(http.MethodPost, "auth/token/renew-self", token, map[string]string{})
+	answer, err := v.authCall("auth/token/renew-self", token, map[string]string{}, "renewal")
 	if err != nil {
 		return err
-	}
-	var answer vaultAuth
-	_ = json.Unmarshal(data, &answer)
-	if status != http.StatusOK || answer.Auth == nil {
-		return fmt.Errorf("renewal refused (%d): %s", status, strings.Join(answer.Errors, "; "))
 	}
 	v.mu.Lock()
 	// Renewal past the max TTL returns a shorter lease: once it stops growing,

@@ -51,7 +51,8 @@ def main() -> int:
     print(f"inherent waits:    {inherent:7.1f} s (sum of the scenarios' fail-closed bounds)")
     ratio = parallel_wall / inherent if inherent else float("inf")
     print(f"ratio -n 2 / inherent: {ratio:.2f} (target <= 1.5); verdicts serial == -n 2: {same}")
-    ok = ratio <= 1.5 and serial_wall <= 300 and same and serial_code == 0 and parallel_code == 0
+    # "<= 5 minutes on 2 cores": the -n 2 run is the one that uses both cores.
+    ok = ratio <= 1.5 and parallel_wall <= 300 and same and serial_code == 0 and parallel_code == 0
     print(f"targets -> {'met' if ok else 'MISSED'}")
     return 0 if ok else 1
 

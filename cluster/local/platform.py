@@ -351,10 +351,11 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
         progress("starting etcd, OpenBao and kube-apiserver")
         for process in (etcd, apiserver):
             process.die_with_parent = owner
-        etcd.start()
         stack.callback(etcd.stop)
-        vault.start(owner=owner)
+        etcd.start()
+        # Armed before the start: an interrupt while Vault comes up must still stop it.
         stack.callback(vault.stop)
+        vault.start(owner=owner)
         etcd.wait_ready(lambda: etcd_healthy(etcd_endpoint), timeout=20, describe="etcd /health")
         apiserver.start()
         stack.callback(apiserver.stop)

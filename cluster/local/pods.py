@@ -319,12 +319,15 @@ class LocalPods:
         return w.ip in json.loads(status_file.read_text()).get("peers", [])
 
     def _wait_mesh_converged(self, new: LocalPod) -> None:
-        """Every sidecar of this process has loaded istiod's latest push (so it knows every peer)."""
-        generation = json.loads((self.mesh.pods_root / "istiod.json").read_text())["generation"]
+        """Every sidecar of this process knows the new pod: its pushed config lists the pod's
+        address and the sidecar has loaded that config's generation."""
         pods = [p for p, _ in self._running.values() if p.workload.meshed]
         pods += [new] if new.workload.meshed else []
 
-        def converged() -> bool:
-            return all(int(_status(pod.folder).get("config_generation", 0)) >= generation for pod in pods)
+        def knows_new_pod(pod: LocalPod) -> bool:
+            pushed = json.loads((pod.folder / "mesh.json").read_text())
+            loaded = int(_status(pod.folder).get("config_generation", 0))
+            return new.workload.ip in pushed.get("peers", {}) and loaded >= int(pushed["generation"])
 
-        wait_until(converged, timeout=10, interval=0.05, describe=f"sidecars to load mesh generation {generation}")
+        wait_until(lambda: all(knows_new_pod(pod) for pod in pods), timeout=10, interval=0.05,
+                   describe=f"sidecars to learn about {new.workload.namespace}/{new.workload.name}")

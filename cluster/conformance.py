@@ -6,13 +6,26 @@ someone else configured. Each finding says what was found, where, and the fix.
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
+import hvac
+from cryptography import x509
 from kubernetes import client
 
 from cluster.istio import GROUP, ROOT_NAMESPACE, VERSION
 from cluster.kube import Kube
+from cluster.meshconfig import MeshConfig
+from cluster.pkitools import csr_and_key
 from cluster.profile import Policy
+
+# Namespaces Kubernetes itself owns; never application namespaces.
+SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+# How a namespace joins the mesh: (label, value), None for any value.
+INJECTION_LABELS = (("istio-injection", "enabled"), ("istio.io/rev", None))
 
 
 @dataclass(frozen=True)
@@ -53,3 +66,169 @@ def mtls_findings(kube: Kube, policy: Policy, namespaces: list[str] | None = Non
                 findings.append(Finding(f"port {port} mtls.mode is {port_mode}", where,
                                         "remove the port-level override or set it to STRICT"))
     return findings
+
+
+def _seconds(value: float) -> str:
+    return str(timedelta(seconds=int(value))) if value >= 60 else f"{value:g}s"
+
+
+def application_namespaces(kube: Kube, policy: Policy) -> list[str]:
+    """Live namespaces that join the mesh (injection label), outside the exempt ones."""
+    found = []
+    for namespace in kube.core.list_namespace().items:
+        meta = namespace.metadata
+        if meta.name in policy.exempt_namespaces or meta.name in SYSTEM_NAMESPACES or meta.deletion_timestamp:
+            continue
+        marks = meta.labels or {}
+        if any(key in marks and (value is None or marks[key] == value) for key, value in INJECTION_LABELS):
+            found.append(meta.name)
+    return sorted(found)
+
+
+# -- Vault tokens --------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenLimits:
+    """A role's effective token TTLs: the role's own, else its auth mount's (Vault's rule)."""
+
+    where: str
+    ttl_s: float
+    max_ttl_s: float
+    period_s: float
+
+
+def read_role(admin: hvac.Client, mount: str, name: str) -> dict[str, Any] | None:
+    try:
+        return dict(admin.adapter.get(f"/v1/auth/{mount}/role/{name}")["data"])
+    except hvac.exceptions.InvalidPath:
+        return None
+
+
+def token_limits(admin: hvac.Client, mount: str, roles: Mapping[str, Mapping[str, Any]]) -> list[TokenLimits]:
+    tune = admin.adapter.get(f"/v1/sys/auth/{mount}/tune")["data"]
+    mount_ttl, mount_max = float(tune["default_lease_ttl"]), float(tune["max_lease_ttl"])
+    limits = []
+    for name, role in sorted(roles.items()):
+        max_ttl = float(role.get("token_max_ttl") or 0) or mount_max
+        ttl = min(float(role.get("token_ttl") or 0) or mount_ttl, max_ttl)
+        limits.append(TokenLimits(f"auth/{mount}/role/{name}", ttl, max_ttl, float(role.get("token_period") or 0)))
+    return limits
+
+
+def ttl_ceiling_findings(limits: Iterable[TokenLimits], policy: Policy) -> list[Finding]:
+    ceiling = policy.max_vault_token_ttl.total_seconds()
+    findings = []
+    for found in limits:
+        if found.period_s:
+            findings.append(Finding(f"periodic tokens (token_period {_seconds(found.period_s)}) never reach a max TTL",
+                                    found.where, "drop token_period and set token_max_ttl"))
+        elif found.max_ttl_s > ceiling:
+            findings.append(Finding(
+                f"tokens live up to {_seconds(found.max_ttl_s)} (token_max_ttl, or the mount's max_lease_ttl), "
+                f"above the ceiling {_seconds(ceiling)}", found.where,
+                f"set token_max_ttl to {_seconds(ceiling)} or less"))
+    return findings
+
+
+@dataclass(frozen=True)
+class RenewalDependency:
+    """A Vault login that certificate renewal depends on, as a cert-manager issuer declares it."""
+
+    where: str
+    mount: str
+    role: str
+
+
+def renewal_dependencies(api: client.ApiClient) -> list[RenewalDependency]:
+    """Every cert-manager Issuer and ClusterIssuer that logs in to Vault with Kubernetes auth."""
+    custom = client.CustomObjectsApi(api)
+    found = []
+    for plural, kind in (("issuers", "Issuer"), ("clusterissuers", "ClusterIssuer")):
+        for obj in custom.list_cluster_custom_object("cert-manager.io", "v1", plural)["items"]:
+            auth = (((obj.get("spec") or {}).get("vault") or {}).get("auth") or {}).get("kubernetes")
+            if not auth:
+                continue
+            meta = obj["metadata"]
+            name = f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
+            mount = str(auth.get("mountPath") or "/v1/auth/kubernetes").strip("/").removeprefix("v1/")
+            found.append(RenewalDependency(f"{kind} {name}", mount.removeprefix("auth/"), str(auth["role"])))
+    return found
+
+
+def renewal_safety_findings(dependency: RenewalDependency, limits: TokenLimits | None,
+                            cert_lifetime_s: float, mesh: MeshConfig) -> list[Finding]:
+    """The token must outlive the renewal window, or be renewable to a max TTL beyond it."""
+    if limits is None:
+        return [Finding(f"{dependency.where} logs in with role {dependency.role!r}, which Vault does not have",
+                        f"auth/{dependency.mount}/role", "create the role or point the issuer at an existing one")]
+    window = cert_lifetime_s * mesh.grace_ratio
+    if limits.ttl_s >= window or limits.period_s or limits.max_ttl_s > window:
+        return []
+    return [Finding(
+        f"the token of {dependency.where}, which renews the mesh certificates, lives {_seconds(limits.ttl_s)} "
+        f"and renews only to {_seconds(limits.max_ttl_s)}, inside the renewal window of {_seconds(window)} "
+        f"(certificates live {_seconds(cert_lifetime_s)} on the wire and renew with {mesh.grace_ratio:g} of it "
+        f"left, per {mesh.found_at})", limits.where,
+        f"set token_ttl to at least {_seconds(window)}, or token_max_ttl above it")]
+
+
+def role_scope_findings(roles: Mapping[str, Mapping[str, Any]], mount: str, policy: Policy) -> list[Finding]:
+    findings = []
+    for name, role in sorted(roles.items()):
+        where = f"auth/{mount}/role/{name}"
+        namespaces = list(role.get("bound_service_account_namespaces") or [])
+        selector = role.get("bound_service_account_namespace_selector") or ""
+        accounts = list(role.get("bound_service_account_names") or [])
+        if policy.require_namespace_scoped_roles and (len(namespaces) != 1 or "*" in namespaces[0] or selector):
+            findings.append(Finding(f"bound to namespaces {namespaces}, selector {selector!r}", where,
+                                    "bind each role to exactly one namespace"))
+        if policy.require_named_service_accounts and (not accounts or any("*" in a for a in accounts)):
+            findings.append(Finding(f"bound to service accounts {accounts}", where,
+                                    "name the service accounts, never '*'"))
+    return findings
+
+
+# -- PKI -----------------------------------------------------------------------
+def pki_scope_findings(admin: hvac.Client, mount: str, trust_domain: str) -> list[Finding]:
+    """Ask every PKI role, for real, to sign a SPIFFE ID of a namespace that exists nowhere."""
+    try:
+        names = admin.adapter.list(f"/v1/{mount}/roles")["data"]["keys"]
+    except hvac.exceptions.InvalidPath:
+        return []
+    stranger = f"spiffe://{trust_domain}/ns/tg-nobody-{secrets.token_hex(4)}/sa/app"
+    findings = []
+    for name in names:
+        try:
+            admin.adapter.post(f"/v1/{mount}/sign/{name}", json={"csr": csr_and_key(stranger)[0], "ttl": "10s"})
+        except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden, hvac.exceptions.InvalidPath):
+            continue  # refused (or the role went away meanwhile): as it must be
+        allowed = admin.adapter.get(f"/v1/{mount}/roles/{name}")["data"].get("allowed_uri_sans")
+        findings.append(Finding(f"signed {stranger} (allowed_uri_sans {allowed})", f"{mount}/roles/{name}",
+                                "limit allowed_uri_sans to spiffe://<trust domain>/ns/<its namespace>/sa/*"))
+    return findings
+
+
+def cert_lifetime_findings(where: str, cert: x509.Certificate, backdate_s: float, policy: Policy) -> list[Finding]:
+    lifetime = (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds() - backdate_s
+    ceiling = policy.max_cert_ttl.total_seconds()
+    if lifetime <= ceiling:
+        return []
+    return [Finding(f"presents a certificate valid for {_seconds(lifetime)}, above the ceiling {_seconds(ceiling)}",
+                    where, "lower the PKI role's ttl and max_ttl (and the duration the CA asks for)")]
+
+
+# -- Istio authorization and Vault audit --------------------------------------------
+def authz_findings(kube: Kube, namespaces: Iterable[str]) -> list[Finding]:
+    """Every application namespace has at least one AuthorizationPolicy of its own."""
+    custom = client.CustomObjectsApi(kube.api)
+    objects = custom.list_cluster_custom_object(GROUP, VERSION, "authorizationpolicies")["items"]
+    covered = {o["metadata"]["namespace"] for o in objects}
+    return [Finding("no AuthorizationPolicy", f"namespace {ns}",
+                    "apply an ALLOW AuthorizationPolicy naming the principals or namespaces that may call in")
+            for ns in namespaces if ns not in covered]
+
+
+def audit_findings(admin: hvac.Client, policy: Policy) -> list[Finding]:
+    if not policy.require_audit_device or admin.sys.list_enabled_audit_devices()["data"]:
+        return []
+    return [Finding("no audit device is enabled", "sys/audit",
+                    "enable a file or socket audit device (declared in the server config on OpenBao)")]

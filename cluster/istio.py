@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-
 from cluster.kube import Kube, labels
 
 GROUP, VERSION = "security.istio.io", "v1"
 ROOT_NAMESPACE = "istio-system"
+NAMESPACE_AUTHZ = "allow-same-namespace"
 
 
 def peer_authentication(namespace: str, name: str, mode: str, run_id: str, *,
@@ -47,26 +45,27 @@ def _plural(obj: Mapping[str, Any]) -> str:
 
 def apply(kube: Kube, obj: Mapping[str, Any]) -> None:
     """Create or replace an Istio object (server-side, so the real CRD schema validates it)."""
-    custom = client.CustomObjectsApi(kube.api)
-    meta = obj["metadata"]
-    try:
-        custom.create_namespaced_custom_object(GROUP, VERSION, meta["namespace"], _plural(obj), dict(obj))
-    except ApiException as err:
-        if err.status != 409:
-            raise
-        current = custom.get_namespaced_custom_object(GROUP, VERSION, meta["namespace"], _plural(obj), meta["name"])
-        body = {**obj, "metadata": {**meta, "resourceVersion": current["metadata"]["resourceVersion"]}}
-        custom.replace_namespaced_custom_object(GROUP, VERSION, meta["namespace"], _plural(obj), meta["name"], body)
+    kube.apply_custom(GROUP, VERSION, _plural(obj), obj)
 
 
 def delete(kube: Kube, obj: Mapping[str, Any]) -> None:
-    custom = client.CustomObjectsApi(kube.api)
-    meta = obj["metadata"]
-    try:
-        custom.delete_namespaced_custom_object(GROUP, VERSION, meta["namespace"], _plural(obj), meta["name"])
-    except ApiException as err:
-        if err.status != 404:
-            raise
+    kube.delete_custom(GROUP, VERSION, _plural(obj), obj)
+
+
+def namespace_authorization(namespace: str, run_id: str) -> dict[str, Any]:
+    """The baseline: only workloads of the namespace itself may call in."""
+    return authorization_policy(namespace, NAMESPACE_AUTHZ, run_id,
+                                rules=[{"from": [{"source": {"namespaces": [namespace]}}]}])
+
+
+def namespace_policies(namespace: str, run_id: str, *, mtls_mode: str | None, authz: bool) -> list[dict[str, Any]]:
+    """What the profile's setup puts in an application namespace."""
+    found = []
+    if mtls_mode is not None:
+        found.append(peer_authentication(namespace, "default", mtls_mode, run_id))
+    if authz:
+        found.append(namespace_authorization(namespace, run_id))
+    return found
 
 
 def principal(trust_domain: str, namespace: str, service_account: str) -> str:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client import ApiClient
@@ -58,6 +59,27 @@ class Kube:
     @property
     def authn(self) -> client.AuthenticationV1Api:
         return client.AuthenticationV1Api(self.api)
+
+    def apply_custom(self, group: str, version: str, plural: str, obj: Mapping[str, Any]) -> None:
+        """Create or replace a namespaced custom object, server-side, so its CRD schema validates it."""
+        custom = client.CustomObjectsApi(self.api)
+        meta = obj["metadata"]
+        try:
+            custom.create_namespaced_custom_object(group, version, meta["namespace"], plural, dict(obj))
+        except ApiException as err:
+            _ignore_conflict(err)
+            current = custom.get_namespaced_custom_object(group, version, meta["namespace"], plural, meta["name"])
+            body = {**obj, "metadata": {**meta, "resourceVersion": current["metadata"]["resourceVersion"]}}
+            custom.replace_namespaced_custom_object(group, version, meta["namespace"], plural, meta["name"], body)
+
+    def delete_custom(self, group: str, version: str, plural: str, obj: Mapping[str, Any]) -> None:
+        meta = obj["metadata"]
+        try:
+            client.CustomObjectsApi(self.api).delete_namespaced_custom_object(
+                group, version, meta["namespace"], plural, meta["name"])
+        except ApiException as err:
+            if err.status != 404:
+                raise
 
     def server_version(self) -> str:
         return str(client.VersionApi(self.api).get_code().git_version)

@@ -30,6 +30,9 @@ class Versions:
     vault: str
     extra: Mapping[str, str] = field(default_factory=dict)
 
+    def as_dict(self) -> dict[str, str]:
+        return {"platform": self.platform, "kube-apiserver": self.kubernetes, "vault": self.vault, **self.extra}
+
     def lines(self) -> list[str]:
         parts = [f"kube-apiserver {self.kubernetes}", self.vault, *(f"{k} {v}" for k, v in self.extra.items())]
         return [f"platform {self.platform}", ", ".join(parts)]
@@ -156,6 +159,10 @@ class Platform(Protocol):
 
     def renew_certificate(self, wl: Workload) -> None:
         """Have the workload's proxy fetch a new certificate now."""
+        ...
+
+    def peer_certificate(self, wl: Workload) -> bytes:
+        """The DER certificate the workload's proxy presents to a TLS client: observed, not configured."""
         ...
 
     def pause_vault_agent(self, wl: Workload, paused: bool) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import hvac
 
+from cluster import istio
 from cluster.kube import Kube, namespace_name
 from cluster.platform import Platform
 from cluster.profile import Setup
@@ -62,12 +63,35 @@ def open_tenant(platform: Platform, setup: Setup, label: str,
     configurator = VaultConfigurator(platform.vault_admin(), platform.vault_layout, setup, platform.run_id)
     namespace = namespace_name("t", label[:40], _random.token_hex(3))
     with contextlib.ExitStack() as cleanup:
-        kube.ensure_namespace(namespace, platform.run_id)
         cleanup.callback(kube.delete_namespace, namespace)
-        for name in service_accounts:
-            kube.ensure_service_account(namespace, name, platform.run_id)
         cleanup.callback(configurator.remove_namespace, namespace)
-        binding = configurator.configure_namespace(namespace, service_accounts)
+        binding = install_app_namespace(kube, configurator, namespace, service_accounts)
         canary = f"canary-{_random.token_hex(8)}"
         configurator.write_secret(binding, {"canary": canary})
         yield Tenant(platform, kube, setup, binding, canary)
+
+
+def install_app_namespace(kube: Kube, configurator: VaultConfigurator, namespace: str,
+                          service_accounts: Sequence[str] = ("app",)) -> NamespaceBinding:
+    """An application namespace as the profile's setup says: meshed, with its Vault role and Istio policies.
+
+    Whatever the setup says is installed, also what the policy forbids, so
+    that conformance can judge it; nothing here "fixes" a bad setup.
+    """
+    setup, run_id = configurator.setup, configurator.run_id
+    kube.ensure_namespace(namespace, run_id, {"istio-injection": "enabled"})
+    for name in service_accounts:
+        kube.ensure_service_account(namespace, name, run_id)
+    binding = configurator.configure_namespace(namespace, service_accounts)
+    for obj in istio.namespace_policies(namespace, run_id, mtls_mode=setup.mesh.mtls.namespaces.get(namespace),
+                                        authz=setup.mesh.authz == "namespace"):
+        istio.apply(kube, obj)
+    return binding
+
+
+def install_setup_namespaces(kube: Kube, configurator: VaultConfigurator) -> list[str]:
+    """The namespaces the setup names (mtls.namespaces), made at bring-up and gone with the cluster."""
+    names = sorted(configurator.setup.mesh.mtls.namespaces)
+    for namespace in names:
+        install_app_namespace(kube, configurator, namespace)
+    return names

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from cluster import certmanager
 from cluster.kube import AUTH_DELEGATOR, Kube, labels
 from cluster.local.apiserver import SERVICE_ACCOUNT_ISSUER, ApiServerEndpoint
 from cluster.local.istiod import IstiodConfig
@@ -55,6 +56,19 @@ def mesh_ca_identity(kube: Kube, configurator: VaultConfigurator, state: RunStat
     uid = _pod_object(kube, run_id)
     project_mesh_ca_tokens(kube, configurator.setup, state, uid)
     return configurator.configure_mesh_ca(MESH_NAMESPACE, MESH_CA_ACCOUNT)
+
+
+def declare_mesh_ca_issuer(kube: Kube, layout: VaultLayout, vault_addr: str, role: str, run_id: str) -> None:
+    """Record the mesh CA's Vault login as the cert-manager Issuer that istio-csr would use.
+
+    The local CA is configured from the same values; the Issuer is what
+    conformance reads, from the API server, to find the Vault token that
+    certificate renewal depends on. The local CA signs through the calling
+    pod's namespace role, hence the {namespace} in the path.
+    """
+    kube.apply_custom(certmanager.GROUP, certmanager.VERSION, "issuers", certmanager.vault_issuer(
+        MESH_NAMESPACE, "mesh-ca", run_id, server=vault_addr, path=f"{layout.pki_int_path}/sign/{{namespace}}",
+        role=role, mount=layout.kubernetes_path, service_account=MESH_CA_ACCOUNT))
 
 
 def project_mesh_ca_tokens(kube: Kube, setup: Setup, state: RunState, uid: str) -> None:

@@ -13,6 +13,8 @@ import ipaddress
 import json
 import os
 import shutil
+import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -35,6 +37,7 @@ from cluster.local.etcd import etcd_healthy, etcd_process
 from cluster.local.meshservices import (
     MESH_CA_ACCOUNT,
     MESH_NAMESPACE,
+    declare_mesh_ca_issuer,
     istiod_process,
     mesh_ca_from_config,
     mesh_ca_identity,
@@ -44,13 +47,15 @@ from cluster.local.meshservices import (
 )
 from cluster.local.network import NodeNetwork, pick_pod_cidr, reap_networks, remove_run_network
 from cluster.local.openbao import LocalVault, VaultEndpoint
-from cluster.local.pods import LocalPods, MeshEndpoints
+from cluster.local.pods import APP_PORT, LocalPods, MeshEndpoints
 from cluster.local.process import claim_port, stop_recorded
 from cluster.local.vaultpod import TokenRefresher, VaultPod
+from cluster.meshconfig import write_mesh_config
 from cluster.platform import CallResult, Capture, Versions, Workload
 from cluster.runstate import RunState, reap_dead_runs
 from cluster.secrets import redact
 from cluster.settings import Settings
+from cluster.tenancy import install_setup_namespaces
 from cluster.vault import KubernetesAuthTarget, VaultConfigurator, VaultLayout
 from cluster.versions import load_pins
 
@@ -171,11 +176,14 @@ class LocalPlatform:
         self.run_id = state.run_id
         self.kube = _api_client(connection.apiserver)
         self.vault_layout = VaultLayout()
+        pins = load_pins()
         self.versions = Versions(
             platform=self.name,
             kubernetes=connection.kubernetes_version,
             vault=connection.vault_endpoint.display,
-            extra={"etcd": connection.etcd_version},
+            # Istio and cert-manager are here as their real CRDs (the API); the data plane is tgpod.
+            extra={"etcd": connection.etcd_version, "istio": f"{pins.istio} API, tgpod sidecar",
+                   "cert-manager": f"{pins.cert_manager} API"},
         )
         binary = VaultBinary(Path(connection.vault_binary), connection.vault_flavor, connection.vault_version)
         self.vault = LocalVault(binary, state, connection.vault_endpoint, connection.vault_port,
@@ -185,13 +193,11 @@ class LocalPlatform:
         self.network = NodeNetwork(self.run_id, ipaddress.ip_network(connection.pod_cidr),  # type: ignore[arg-type]
                                    state.file("ipam.json"))
         pods_root = Path(connection.pods_root)
-        mesh = settings.profile.setup.mesh
         self.pods = LocalPods(state, self.network, Kube(self.kube), MeshEndpoints(
             pods_root=pods_root / "pods", tgpod=pods_root / "bin" / "tgpod", ca_bundle=pods_root / "ca.crt",
             mesh_ca_url=connection.mesh_ca_url,
             vault_addr=f"https://{connection.node_ip}:{connection.vault_port}",
-            trust_domain=settings.profile.setup.trust_domain, vault_audience=settings.profile.setup.vault.audience,
-            renew_fraction=mesh.renew_fraction,
+            vault_audience=settings.profile.setup.vault.audience,
         ), layout=self.vault_layout, run_id=self.run_id)
 
     @property
@@ -227,6 +233,17 @@ class LocalPlatform:
 
     def renew_certificate(self, wl: Workload) -> None:
         self.pods.renew_certificate(wl)
+
+    def peer_certificate(self, wl: Workload) -> bytes:
+        """Handshake with the pod's proxy from the node, as any TLS client would, and keep its certificate."""
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # callers verify it against Vault's own chain
+        with socket.create_connection((wl.ip, APP_PORT), timeout=5) as raw, context.wrap_socket(raw) as tls:
+            der = tls.getpeercert(binary_form=True)
+        if not der:
+            raise PlatformUnavailable(f"the proxy of {wl.namespace}/{wl.name} presented no certificate")
+        return der
 
     def pause_vault_agent(self, wl: Workload, paused: bool) -> None:
         self.pods.pause_vault_agent(wl, paused)
@@ -346,7 +363,7 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
                                        vault_binary.flavor, vault_binary.version)
         vault_cluster_port = claim_port(0, "--vault-port")
         vault = LocalVault(vault_binary, state, vault_endpoint, vault_port,
-                           cluster_port=vault_cluster_port, node_ip=network.host_ip)
+                           cluster_port=vault_cluster_port, node_ip=network.host_ip, audit=setup.vault.audit)
 
         progress("starting etcd, OpenBao and kube-apiserver")
         for process in (etcd, apiserver):
@@ -393,6 +410,9 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
         istiod.start()
         stack.callback(istiod.stop)
         apply(kube, peer_authentication(ROOT_NAMESPACE, "default", setup.mesh.mtls.default, settings.run_id))
+        write_mesh_config(kube, setup, settings.run_id)
+        declare_mesh_ca_issuer(kube, layout, f"https://{network.host_ip}:{vault_port}", role, settings.run_id)
+        install_setup_namespaces(kube, configurator)
         wait_mesh_ca(mesh_ca, mesh_ca_url, api_endpoint.ca)
         wait_istiod(istiod, pods_root / "pods")
 

@@ -31,6 +31,7 @@ from cluster.local.capture import tcpdump
 from cluster.local.istiod import MESHED_LABEL, pod_dir
 from cluster.local.network import SIDECAR_UID, NodeNetwork, PodNet
 from cluster.local.process import ManagedProcess
+from cluster.meshconfig import read_mesh_config
 from cluster.platform import CallResult, Capture, Workload
 from cluster.runstate import RunState
 from cluster.vault import VaultLayout
@@ -54,9 +55,7 @@ class MeshEndpoints:
     ca_bundle: Path
     mesh_ca_url: str
     vault_addr: str
-    trust_domain: str
     vault_audience: str
-    renew_fraction: float
 
 
 @dataclass(frozen=True)
@@ -260,14 +259,16 @@ class LocalPods:
 
     def _start_sidecar(self, pod: LocalPod) -> ManagedProcess:
         w = pod.workload
-        spiffe = f"spiffe://{self.mesh.trust_domain}/ns/{w.namespace}/sa/{w.service_account}"
+        # Read at each start, as Istio's injector does: the live mesh config, not the profile.
+        mesh = read_mesh_config(self.kube.api)
+        spiffe = f"spiffe://{mesh.trust_domain}/ns/{w.namespace}/sa/{w.service_account}"
         argv = ["ip", "netns", "exec", pod.net.netns,
                 "setpriv", f"--reuid={SIDECAR_UID}", f"--regid={SIDECAR_UID}", "--clear-groups", "--",
                 str(self.mesh.tgpod), "sidecar", "--ca-url", self.mesh.mesh_ca_url,
                 "--ca-bundle", str(self.mesh.ca_bundle), "--token-file", str(pod.folder / "istio-token"),
                 "--spiffe", spiffe, "--mesh-config", str(pod.folder / "mesh.json"),
                 "--status-file", str(pod.folder / "sidecar-status.json"),
-                "--renew-fraction", str(self.mesh.renew_fraction)]
+                "--renew-fraction", str(mesh.renew_fraction)]
         process = ManagedProcess(f"pod-{w.namespace}-{w.name}-sidecar", argv, self.state, die_with_parent=False)
         process.start()
         return process

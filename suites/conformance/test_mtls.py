@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import socket
-import ssl
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -62,6 +60,8 @@ def test_a_permissive_namespace_is_reported_and_lets_plaintext_through(
     server = deploy(mesh, "server")
     naked = deploy(legacy, "naked", meshed=False)
     permissive = istio.peer_authentication(mesh.namespace, "default", "PERMISSIVE", platform.run_id)
+    # Without the namespace's baseline AuthorizationPolicy, PERMISSIVE alone decides what a plaintext call gets.
+    istio.delete(kube, istio.namespace_authorization(mesh.namespace, platform.run_id))
     assert mtls_findings(kube, settings.profile.policy, [mesh.namespace]) == []
     istio.apply(kube, permissive)
     try:
@@ -103,6 +103,8 @@ def test_a_client_whose_spiffe_id_is_not_allowed_gets_403(
     server = deploy(tenant, "server", "app")
     friend, intruder = deploy(tenant, "friend", "friend"), deploy(tenant, "intruder", "intruder")
     domain = settings.profile.setup.trust_domain
+    # The namespace's baseline policy would let the intruder in (same namespace): judge this ALLOW alone.
+    istio.delete(kube, istio.namespace_authorization(tenant.namespace, platform.run_id))
     allow = istio.authorization_policy(tenant.namespace, "allow-friend", platform.run_id,
                                        principals=[istio.principal(domain, tenant.namespace, "friend")],
                                        selector={"app": "server"})
@@ -120,17 +122,6 @@ def test_a_client_whose_spiffe_id_is_not_allowed_gets_403(
                timeout=10, describe="the DENY policy to be enforced")
 
 
-def _presented_certificate(ip: str, port: int = 8080) -> x509.Certificate:
-    """Handshake with a sidecar from the node and keep the certificate it presents."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # verified below, against Vault's own chain
-    with socket.create_connection((ip, port), timeout=5) as raw, context.wrap_socket(raw) as tls:
-        der = tls.getpeercert(binary_form=True)
-    assert der, "the sidecar presented no certificate"
-    return x509.load_der_x509_certificate(der)
-
-
 def test_each_sidecar_presents_its_own_spiffe_id_chaining_to_vault_within_cert_ttl(
     platform: Platform, settings: Settings, tenant: Tenant, deploy: Deploy
 ) -> None:
@@ -141,7 +132,7 @@ def test_each_sidecar_presents_its_own_spiffe_id_chaining_to_vault_within_cert_t
         admin.adapter.get(f"/v1/{layout.pki_int_path}/ca/pem").text.encode())
     backdate = admin.adapter.get(f"/v1/{layout.pki_int_path}/roles/{tenant.role}")["data"]["not_before_duration"]
     for workload in (deploy(tenant, "one"), deploy(tenant, "two")):
-        cert = _presented_certificate(workload.ip)
+        cert = x509.load_der_x509_certificate(platform.peer_certificate(workload))
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert sans.get_values_for_type(x509.UniformResourceIdentifier) == [spiffe(settings, workload)]
         cert.verify_directly_issued_by(intermediate)

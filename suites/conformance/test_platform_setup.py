@@ -8,12 +8,11 @@ from datetime import UTC, datetime, timedelta
 import hvac
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from cluster.kube import Kube
+from cluster.pkitools import csr_and_key
 from cluster.platform import Platform
 from cluster.settings import Settings
 from cluster.tenancy import Tenant
@@ -55,15 +54,6 @@ def test_the_real_cert_manager_crds_validate_a_vault_issuer(kube: Kube, tenant: 
     assert refused.value.status in (400, 422)
 
 
-def _csr(uri: str) -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    request = (x509.CertificateSigningRequestBuilder()
-               .subject_name(x509.Name([]))
-               .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False)
-               .sign(key, hashes.SHA256()))
-    return request.public_bytes(serialization.Encoding.PEM).decode()
-
-
 def test_a_namespaces_pki_role_issues_only_its_own_spiffe_ids(
     platform: Platform, settings: Settings, new_tenant: Callable[..., Tenant]
 ) -> None:
@@ -73,7 +63,7 @@ def test_a_namespaces_pki_role_issues_only_its_own_spiffe_ids(
     domain = settings.profile.setup.trust_domain
     own = f"spiffe://{domain}/ns/{mine.namespace}/sa/app"
     asked_at = datetime.now(UTC)
-    issued = admin.adapter.post(sign, json={"csr": _csr(own)})["data"]["certificate"]
+    issued = admin.adapter.post(sign, json={"csr": csr_and_key(own)[0]})["data"]["certificate"]
     cert = x509.load_pem_x509_certificate(issued.encode())
     uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert uris.get_values_for_type(x509.UniformResourceIdentifier) == [own]
@@ -85,7 +75,7 @@ def test_a_namespaces_pki_role_issues_only_its_own_spiffe_ids(
 
     foreign = f"spiffe://{domain}/ns/{theirs.namespace}/sa/app"
     with pytest.raises(hvac.exceptions.InvalidRequest) as refused:
-        admin.adapter.post(sign, json={"csr": _csr(foreign)})
+        admin.adapter.post(sign, json={"csr": csr_and_key(foreign)[0]})
     assert "not allowed" in str(refused.value) or "URI" in str(refused.value)
 
 
@@ -97,9 +87,3 @@ def test_vault_setup_is_idempotent(platform: Platform, settings: Settings, vault
     assert vault_config.configure_pki() == root_before
     vault_config.configure_kv()
     assert set(admin.sys.list_mounted_secrets_engines()["data"]) == mounts_before
-
-
-def test_an_audit_device_is_enabled(platform: Platform, settings: Settings) -> None:
-    devices = platform.vault_admin().sys.list_enabled_audit_devices()["data"]
-    if settings.profile.policy.require_audit_device:
-        assert devices, "no audit device in sys/audit; fix: enable a file audit device (declarative on OpenBao)"

@@ -1,0 +1,183 @@
+"""The live setup, judged against the profile's policy.
+
+Every check reads what is really configured, from Vault and the API server
+(and the wire), never the profile's setup: the same tests certify a cluster
+that someone else set up. A finding says what was found, where, and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Callable, Iterator
+
+import pytest
+from cryptography import x509
+
+from cluster import conformance
+from cluster.conformance import Finding
+from cluster.kube import Kube
+from cluster.meshconfig import read_mesh_config
+from cluster.platform import Platform, Workload
+from cluster.settings import Settings
+from cluster.tenancy import Tenant
+from cluster.vault import VaultConfigurator
+
+pytestmark = pytest.mark.conformance
+
+# A connection-level refusal; any HTTP answer means the server spoke plaintext.
+REFUSED = ("reset", "refused", "tls_handshake", "timeout")
+
+
+def assert_no_findings(findings: list[Finding]) -> None:
+    assert not findings, "\n" + "\n".join(f"- {f}" for f in findings)
+
+
+def canary() -> str:
+    return f"tg-canary-{secrets.token_hex(8)}"
+
+
+@contextlib.contextmanager
+def probe_servers(platform: Platform, kube: Kube, namespaces: list[str]) -> Iterator[dict[str, Workload]]:
+    """A meshed echo server in each namespace, removed afterwards."""
+    deployed: dict[str, Workload] = {}
+    try:
+        for namespace in namespaces:
+            kube.ensure_service_account(namespace, "app", platform.run_id)
+            deployed[namespace] = platform.deploy(namespace, "tg-probe", "app")
+        yield deployed
+    finally:
+        for workload in deployed.values():
+            platform.undeploy(workload)
+
+
+def _certificate(platform: Platform, workload: Workload) -> x509.Certificate:
+    return x509.load_der_x509_certificate(platform.peer_certificate(workload))
+
+
+def _backdate_s(platform: Platform, role: str) -> float:
+    """Vault backdates notBefore for clock skew; that part is not lifetime."""
+    layout = platform.vault_layout
+    found = platform.vault_admin().adapter.get(f"/v1/{layout.pki_int_path}/roles/{role}")["data"]
+    return float(found.get("not_before_duration") or 0)
+
+
+def test_vault_token_ttls_are_within_the_ceiling(
+    platform: Platform, settings: Settings, vault_config: VaultConfigurator, tenant: Tenant
+) -> None:
+    roles = vault_config.kubernetes_roles()
+    assert tenant.role in roles, f"the tenant's role {tenant.role} is missing from live Vault"
+    limits = conformance.token_limits(platform.vault_admin(), platform.vault_layout.kubernetes_path, roles)
+    assert_no_findings(conformance.ttl_ceiling_findings(limits, settings.profile.policy))
+
+
+def test_the_mesh_ca_token_outlives_the_renewal_window(
+    platform: Platform, tenant: Tenant, deploy: Callable[..., Workload]
+) -> None:
+    """The mission's TTL-mismatch trap: the CA's token must not die before the certificates it renews."""
+    dependencies = conformance.renewal_dependencies(platform.kube)
+    assert dependencies, (
+        "no cert-manager Issuer or ClusterIssuer logs in to Vault with Kubernetes auth; "
+        "fix: point the mesh CA's issuer at Vault (spec.vault.auth.kubernetes)"
+    )
+    cert = _certificate(platform, deploy(tenant, "probe"))
+    lifetime = (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds()
+    lifetime -= _backdate_s(platform, tenant.role)
+    mesh = read_mesh_config(platform.kube)
+    admin = platform.vault_admin()
+    findings = []
+    for dependency in dependencies:
+        role = conformance.read_role(admin, dependency.mount, dependency.role)
+        limits = conformance.token_limits(admin, dependency.mount, {dependency.role: role}) if role else []
+        findings += conformance.renewal_safety_findings(dependency, limits[0] if limits else None, lifetime, mesh)
+    assert_no_findings(findings)
+
+
+def test_every_kubernetes_auth_role_is_scoped_to_one_namespace_and_named_accounts(
+    vault_config: VaultConfigurator, settings: Settings, tenant: Tenant
+) -> None:
+    roles = vault_config.kubernetes_roles()
+    assert tenant.role in roles, f"the tenant's role {tenant.role} is missing from live Vault"
+    assert_no_findings(
+        conformance.role_scope_findings(roles, vault_config.layout.kubernetes_path, settings.profile.policy)
+    )
+
+
+def test_no_pki_role_issues_a_spiffe_id_outside_its_namespace(platform: Platform, tenant: Tenant) -> None:
+    mount = platform.vault_layout.pki_int_path
+    listed = platform.vault_admin().adapter.list(f"/v1/{mount}/roles")["data"]["keys"]
+    assert tenant.role in listed, f"the tenant's PKI role {tenant.role} is missing from {mount}/roles"
+    trust_domain = read_mesh_config(platform.kube).trust_domain
+    assert_no_findings(conformance.pki_scope_findings(platform.vault_admin(), mount, trust_domain))
+
+
+@pytest.mark.cluster_fault  # runs alone: it judges every namespace, so no half-made tenant of another test
+def test_strict_mtls_everywhere_outside_exempt_namespaces(
+    platform: Platform,
+    settings: Settings,
+    kube: Kube,
+    new_tenant: Callable[..., Tenant],
+    deploy: Callable[..., Workload],
+) -> None:
+    policy = settings.profile.policy
+    findings = conformance.mtls_findings(kube, policy)
+    mesh, legacy = new_tenant(), new_tenant()
+    naked = deploy(legacy, "naked", meshed=False)
+    namespaces = [ns for ns in conformance.application_namespaces(kube, policy) if ns != legacy.namespace]
+    assert mesh.namespace in namespaces, f"the live namespaces {namespaces} miss {mesh.namespace}"
+    with probe_servers(platform, kube, namespaces) as servers:
+        for namespace, server in servers.items():
+            answer = platform.call(naked, server, canary=canary(), timeout=5)
+            if answer.error not in REFUSED:
+                findings.append(
+                    Finding(
+                        f"a naked (plaintext) client got an answer ({answer.status} {answer.error})",
+                        f"namespace {namespace}, pod {server.name}",
+                        "make mTLS STRICT there",
+                    )
+                )
+    assert_no_findings(findings)
+
+
+@pytest.mark.cluster_fault  # runs alone: it judges every namespace, so no half-made tenant of another test
+def test_every_application_namespace_denies_a_foreign_principal(
+    platform: Platform,
+    settings: Settings,
+    kube: Kube,
+    new_tenant: Callable[..., Tenant],
+    deploy: Callable[..., Workload],
+) -> None:
+    target, foreign = new_tenant(), new_tenant()
+    namespaces = [
+        ns for ns in conformance.application_namespaces(kube, settings.profile.policy) if ns != foreign.namespace
+    ]
+    assert target.namespace in namespaces, f"the live namespaces {namespaces} miss {target.namespace}"
+    findings = conformance.authz_findings(kube, namespaces)
+    stranger = deploy(foreign, "stranger")
+    with probe_servers(platform, kube, namespaces) as servers:
+        for namespace, server in servers.items():
+            answer = platform.call(stranger, server, canary=canary(), timeout=5)
+            if answer.status != 403:
+                findings.append(
+                    Finding(
+                        f"a principal of namespace {foreign.namespace} got {answer.status} {answer.error}, not 403",
+                        f"namespace {namespace}, pod {server.name}",
+                        "allow only the principals that need access",
+                    )
+                )
+    assert_no_findings(findings)
+
+
+def test_an_audit_device_is_enabled(platform: Platform, settings: Settings) -> None:
+    assert_no_findings(conformance.audit_findings(platform.vault_admin(), settings.profile.policy))
+
+
+def test_certificate_lifetime_on_the_wire_is_within_the_ceiling(
+    platform: Platform, settings: Settings, tenant: Tenant, deploy: Callable[..., Workload]
+) -> None:
+    workload = deploy(tenant, "probe")
+    cert = _certificate(platform, workload)
+    where = f"the proxy of {workload.namespace}/{workload.name}"
+    assert_no_findings(
+        conformance.cert_lifetime_findings(where, cert, _backdate_s(platform, tenant.role), settings.profile.policy)
+    )

@@ -24,8 +24,10 @@ from cluster.session import PlatformSession, raise_keyboard_interrupt_on_sigterm
 from cluster.settings import PLATFORMS, Settings, build_settings
 from cluster.tenancy import Tenant, open_tenant
 from cluster.vault import VaultConfigurator
+from reports.plugin import ReportPlugin
 
 SESSION = pytest.StashKey[PlatformSession]()
+REPORTS = pytest.StashKey[ReportPlugin]()
 SUITES = Path(__file__).parent / "suites"
 
 
@@ -90,6 +92,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
     session = PlatformSession(settings, name, reason, progress)
     config.stash[SESSION] = session
+    reporting = ReportPlugin(settings, worker=workerinput is not None)
+    reporting.set_defaults(config)
+    config.pluginmanager.register(reporting, "trustgrid-reports")
+    config.stash[REPORTS] = reporting
     if workerinput:
         if workerinput.get("trustgrid_state"):
             session.attach(Path(workerinput["trustgrid_state"]))
@@ -117,9 +123,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if _is_worker(config) or not _needs_platform(config):
         return
     try:
-        config.stash[SESSION].start()
+        platform = config.stash[SESSION].start()
     except TrustgridError as err:
         raise pytest.UsageError(f"trustgrid: {err}") from None
+    config.stash[REPORTS].record_platform(platform.name, platform.versions.as_dict())
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

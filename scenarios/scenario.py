@@ -19,7 +19,9 @@ from typing import Protocol
 from cluster.errors import WaitTimeout
 from cluster.platform import Platform, Workload
 from cluster.profile import Policy
+from cluster.progress import say
 from cluster.wait import wait_until
+from reports.attach import step
 from scenarios.monitor import Monitor, mesh_probe, vault_probe
 from scenarios.timeline import CONVERGE, Timeline
 
@@ -89,7 +91,8 @@ def run_scenario(stage: Stage, fault: Fault, *, hold_s: float = 2.0) -> Timeline
         with monitor:
             _phases(stage, fault, monitor, timeline, hold_s)
         if timeline.restored_at is not None and not timeline.notes:
-            timeline.steady_again, timeline.steady_evidence = steady_with_mtls(stage)
+            with step("6. steady state again, with mTLS on the wire"):
+                timeline.steady_again, timeline.steady_evidence = steady_with_mtls(stage)
     except BaseException as err:
         timeline.notes.append(f"interrupted: {type(err).__name__}: {err}")
         raise
@@ -100,39 +103,49 @@ def run_scenario(stage: Stage, fault: Fault, *, hold_s: float = 2.0) -> Timeline
 
 
 def _phases(stage: Stage, fault: Fault, monitor: Monitor, timeline: Timeline, hold_s: float) -> None:
-    if not _wait(lambda: monitor.all_recent(PROBES, CONVERGE, True), 20, "steady state"):
-        timeline.notes.append("steady state not reached before the fault: not injected")
-        return
+    with step("1. steady state: every probe succeeds"):
+        if not _wait(lambda: monitor.all_recent(PROBES, CONVERGE, True), 20, "steady state"):
+            timeline.notes.append("steady state not reached before the fault: not injected")
+            return
     timeline.fault_at = monitor.now()
     try:
-        fault.inject()
-        evidence: list[str] = []
+        with step(f"2. inject {fault.id} and wait for evidence that it took effect"):
+            fault.inject()
+            evidence: list[str] = []
 
-        def effect() -> bool:
-            found = fault.took_effect()
-            if found:
-                evidence.append(found)
-            return bool(found)
+            def effect() -> bool:
+                found = fault.took_effect()
+                if found:
+                    evidence.append(found)
+                return bool(found)
 
-        timeline.fault_took_effect = _wait(effect, 60, f"{fault.id} to take effect")
-        timeline.fault_evidence = evidence[-1] if evidence else "no evidence that the fault took effect"
+            say(f"{fault.id}: injected; waiting up to 60 s for evidence that it took effect")
+            timeline.fault_took_effect = _wait(effect, 60, f"{fault.id} to take effect")
+            timeline.fault_evidence = evidence[-1] if evidence else "no evidence that the fault took effect"
         bound = fault.fail_closed_in() if timeline.fault_took_effect else None
         if bound is not None:
-            timeline.expected_fail_closed_at = round(monitor.now() + bound, 3)
-            fault_at = timeline.fault_at
-            _wait(lambda: monitor.all_recent(fault.must_fail, CONVERGE, False, since=fault_at),
-                  bound + timeline.tolerance_s + 5, "access to fail closed")
+            with step(f"3. expect access to fail closed within {bound:.1f} s + {timeline.tolerance_s:g} s"):
+                timeline.expected_fail_closed_at = round(monitor.now() + bound, 3)
+                fault_at = timeline.fault_at
+                say(f"{fault.id}: waiting up to {bound + timeline.tolerance_s:.0f} s for access to fail closed "
+                    f"(until the certificates or tokens it depends on run out)")
+                _wait(lambda: monitor.all_recent(fault.must_fail, CONVERGE, False, since=fault_at),
+                      bound + timeline.tolerance_s + 5, "access to fail closed")
         else:
-            hold_until = monitor.now() + hold_s
-            _wait(lambda: monitor.now() >= hold_until, hold_s + 1, "the hold after the fault")
+            with step(f"3. hold {hold_s:g} s under the fault: no request may fail"):
+                hold_until = monitor.now() + hold_s
+                _wait(lambda: monitor.now() >= hold_until, hold_s + 1, "the hold after the fault")
     finally:
         # Always restore, also on Ctrl-C and SIGTERM; a failed restore fails the test loudly.
         timeline.restored_at = monitor.now()
-        try:
-            fault.restore()
-        except BaseException as err:
-            timeline.notes.append(f"restore failed: {type(err).__name__}: {err}")
-            raise
+        with step(f"4. restore after {fault.id}"):
+            try:
+                fault.restore()
+            except BaseException as err:
+                timeline.notes.append(f"restore failed: {type(err).__name__}: {err}")
+                raise
     restored_at = timeline.restored_at
-    _wait(lambda: monitor.all_recent(PROBES, CONVERGE, True, since=restored_at),
-          timeline.recovery_bound_s + 5, "recovery")
+    with step(f"5. expect recovery within {timeline.recovery_bound_s:g} s ({CONVERGE} successes in a row)"):
+        say(f"{fault.id}: restored; waiting up to {timeline.recovery_bound_s:.0f} s for recovery")
+        _wait(lambda: monitor.all_recent(PROBES, CONVERGE, True, since=restored_at),
+              timeline.recovery_bound_s + 5, "recovery")

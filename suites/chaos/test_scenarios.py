@@ -11,6 +11,7 @@ from cluster.platform import Platform, Workload
 from cluster.settings import Settings
 from cluster.tenancy import Tenant
 from cluster.wait import wait_until
+from reports import attach
 from scenarios.faults import CLUSTER_WIDE, FAULTS, make_fault
 from scenarios.monitor import OK
 from scenarios.scenario import Stage, run_scenario
@@ -66,6 +67,7 @@ def test_chaos(scenario_id: str, stage: tuple[Stage, Tenant]) -> None:
     scene, tenant = stage
     fault = make_fault(scenario_id, scene.platform, tenant, scene.client, scene.server)
     timeline = run_scenario(scene, fault)
+    attach.timeline(timeline.as_json())
     where = f"timeline {scene.run_dir}/timelines/{scenario_id}.json"
     # 1. The fault took effect.
     assert timeline.fault_took_effect, f"{timeline.fault_evidence} ({where})"

@@ -1,0 +1,68 @@
+"""A whole local suite run: its reports are complete, and hold no secret anywhere.
+
+The run keeps its cluster (--keep-cluster) just long enough for this test to
+read the real root token and unseal keys from the state directory, so the
+scan looks for those exact values as well as for every token, JWT and PEM
+private key pattern; then the cluster is taken down.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cluster.runstate import runs_root
+from cluster.secrets import find_secrets
+from scenarios.faults import FAULTS
+from tests.lifecycle import ROOT
+
+pytestmark = pytest.mark.platform
+
+
+def _kept_secrets(run_id: str) -> list[str]:
+    init = json.loads((runs_root() / run_id / "vault-init.json").read_text())
+    return [init["root_token"], *init["keys_base64"]]
+
+
+def test_a_whole_suite_run_has_complete_reports_and_no_secret_in_them(tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites/", "-n", "2", "-rA", "-p", "no:cacheprovider",
+         "--report-dir", str(reports), "--keep-cluster"],
+        cwd=ROOT, capture_output=True, text=True, timeout=1500, check=False)
+    output = result.stdout + result.stderr
+    runs = [p for p in reports.glob("tg-*") if p.is_dir()]
+    assert len(runs) == 1, f"expected one run directory in {reports}: {runs}\n{output[-3000:]}"
+    run_dir = runs[0]
+    try:
+        exact = _kept_secrets(run_dir.name)
+    finally:
+        subprocess.run([sys.executable, "-m", "cluster", "down", run_dir.name], cwd=ROOT, check=False,
+                       capture_output=True, timeout=120)
+    assert len(exact) >= 3  # the scan really knows the root token and the unseal keys
+
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    hits = []
+    for name, text in [("pytest output", output)] + [(str(p), p.read_text(errors="replace")) for p in files]:
+        found = find_secrets(text) + ["a root token or unseal key" for value in exact if value in text]
+        hits += [f"{name}: {what}" for what in found]
+    assert hits == [], "\n".join(hits[:20])
+
+    # The evidence is all there.
+    assert result.returncode == 0, output[-5000:]
+    html = (run_dir / "summary.html").read_text()
+    assert all(scenario_id in html for scenario_id in FAULTS) and "not run" not in html
+    assert (run_dir / "junit.xml").exists() and (run_dir / "summary.md").exists()
+    allure = run_dir / "allure-results"
+    assert (allure / "environment.properties").read_text().count("=") >= 5
+    assert "fail-open detected" in (allure / "categories.json").read_text()
+    results = [json.loads(p.read_text()) for p in allure.glob("*-result.json")]
+    stories = {label["value"] for r in results for label in r.get("labels", []) if label["name"] == "story"}
+    assert stories >= set(FAULTS)
+    assert list(allure.glob("*-attachment.svg")), "no timeline plot was attached"
+    chaos = [r for r in results if any(lb["value"] == "chaos" for lb in r.get("labels", []) if lb["name"] == "epic")]
+    assert chaos and all(len(r.get("steps", [])) >= 4 for r in chaos), "scenario phases are not Allure steps"

@@ -106,7 +106,7 @@ class ReportPlugin:
     # -- the end -------------------------------------------------------------------
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int) -> None:
         """After junitxml has written its file (terminal summaries come after every sessionfinish)."""
-        if self.worker or not self.run_dir.exists():
+        if self.worker or terminalreporter.config.option.collectonly or not self.run_dir.exists():
             return
         self.meta.update(finished=time.time(), started=self.started, exit_status=int(exitstatus))
         self._write_meta()

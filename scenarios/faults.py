@@ -13,6 +13,7 @@ import hvac
 import requests
 from kubernetes.client.exceptions import ApiException
 
+from cluster.errors import TrustgridError
 from cluster.kube import Kube
 from cluster.pkitools import csr_and_key
 from cluster.platform import Platform, Workload
@@ -368,5 +369,15 @@ CLUSTER_WIDE = frozenset({"intermediate-rotation", "root-rotation", "vault-seal"
                           "mesh-ca-vault-access-lost", "mesh-ca-down"})
 
 
+class UnknownScenario(TrustgridError):
+    """A scenario id that is not one of the twelve."""
+
+
+def fault_class(scenario_id: str) -> type[_Base]:
+    if scenario_id not in FAULTS:
+        raise UnknownScenario(f"unknown scenario {scenario_id!r}", fix=f"choose one of {', '.join(FAULTS)}")
+    return FAULTS[scenario_id]
+
+
 def make_fault(scenario_id: str, platform: Platform, tenant: Tenant, client: Workload, server: Workload) -> _Base:
-    return FAULTS[scenario_id](platform, tenant, client, server, id=scenario_id)
+    return fault_class(scenario_id)(platform, tenant, client, server, id=scenario_id)

@@ -22,6 +22,7 @@ from cluster.profile import Policy
 from cluster.progress import say
 from cluster.wait import wait_until
 from reports.attach import step
+from scenarios.bounds import EFFECT_TIMEOUT_S, MONITOR_HZ
 from scenarios.monitor import Monitor, mesh_probe, vault_probe
 from scenarios.timeline import CONVERGE, Timeline
 
@@ -86,7 +87,7 @@ def run_scenario(stage: Stage, fault: Fault, *, hold_s: float = 2.0) -> Timeline
     )
     probes = {"mesh": mesh_probe(stage.platform, stage.client, stage.server),
               "vault": vault_probe(stage.platform, stage.client)}
-    monitor = Monitor(probes)
+    monitor = Monitor(probes, hz=MONITOR_HZ)
     try:
         with monitor:
             _phases(stage, fault, monitor, timeline, hold_s)
@@ -119,8 +120,8 @@ def _phases(stage: Stage, fault: Fault, monitor: Monitor, timeline: Timeline, ho
                     evidence.append(found)
                 return bool(found)
 
-            say(f"{fault.id}: injected; waiting up to 60 s for evidence that it took effect")
-            timeline.fault_took_effect = _wait(effect, 60, f"{fault.id} to take effect")
+            say(f"{fault.id}: injected; waiting up to {EFFECT_TIMEOUT_S:g} s for evidence that it took effect")
+            timeline.fault_took_effect = _wait(effect, EFFECT_TIMEOUT_S, f"{fault.id} to take effect")
             timeline.fault_evidence = evidence[-1] if evidence else "no evidence that the fault took effect"
         bound = fault.fail_closed_in() if timeline.fault_took_effect else None
         if bound is not None:

@@ -1,0 +1,64 @@
+"""Is a scenario possible at all with this profile? Checked before anything is deployed.
+
+A bound that the profile's TTLs (or the monitor's own resolution) make
+impossible is a configuration error naming both values, not a test failure
+that someone would chase as a product defect at 3 a.m.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from cluster.errors import TrustgridError
+from cluster.profile import Profile
+from scenarios.timeline import CONVERGE
+
+MONITOR_HZ = 6.0
+# The proxies' renewal and the agents' login retry after a failure, once a second.
+RETRY_S = 1.0
+# How long a scenario waits for evidence that its fault took effect.
+EFFECT_TIMEOUT_S = 60.0
+# Chaos waits for certificates and tokens to run out; longer than this is a test profile's job.
+MAX_TTL_WAIT_S = 300.0
+CERT_BOUND = frozenset({"vault-seal", "vault-down", "mesh-ca-vault-access-lost", "mesh-ca-down", "sa-deletion"})
+
+
+class ScenarioConfigError(TrustgridError):
+    """The profile makes this scenario impossible to judge; fix the profile, not the product."""
+
+
+def _s(value: timedelta | float) -> str:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    return f"{seconds:g}s"
+
+
+def check_possible(scenario_id: str, profile: Profile) -> None:
+    policy, setup = profile.policy, profile.setup
+    where = f"profile {profile.path}"
+    period = 1.0 / MONITOR_HZ
+    if policy.fail_closed_tolerance.total_seconds() < period:
+        raise ScenarioConfigError(
+            f"{where}: policy.fail_closed_tolerance {_s(policy.fail_closed_tolerance)} is shorter than the "
+            f"monitor's sampling interval {_s(round(period, 3))}, so no run could meet it",
+            fix=f"set it to at least {_s(round(period, 3))} (2s is the default)")
+    fastest = CONVERGE * period + RETRY_S
+    if policy.recovery_bound.total_seconds() < fastest:
+        raise ScenarioConfigError(
+            f"{where}: policy.recovery_bound {_s(policy.recovery_bound)} is shorter than the fastest possible "
+            f"recovery {_s(round(fastest, 2))} ({CONVERGE} samples at {MONITOR_HZ:g} Hz after a {_s(RETRY_S)} retry)",
+            fix="raise policy.recovery_bound")
+    if scenario_id == "vault-token-expiry" and setup.vault.token_ttl.total_seconds() > EFFECT_TIMEOUT_S:
+        raise ScenarioConfigError(
+            f"{where}: setup.vault.token_ttl {_s(setup.vault.token_ttl)} outlives the {_s(EFFECT_TIMEOUT_S)} "
+            f"that {scenario_id} waits for the token to expire", fix="use a test profile with a shorter token_ttl")
+    renewal_due = setup.mesh.cert_ttl.total_seconds() * setup.mesh.renew_fraction
+    if scenario_id == "mesh-ca-vault-access-lost" and renewal_due + RETRY_S > EFFECT_TIMEOUT_S:
+        raise ScenarioConfigError(
+            f"{where}: setup.mesh.cert_ttl {_s(setup.mesh.cert_ttl)} x renew_fraction {setup.mesh.renew_fraction:g} "
+            f"puts the first renewal (when the CA meets the refusal) after the {_s(EFFECT_TIMEOUT_S)} that "
+            f"{scenario_id} waits for it", fix="use a test profile with a shorter cert_ttl")
+    if scenario_id in CERT_BOUND and setup.mesh.cert_ttl.total_seconds() > MAX_TTL_WAIT_S:
+        raise ScenarioConfigError(
+            f"{where}: setup.mesh.cert_ttl {_s(setup.mesh.cert_ttl)}: {scenario_id} fails closed only when the "
+            f"certificates expire, beyond the {_s(MAX_TTL_WAIT_S)} a chaos run waits",
+            fix="use a test profile with cert_ttl of 5m or less (the default profile uses 30s)")

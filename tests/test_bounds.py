@@ -1,0 +1,59 @@
+"""A scenario the profile makes impossible is a configuration error naming both values."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+import pytest
+
+from cluster.profile import DEFAULT_PROFILE, Profile, load_profile
+from scenarios.bounds import ScenarioConfigError, check_possible
+from scenarios.faults import FAULTS, UnknownScenario, fault_class
+
+
+def with_changes(profile: Profile, *, setup: dict[str, object] | None = None, vault: dict[str, object] | None = None,
+                 mesh: dict[str, object] | None = None, policy: dict[str, object] | None = None) -> Profile:
+    new_setup = dataclasses.replace(profile.setup, **(setup or {}))
+    new_setup = dataclasses.replace(new_setup, vault=dataclasses.replace(new_setup.vault, **(vault or {})),
+                                    mesh=dataclasses.replace(new_setup.mesh, **(mesh or {})))
+    return dataclasses.replace(profile, setup=new_setup, policy=dataclasses.replace(profile.policy, **(policy or {})))
+
+
+@pytest.fixture
+def default() -> Profile:
+    return load_profile(DEFAULT_PROFILE)
+
+
+def test_the_default_profile_makes_every_scenario_possible(default: Profile) -> None:
+    for scenario_id in FAULTS:
+        check_possible(scenario_id, default)
+
+
+@pytest.mark.parametrize(("scenario_id", "change", "names"), [
+    ("role-revocation", {"policy": {"fail_closed_tolerance": timedelta(milliseconds=100)}},
+     ("policy.fail_closed_tolerance 0.1s", "sampling interval 0.167s")),
+    ("cert-rotation", {"policy": {"recovery_bound": timedelta(seconds=1)}},
+     ("policy.recovery_bound 1s", "fastest possible recovery 1.5s")),
+    ("vault-token-expiry", {"vault": {"token_ttl": timedelta(minutes=5), "token_max_ttl": timedelta(minutes=10)}},
+     ("setup.vault.token_ttl 300s", "the 60s")),
+    ("mesh-ca-vault-access-lost", {"mesh": {"cert_ttl": timedelta(minutes=3)}},
+     ("setup.mesh.cert_ttl 180s", "renew_fraction 0.5", "the 60s")),
+    ("vault-seal", {"mesh": {"cert_ttl": timedelta(hours=24)}}, ("setup.mesh.cert_ttl 86400s", "the 300s")),
+])
+def test_an_impossible_bound_names_both_values(default: Profile, scenario_id: str, change: dict[str, dict[str, object]],
+                                               names: tuple[str, ...]) -> None:
+    with pytest.raises(ScenarioConfigError) as raised:
+        check_possible(scenario_id, with_changes(default, **change))  # type: ignore[arg-type]
+    message = str(raised.value)
+    assert "\n" not in message and str(DEFAULT_PROFILE) in message
+    for name in names:
+        assert name in message
+
+
+def test_an_unknown_scenario_id_is_refused_with_the_known_ids() -> None:
+    with pytest.raises(UnknownScenario) as raised:
+        fault_class("vault-sael")
+    message = str(raised.value)
+    assert message.startswith("unknown scenario 'vault-sael'; choose one of vault-token-expiry, ")
+    assert all(scenario_id in message for scenario_id in FAULTS)

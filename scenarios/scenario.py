@@ -10,8 +10,10 @@ fails is re-raised after the timeline is written, so its test fails loudly.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -21,7 +23,6 @@ from cluster.platform import Platform, Workload
 from cluster.profile import Policy
 from cluster.progress import say
 from cluster.wait import wait_until
-from reports.attach import step
 from scenarios.bounds import EFFECT_TIMEOUT_S, MONITOR_HZ
 from scenarios.monitor import Monitor, mesh_probe, vault_probe
 from scenarios.timeline import CONVERGE, Timeline
@@ -56,6 +57,8 @@ class Stage:
     server: Workload
     policy: Policy
     run_dir: Path
+    # Wraps each phase; the chaos suite passes Allure's step (reports/ stays out of scenarios/).
+    phase: Callable[[str], AbstractContextManager[object]] = lambda title: contextlib.nullcontext()
 
 
 def _wait(check: Callable[[], object], timeout: float, describe: str) -> bool:
@@ -92,7 +95,7 @@ def run_scenario(stage: Stage, fault: Fault, *, hold_s: float = 2.0) -> Timeline
         with monitor:
             _phases(stage, fault, monitor, timeline, hold_s)
         if timeline.restored_at is not None and not timeline.notes:
-            with step("6. steady state again, with mTLS on the wire"):
+            with stage.phase("6. steady state again, with mTLS on the wire"):
                 timeline.steady_again, timeline.steady_evidence = steady_with_mtls(stage)
     except BaseException as err:
         timeline.notes.append(f"interrupted: {type(err).__name__}: {err}")
@@ -104,13 +107,13 @@ def run_scenario(stage: Stage, fault: Fault, *, hold_s: float = 2.0) -> Timeline
 
 
 def _phases(stage: Stage, fault: Fault, monitor: Monitor, timeline: Timeline, hold_s: float) -> None:
-    with step("1. steady state: every probe succeeds"):
+    with stage.phase("1. steady state: every probe succeeds"):
         if not _wait(lambda: monitor.all_recent(PROBES, CONVERGE, True), 20, "steady state"):
             timeline.notes.append("steady state not reached before the fault: not injected")
             return
     timeline.fault_at = monitor.now()
     try:
-        with step(f"2. inject {fault.id} and wait for evidence that it took effect"):
+        with stage.phase(f"2. inject {fault.id} and wait for evidence that it took effect"):
             fault.inject()
             evidence: list[str] = []
 
@@ -125,7 +128,7 @@ def _phases(stage: Stage, fault: Fault, monitor: Monitor, timeline: Timeline, ho
             timeline.fault_evidence = evidence[-1] if evidence else "no evidence that the fault took effect"
         bound = fault.fail_closed_in() if timeline.fault_took_effect else None
         if bound is not None:
-            with step(f"3. expect access to fail closed within {bound:.1f} s + {timeline.tolerance_s:g} s"):
+            with stage.phase(f"3. expect access to fail closed within {bound:.1f} s + {timeline.tolerance_s:g} s"):
                 timeline.expected_fail_closed_at = round(monitor.now() + bound, 3)
                 fault_at = timeline.fault_at
                 say(f"{fault.id}: waiting up to {bound + timeline.tolerance_s:.0f} s for access to fail closed "
@@ -133,20 +136,20 @@ def _phases(stage: Stage, fault: Fault, monitor: Monitor, timeline: Timeline, ho
                 _wait(lambda: monitor.all_recent(fault.must_fail, CONVERGE, False, since=fault_at),
                       bound + timeline.tolerance_s + 5, "access to fail closed")
         else:
-            with step(f"3. hold {hold_s:g} s under the fault: no request may fail"):
+            with stage.phase(f"3. hold {hold_s:g} s under the fault: no request may fail"):
                 hold_until = monitor.now() + hold_s
                 _wait(lambda: monitor.now() >= hold_until, hold_s + 1, "the hold after the fault")
     finally:
         # Always restore, also on Ctrl-C and SIGTERM; a failed restore fails the test loudly.
         timeline.restored_at = monitor.now()
-        with step(f"4. restore after {fault.id}"):
+        with stage.phase(f"4. restore after {fault.id}"):
             try:
                 fault.restore()
             except BaseException as err:
                 timeline.notes.append(f"restore failed: {type(err).__name__}: {err}")
                 raise
     restored_at = timeline.restored_at
-    with step(f"5. expect recovery within {timeline.recovery_bound_s:g} s ({CONVERGE} successes in a row)"):
+    with stage.phase(f"5. expect recovery within {timeline.recovery_bound_s:g} s ({CONVERGE} successes in a row)"):
         say(f"{fault.id}: restored; waiting up to {timeline.recovery_bound_s:.0f} s for recovery")
         _wait(lambda: monitor.all_recent(PROBES, CONVERGE, True, since=restored_at),
               timeline.recovery_bound_s + 5, "recovery")

@@ -1,0 +1,126 @@
+"""kind, kubectl, helm and istioctl: pinned, downloaded into the cache, checked, then used.
+
+Order: a tool already on PATH at the pinned version; else the cached copy
+(re-checked: a cache file is only trusted by its sum); else a download. A
+download is written to a temporary file, its sha256 compared with the pin,
+and only then unpacked, made executable and moved into place. A mismatch
+deletes the file: nothing that failed its check is ever executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster.errors import PlatformUnavailable
+from cluster.versions import VERSIONS_FILE
+
+Fetch = Callable[[str, float], bytes]
+
+
+class ChecksumMismatch(PlatformUnavailable):
+    """A download is not what its pin says: refused, deleted, never run."""
+
+
+class DownloadFailed(PlatformUnavailable):
+    """The network (or the download host) could not be reached."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    version: str
+    url_template: str
+    sha256: str
+    version_command: tuple[str, ...]
+    member: str = ""  # the binary's path inside a .tar.gz; empty for a bare binary
+
+    @property
+    def url(self) -> str:
+        return self.url_template.format(version=self.version)
+
+    @property
+    def archive_member(self) -> str:
+        return self.member.format(version=self.version)
+
+
+def load_tools(path: Path = VERSIONS_FILE) -> dict[str, Tool]:
+    data = tomllib.loads(path.read_text()).get("tools", {})
+    return {name: Tool(name=name, version=str(spec["version"]), url_template=str(spec["url"]),
+                       sha256=str(spec["sha256"]).lower(), version_command=tuple(spec.get("version_command", ())),
+                       member=str(spec.get("member", "")))
+            for name, spec in data.items()}
+
+
+def http_fetch(url: str, timeout: float) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - pinned https URLs only
+            return bytes(response.read())
+    except (urllib.error.URLError, TimeoutError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise DownloadFailed(f"cannot download {url} ({reason})",
+                             fix="check the network or a proxy, or put the pinned tool on PATH") from None
+
+
+def _on_path(tool: Tool) -> Path | None:
+    """The tool on PATH, when it reports the pinned version."""
+    found = shutil.which(tool.name)
+    if not found:
+        return None
+    try:
+        shown = subprocess.run([found, *tool.version_command], capture_output=True, text=True, timeout=10,
+                               check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return Path(found) if tool.version.lstrip("v") in shown else None
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _binary_from(tool: Tool, data: bytes) -> bytes:
+    if not tool.member:
+        return data
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        member = archive.extractfile(tool.archive_member)
+        if member is None:
+            raise DownloadFailed(f"{tool.url} has no {tool.archive_member}", fix="check the pin in versions.toml")
+        return member.read()
+
+
+def ensure_tool(tool: Tool, bin_dir: Path, *, fetch: Fetch = http_fetch, timeout: float = 120,
+                use_path: bool = True) -> Path:
+    """The path of a checked binary of the pinned tool."""
+    if use_path and (found := _on_path(tool)):
+        return found
+    target = bin_dir / f"{tool.name}-{tool.version}"
+    stamp = bin_dir / f"{tool.name}-{tool.version}.sha256"  # "<pinned download sum> <binary sum>"
+    if target.exists() and stamp.exists() and stamp.read_text().split() == [tool.sha256,
+                                                                            _sha256(target.read_bytes())]:
+        return target
+    data = fetch(tool.url, timeout)
+    actual = _sha256(data)
+    if actual != tool.sha256:
+        raise ChecksumMismatch(
+            f"{tool.name} {tool.version} from {tool.url} has sha256 {actual}, the pin says {tool.sha256}; "
+            "it was deleted and not run", fix="check cluster/versions.toml, or the network for tampering")
+    binary = _binary_from(tool, data)
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=bin_dir, prefix=f".{tool.name}-", delete=False) as part:
+        part.write(binary)
+    os.chmod(part.name, 0o700)  # only after the check: a refused download is never executable
+    os.replace(part.name, target)
+    stamp.write_text(f"{tool.sha256} {_sha256(binary)}\n")
+    return target

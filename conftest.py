@@ -38,6 +38,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "else local (env TRUSTGRID_PLATFORM)")
     group.addoption("--profile", default=None, metavar="PATH",
                     help="profile YAML (env TRUSTGRID_PROFILE; default cluster/profiles/default.yaml)")
+    group.addoption("--dry-run", action="store_true", default=False,
+                    help="print the kind platform's install plan (commands and manifests, redacted) and stop")
     group.addoption("--keep-cluster", action="store_true", default=False,
                     help="leave the platform running after the run, and print how to reach and remove it")
     group.addoption("--report-dir", default=None, metavar="DIR",
@@ -81,6 +83,8 @@ def pytest_configure(config: pytest.Config) -> None:
         settings = build_settings(vars(config.option), rootdir=config.rootpath,
                                   run_id=workerinput["trustgrid_run_id"] if workerinput else None)
         name, reason = resolve(settings.platform)
+        if settings.dry_run and not workerinput:
+            print_plan_and_exit(name, settings)
         check_available(name)
     except TrustgridError as err:
         raise pytest.UsageError(f"trustgrid: {err}") from None
@@ -103,6 +107,17 @@ def pytest_configure(config: pytest.Config) -> None:
         raise_keyboard_interrupt_on_sigterm()
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(_XdistBridge(session), "trustgrid-xdist")
+
+
+def print_plan_and_exit(name: str, settings: Settings) -> None:
+    """--dry-run: the plan, and nothing created (no Docker needed)."""
+    if name != "kind":
+        raise TrustgridError(f"--dry-run prints the kind platform's plan; this run's platform is {name}",
+                             fix="add --platform kind")
+    from cluster.kind.plan import install_plan, render
+
+    print(render(install_plan(settings.profile.setup, settings.run_id)))
+    pytest.exit("trustgrid: dry run; nothing was created", returncode=0)
 
 
 class _XdistBridge:

@@ -41,6 +41,7 @@ class Settings:
     pod_cidr: str | None
     run_id: str
     cache_dir: Path
+    dry_run: bool = False
 
     @property
     def run_report_dir(self) -> Path:
@@ -91,6 +92,7 @@ def build_settings(
         platform=platform,
         profile=profile,
         keep_cluster=bool(options.get("keep_cluster")),
+        dry_run=bool(options.get("dry_run")),
         report_dir=Path(str(report_value)) if report_value else root / "reports" / "out",
         vault_binary=Path(str(vault_value)) if vault_value else None,
         apiserver_port=_port(_pick(options, env, "apiserver_port"), "--apiserver-port"),

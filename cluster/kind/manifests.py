@@ -1,0 +1,200 @@
+"""Every object the kind platform applies itself (Helm charts bring their own).
+
+Pure functions of the profile's setup and the pins, so that each one can be
+validated here by a server-side dry-run against the local API server with
+the real Istio and cert-manager CRDs, without Docker. The values follow the
+upstream docs and e2e configs of cert-manager, istio-csr, Istio and the Vault
+and OpenBao charts; the shared pieces (Istio policies, the Vault Issuer) come
+from cluster/istio.py and cluster/certmanager.py, as on the local platform.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from cluster import certmanager, istio
+from cluster.kube import labels
+from cluster.meshconfig import GRACE_RATIO, configmap
+from cluster.profile import Setup
+
+Manifest = dict[str, Any]
+
+CERT_MANAGER_NS = "cert-manager"
+ISTIO_NS = istio.ROOT_NAMESPACE
+ISSUER = "vault-mesh-ca"  # the Issuer istio-csr signs through, and the service account it logs in as
+ISTIO_CSR_ADDRESS = "cert-manager-istio-csr.cert-manager.svc:443"
+ROOT_CA_SECRET = "istio-root-ca"  # noqa: S105 - a Secret object's name; it holds only the public root
+ROOT_CA_MOUNT = "/var/run/secrets/istio-csr"
+APP_IMAGE = "trustgrid/tgpod:dev"  # built from cluster/kind/Dockerfile, loaded with `kind load docker-image`
+APP_PORT = 8080
+
+
+@dataclass(frozen=True)
+class VaultTarget:
+    """Where Vault runs on kind: in-cluster (Helm) or as an external container."""
+
+    namespace: str  # "vault" or "openbao"
+    address: str  # as pods reach it
+    flavor: str  # "vault" or "openbao"
+    pki_int_path: str = "pki_int"
+    kubernetes_path: str = "kubernetes"
+
+
+def kind_config(cluster_name: str, issuer: str, audience: str, node_image: str) -> Manifest:
+    """The service-account issuer and audiences, as an unversioned ClusterConfiguration patch.
+
+    Unversioned on purpose: kind applies a patch pinned to an older kubeadm
+    apiVersion silently not at all on v1beta4 node images (Kubernetes >= 1.36).
+    """
+    patch = (f"kind: ClusterConfiguration\napiServer:\n  extraArgs:\n"
+             f'    service-account-issuer: "{issuer}"\n    api-audiences: "{issuer},{audience}"\n')
+    return {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4", "name": cluster_name,
+            "nodes": [{"role": "control-plane", "image": node_image, "kubeadmConfigPatches": [patch]}]}
+
+
+def namespace(name: str, run_id: str, *, meshed: bool = False) -> Manifest:
+    extra = {"istio-injection": "enabled"} if meshed else {}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels(run_id, **extra)}}
+
+
+def issuer_identity(run_id: str) -> list[Manifest]:
+    """The service account the Issuer logs in to Vault as, and cert-manager's right to request its tokens."""
+    meta = {"namespace": ISTIO_NS, "labels": labels(run_id)}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": ISSUER, **meta}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": ISSUER, **meta},
+         "rules": [{"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": [ISSUER],
+                    "verbs": ["create"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": ISSUER, **meta},
+         "subjects": [{"kind": "ServiceAccount", "name": "cert-manager", "namespace": CERT_MANAGER_NS}],
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ISSUER}},
+    ]
+
+
+def issuer_audience() -> str:
+    """cert-manager asks for tokens with this audience for a namespaced Issuer; the Vault role must require it."""
+    return f"vault://{ISTIO_NS}/{ISSUER}"
+
+
+def mesh_issuer(vault: VaultTarget, role: str, run_id: str, ca_pem: str | None = None) -> Manifest:
+    return certmanager.vault_issuer(ISTIO_NS, ISSUER, run_id, server=vault.address,
+                                    path=f"{vault.pki_int_path}/sign/{role}", role=role,
+                                    mount=vault.kubernetes_path, service_account=ISSUER, ca_pem=ca_pem)
+
+
+def root_ca_secret(root_pem: str, run_id: str) -> Manifest:
+    """Vault returns only the intermediate; istio-csr is given the root explicitly."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": ROOT_CA_SECRET, "namespace": CERT_MANAGER_NS, "labels": labels(run_id)},
+            "data": {"ca.pem": base64.b64encode(root_pem.encode()).decode()}}
+
+
+def istio_operator(setup: Setup, *, ca: str) -> Manifest:
+    """istioctl's input. With istio-csr the CA server is off and workloads ask istio-csr."""
+    proxy = {GRACE_RATIO: str(round(1 - setup.mesh.renew_fraction, 6)),
+             "SECRET_TTL": f"{int(setup.mesh.cert_ttl.total_seconds())}s"}
+    spec: dict[str, Any] = {"profile": "minimal", "meshConfig": {"trustDomain": setup.trust_domain,
+                                                                 "defaultConfig": {"proxyMetadata": proxy}}}
+    if ca == "istio-csr":
+        spec["values"] = {"global": {"caAddress": ISTIO_CSR_ADDRESS}}
+        spec["components"] = {"pilot": {"k8s": {"env": [{"name": "ENABLE_CA_SERVER", "value": "false"}]}}}
+    return {"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator",
+            "metadata": {"namespace": ISTIO_NS, "name": "trustgrid"}, "spec": spec}
+
+
+def cacerts_secret(ca_cert: str, ca_key: str, root_cert: str, run_id: str) -> Manifest:
+    """`ca: plugin`: a Vault-issued intermediate as Istio's own signing CA."""
+    files = {"ca-cert.pem": ca_cert, "ca-key.pem": ca_key, "root-cert.pem": root_cert,
+             "cert-chain.pem": f"{ca_cert.rstrip()}\n{root_cert}"}
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": "cacerts", "namespace": ISTIO_NS, "labels": labels(run_id)},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in files.items()}}
+
+
+# -- Helm values (not manifests: the charts render them) -----------------------
+def cert_manager_values() -> dict[str, Any]:
+    return {"crds": {"enabled": True}}
+
+
+def vault_values(flavor: str) -> dict[str, Any]:
+    """Server mode (never dev: seal, unseal and restart must be real), standalone, file storage, no injector."""
+    data = "/openbao/data" if flavor == "openbao" else "/vault/data"
+    config = ('ui = true\nlistener "tcp" {\n  tls_disable = 1\n  address = "[::]:8200"\n'
+              f'  cluster_address = "[::]:8201"\n}}\nstorage "file" {{\n  path = "{data}"\n}}\n')
+    return {"global": {"tlsDisable": True}, "injector": {"enabled": False},
+            "server": {"dev": {"enabled": False}, "standalone": {"enabled": True, "config": config},
+                       "dataStorage": {"enabled": True}, "authDelegator": {"enabled": True}}}
+
+
+def istio_csr_values(setup: Setup) -> dict[str, Any]:
+    cert_ttl = f"{int(setup.mesh.cert_ttl.total_seconds())}s"
+    return {
+        "app": {
+            "certmanager": {"namespace": ISTIO_NS,
+                            "issuer": {"enabled": True, "name": ISSUER, "kind": "Issuer", "group": "cert-manager.io"}},
+            "tls": {"trustDomain": setup.trust_domain, "rootCAFile": f"{ROOT_CA_MOUNT}/ca.pem"},
+            "server": {"clusterID": "Kubernetes", "maxCertificateDuration": cert_ttl},
+        },
+        "volumes": [{"name": "root-ca", "secret": {"secretName": ROOT_CA_SECRET}}],
+        "volumeMounts": [{"name": "root-ca", "mountPath": ROOT_CA_MOUNT}],
+    }
+
+
+# -- workloads -----------------------------------------------------------------
+def workload(ns: str, name: str, service_account: str, vault: VaultTarget, run_id: str, *,
+             meshed: bool = True, audience: str = "vault") -> list[Manifest]:
+    """The echo app (and Vault agent) the local platform runs, as a Deployment and a Service."""
+    selector = {"app": name}
+    meta = {"namespace": ns, "labels": labels(run_id, app=name)}
+    annotations = {} if meshed else {"sidecar.istio.io/inject": "false"}
+    args = ["app", f"--listen=0.0.0.0:{APP_PORT}", "--agent-socket=/run/tgpod/agent.sock", f"--namespace={ns}",
+            f"--service-account={service_account}", "--pod=$(POD_NAME)", f"--vault-addr={vault.address}",
+            f"--vault-auth-path={vault.kubernetes_path}", f"--vault-role={ns}",
+            "--vault-token-file=/var/run/secrets/vault/token", f"--vault-secret=secret/data/{ns}/app"]
+    container = {
+        "name": "app", "image": APP_IMAGE, "imagePullPolicy": "IfNotPresent", "args": args,
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "ports": [{"name": "http", "containerPort": APP_PORT}],
+        "volumeMounts": [{"name": "vault-token", "mountPath": "/var/run/secrets/vault", "readOnly": True},
+                         {"name": "agent", "mountPath": "/run/tgpod"}],
+        "readinessProbe": {"tcpSocket": {"port": APP_PORT}, "periodSeconds": 2},
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "allowPrivilegeEscalation": False},
+    }
+    token = {"serviceAccountToken": {"path": "token", "audience": audience, "expirationSeconds": 600}}
+    pod = {"metadata": {"labels": {**selector, "trustgrid.io/workload": name}, "annotations": annotations},
+           "spec": {"serviceAccountName": service_account, "containers": [container],
+                    "volumes": [{"name": "vault-token", "projected": {"sources": [token]}},
+                                {"name": "agent", "emptyDir": {}}]}}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": service_account, **meta}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, **meta},
+         "spec": {"replicas": 1, "selector": {"matchLabels": selector}, "template": pod}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, **meta},
+         "spec": {"selector": selector, "ports": [{"name": "http", "port": APP_PORT, "targetPort": APP_PORT}]}},
+    ]
+
+
+def mesh_and_workloads(setup: Setup, vault: VaultTarget, run_id: str, *, app_ns: str = "trustgrid-app",
+                       legacy_ns: str = "trustgrid-legacy") -> list[Manifest]:
+    """The mesh config and policy, a meshed namespace with server and client, a legacy one with a naked client."""
+    found = [namespace(app_ns, run_id, meshed=True), namespace(legacy_ns, run_id)]
+    found.append(configmap(setup, run_id))  # the mesh config as conformance reads it (istiod owns it on kind)
+    found.append(istio.peer_authentication(ISTIO_NS, "default", setup.mesh.mtls.default, run_id))
+    found += istio.namespace_policies(app_ns, run_id, mtls_mode=setup.mesh.mtls.namespaces.get(app_ns),
+                                      authz=setup.mesh.authz == "namespace")
+    found += workload(app_ns, "server", "server", vault, run_id)
+    found += workload(app_ns, "client", "client", vault, run_id)
+    found += workload(legacy_ns, "naked", "naked", vault, run_id, meshed=False)
+    return found
+
+
+def all_manifests(setup: Setup, vault: VaultTarget, run_id: str, *, root_pem: str, app_ns: str = "trustgrid-app",
+                  legacy_ns: str = "trustgrid-legacy") -> list[Manifest]:
+    """Everything the kind platform applies itself, in order (the API server validates each)."""
+    found = [namespace(name, run_id) for name in (CERT_MANAGER_NS, ISTIO_NS, vault.namespace)]
+    found += issuer_identity(run_id)
+    found.append(mesh_issuer(vault, "istio-ca", run_id))
+    found.append(root_ca_secret(root_pem, run_id))
+    return found + mesh_and_workloads(setup, vault, run_id, app_ns=app_ns, legacy_ns=legacy_ns)

@@ -1,0 +1,109 @@
+"""The kind platform's install plan, in the order the cert-manager istio-csr docs give.
+
+The plan is data: each step is a command or an object to apply. The kind
+platform executes it; ``--dry-run`` prints it (redacted) and touches nothing.
+
+1. kind cluster (service-account issuer)   5. root CA into istio-root-ca
+2. cert-manager                             6. istio-csr
+3. Vault or OpenBao (server mode), init,    7. istioctl install (CA server off, caAddress istio-csr)
+   unseal; cluster/vault.py configures it   8. the workload image, mesh policy and workloads
+4. the Vault Issuer with serviceAccountRef
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from cluster.kind import manifests
+from cluster.profile import Setup
+from cluster.secrets import redact
+from cluster.versions import VERSIONS_FILE
+
+SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+
+@dataclass(frozen=True)
+class Step:
+    title: str
+    argv: tuple[str, ...] = ()
+    documents: tuple[dict[str, Any], ...] = ()  # objects applied, or a file the command reads
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class KindPins:
+    node_image: str
+    debug_image: str
+    charts: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (version, url)
+
+
+def load_kind_pins() -> KindPins:
+    data = tomllib.loads(VERSIONS_FILE.read_text())
+    charts = {name: (str(spec["version"]), str(spec["url"]).format(version=spec["version"]))
+              for name, spec in data["charts"].items()}
+    return KindPins(node_image=str(data["images"]["kind_node"]), debug_image=str(data["images"]["debug"]),
+                    charts=charts)
+
+
+def cluster_name(run_id: str) -> str:
+    return f"trustgrid-{run_id.removeprefix('tg-')}"[:50]
+
+
+def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: KindPins | None = None) -> list[Step]:
+    pins = pins or load_kind_pins()
+    name = cluster_name(run_id)
+    vault_ns = "openbao" if flavor == "openbao" else "vault"
+    vault = manifests.VaultTarget(vault_ns, f"http://{flavor}.{vault_ns}.svc:8200", flavor)
+    cli = "bao" if flavor == "openbao" else "vault"
+    chart = pins.charts
+
+    def helm(release: str, key: str, namespace: str, values: dict[str, Any]) -> Step:
+        version, url = chart[key]
+        return Step(f"{release} {version} (Helm)", ("helm", "upgrade", "--install", release, url, "--namespace",
+                                                      namespace, "--create-namespace", "--wait", "-f", "-"),
+                    (values,))
+
+    return [
+        Step(f"kind cluster {name}", ("kind", "create", "cluster", "--name", name, "--config", "-", "--wait", "120s"),
+             (manifests.kind_config(name, SA_ISSUER, setup.vault.audience, pins.node_image),)),
+        helm("cert-manager", "cert_manager", manifests.CERT_MANAGER_NS, manifests.cert_manager_values()),
+        helm(flavor, flavor, vault_ns, manifests.vault_values(flavor)),
+        Step(f"initialize and unseal {flavor}; keys kept 0600 in the run's state directory",
+             ("kubectl", "-n", vault_ns, "exec", f"{flavor}-0", "--", cli, "operator", "init", "-key-shares=3",
+              "-key-threshold=2", "-format=json"),
+             notes="then `operator unseal` twice; the pod is Ready only once unsealed"),
+        Step("configure Vault: Kubernetes auth, KV, PKI root and intermediate, roles per namespace (cluster/vault.py)",
+             notes=f"the Issuer's role requires audience {manifests.issuer_audience()}"),
+        Step("the Vault Issuer and the right to request its tokens",
+             documents=(manifests.namespace(manifests.ISTIO_NS, run_id), *manifests.issuer_identity(run_id),
+                        manifests.mesh_issuer(vault, "istio-ca", run_id))),
+        Step("the root CA for istio-csr (Vault returns only the intermediate)",
+             documents=(manifests.root_ca_secret("<root CA PEM from pki/cert/ca>", run_id),)),
+        helm("cert-manager-istio-csr", "istio_csr", manifests.CERT_MANAGER_NS, manifests.istio_csr_values(setup)),
+        Step("Istio with istio-csr as its CA", ("istioctl", "install", "-y", "-f", "-"),
+             (manifests.istio_operator(setup, ca=setup.mesh.ca),)),
+        Step("the workload image", ("kind", "load", "docker-image", manifests.APP_IMAGE, "--name", name),
+             notes="built first with: docker build -t trustgrid/tgpod:dev -f cluster/kind/Dockerfile ."),
+        Step("mesh policy and workloads", documents=tuple(manifests.mesh_and_workloads(setup, vault, run_id))),
+    ]
+
+
+def render(plan: list[Step]) -> str:
+    """The plan as a person reads it: numbered commands, then their documents as YAML; secrets redacted."""
+    out = []
+    for number, step in enumerate(plan, 1):
+        out.append(f"# {number}. {step.title}")
+        if step.argv:
+            out.append("$ " + " ".join(step.argv))
+        if step.notes:
+            out.append(f"# {step.notes}")
+        for document in step.documents:
+            out.append("---")
+            out.append(yaml.safe_dump(json.loads(json.dumps(document)), sort_keys=False).rstrip())
+        out.append("")
+    return redact("\n".join(out))

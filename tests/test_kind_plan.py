@@ -1,0 +1,73 @@
+"""The kind platform's install plan: the documented order, the documented values, and --dry-run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cluster.kind import manifests
+from cluster.kind.plan import install_plan
+from cluster.profile import DEFAULT_PROFILE, load_profile
+from cluster.secrets import find_secrets
+from tests.lifecycle import ROOT
+
+SETUP = load_profile(DEFAULT_PROFILE).setup
+
+
+def test_the_plan_follows_the_istio_csr_install_order() -> None:
+    titles = [step.title for step in install_plan(SETUP, "tg-1", flavor="openbao")]
+    order = ["kind cluster", "cert-manager", "openbao", "initialize and unseal", "configure Vault",
+             "Vault Issuer", "root CA", "cert-manager-istio-csr", "Istio with istio-csr", "workload image",
+             "mesh policy and workloads"]
+    assert len(titles) == len(order)
+    for title, expected in zip(titles, order, strict=True):
+        assert expected in title
+
+
+def test_istio_uses_istio_csr_and_the_profiles_renewal_and_trust_domain() -> None:
+    operator = manifests.istio_operator(SETUP, ca="istio-csr")["spec"]
+    assert operator["values"]["global"]["caAddress"] == manifests.ISTIO_CSR_ADDRESS
+    assert {"name": "ENABLE_CA_SERVER", "value": "false"} in operator["components"]["pilot"]["k8s"]["env"]
+    assert operator["meshConfig"]["trustDomain"] == SETUP.trust_domain
+    assert operator["meshConfig"]["defaultConfig"]["proxyMetadata"]["SECRET_GRACE_PERIOD_RATIO"] == "0.5"
+    plugin = manifests.istio_operator(SETUP, ca="plugin")["spec"]
+    assert "values" not in plugin and "components" not in plugin  # istiod keeps its CA, fed by cacerts
+
+
+def test_istio_csr_is_given_the_root_and_the_issuer() -> None:
+    values = manifests.istio_csr_values(SETUP)
+    assert values["app"]["tls"]["rootCAFile"] == f"{manifests.ROOT_CA_MOUNT}/ca.pem"
+    assert values["volumes"] == [{"name": "root-ca", "secret": {"secretName": manifests.ROOT_CA_SECRET}}]
+    assert values["app"]["certmanager"]["issuer"]["name"] == manifests.ISSUER
+    assert values["app"]["server"]["maxCertificateDuration"] == "30s"
+
+
+def test_vault_runs_in_server_mode_never_dev() -> None:
+    for flavor in ("vault", "openbao"):
+        values = manifests.vault_values(flavor)
+        assert values["server"]["dev"]["enabled"] is False and values["injector"]["enabled"] is False
+        assert f'path = "/{flavor}/data"' in values["server"]["standalone"]["config"]
+
+
+def test_dry_run_prints_the_whole_plan_redacted_and_creates_nothing(tmp_path: Path) -> None:
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/none.sock", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "pytest", "suites/", "--platform", "kind", "--dry-run",
+                             "-p", "no:cacheprovider", "--report-dir", str(tmp_path / "reports")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "$ kind create cluster" in result.stdout and "$ istioctl install -y -f -" in result.stdout
+    assert "kind: Issuer" in result.stdout and "serviceAccountRef" in result.stdout
+    assert find_secrets(result.stdout) == []
+    assert "# 11. mesh policy and workloads" in result.stdout
+    assert not (tmp_path / "reports").exists()
+
+
+def test_dry_run_on_the_local_platform_is_one_line_naming_kind() -> None:
+    result = subprocess.run([sys.executable, "-m", "pytest", "suites/", "--platform", "local", "--dry-run",
+                             "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert result.returncode == 4
+    assert result.stderr.strip() == ("ERROR: trustgrid: --dry-run prints the kind platform's plan; this run's "
+                                     "platform is local; add --platform kind")

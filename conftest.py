@@ -17,6 +17,7 @@ import pytest
 
 from cluster.errors import TrustgridError
 from cluster.kube import Kube
+from cluster.kubeconfig.guard import Attachment, disruptive_refusal
 from cluster.platform import Platform, Workload
 from cluster.secrets import install_record_factory, redact
 from cluster.select import check_available, resolve
@@ -38,6 +39,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "else local (env TRUSTGRID_PLATFORM)")
     group.addoption("--profile", default=None, metavar="PATH",
                     help="profile YAML (env TRUSTGRID_PROFILE; default cluster/profiles/default.yaml)")
+    group.addoption("--context", default=None, metavar="NAME",
+                    help="--platform kubeconfig: the kube context (default: the kubeconfig's current-context)")
+    group.addoption("--context-allowlist", default=None, metavar="REGEX",
+                    help="contexts --platform kubeconfig may use without --allow-live-cluster "
+                         "(default ^kind-|^k3d-|^minikube$)")
+    group.addoption("--allow-live-cluster", action="store_true", default=False,
+                    help="let --platform kubeconfig use a context outside the allowlist")
+    group.addoption("--allow-disruptive", action="store_true", default=False,
+                    help="let --platform kubeconfig run cluster-wide faults (seal, CA down, root rotation)")
     group.addoption("--dry-run", action="store_true", default=False,
                     help="print the kind platform's install plan (commands and manifests, redacted) and stop")
     group.addoption("--keep-cluster", action="store_true", default=False,
@@ -85,9 +95,10 @@ def pytest_configure(config: pytest.Config) -> None:
         name, reason = resolve(settings.platform)
         if settings.dry_run and not workerinput:
             print_plan_and_exit(name, settings)
-        check_available(name)
+        check_available(name, settings)
     except TrustgridError as err:
         raise pytest.UsageError(f"trustgrid: {err}") from None
+
     def progress(message: str) -> None:
         # Looked up per call: the terminal reporter registers after this hook.
         terminal = config.pluginmanager.get_plugin("terminalreporter")
@@ -187,8 +198,15 @@ def _platform_lock(request: pytest.FixtureRequest) -> Iterator[None]:
     if "platform" not in request.fixturenames:
         yield
         return
-    faults = request.getfixturevalue("platform").faults()
+    platform = request.getfixturevalue("platform")
     marker = request.node.get_closest_marker("cluster_fault")
+    if marker and platform.name == "kubeconfig":
+        settings = request.getfixturevalue("settings")
+        refusal = disruptive_refusal(Attachment(settings.context or "", allow_disruptive=settings.allow_disruptive),
+                                     request.node.name)
+        if refusal:
+            pytest.skip(refusal)
+    faults = platform.faults()
     with faults.exclusive(request.node.nodeid) if marker else faults.shared():
         yield
 

@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from cluster.errors import PlatformNotImplemented, PlatformUnavailable
+from cluster.kubeconfig.guard import Attachment, check_context, current_context
 from cluster.platform import Platform
 from cluster.settings import Settings
 
@@ -46,8 +47,12 @@ def docker_host() -> str:
     return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 
 
-def check_available(name: str) -> None:
+def check_available(name: str, settings: Settings | None = None) -> None:
     """Fail fast (well under 2 s), with one line, before anything is created."""
+    if name == "kubeconfig" and settings is not None:
+        kubeconfig = Path(os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or Path.home() / ".kube" / "config")
+        check_context(Attachment(settings.context or current_context(kubeconfig), settings.context_allowlist,
+                                 settings.allow_live_cluster, settings.allow_disruptive))
     if name == "kind" and not docker_engine_answers():
         raise PlatformUnavailable(f"the kind platform needs a Docker engine, and none answers at {docker_host()}",
                                   fix="start Docker, or use --platform local")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.errors import SettingsError
+from cluster.kubeconfig.guard import DEFAULT_ALLOWLIST
 from cluster.profile import DEFAULT_PROFILE, Profile, load_profile
 from cluster.runstate import cache_dir, new_run_id
 
@@ -42,6 +43,11 @@ class Settings:
     run_id: str
     cache_dir: Path
     dry_run: bool = False
+    # --platform kubeconfig: which context, and what it may do there.
+    context: str | None = None
+    context_allowlist: str = DEFAULT_ALLOWLIST
+    allow_live_cluster: bool = False
+    allow_disruptive: bool = False
 
     @property
     def run_report_dir(self) -> Path:
@@ -93,6 +99,10 @@ def build_settings(
         profile=profile,
         keep_cluster=bool(options.get("keep_cluster")),
         dry_run=bool(options.get("dry_run")),
+        context=str(options.get("context") or "") or None,
+        context_allowlist=str(options.get("context_allowlist") or DEFAULT_ALLOWLIST),
+        allow_live_cluster=bool(options.get("allow_live_cluster")),
+        allow_disruptive=bool(options.get("allow_disruptive")),
         report_dir=Path(str(report_value)) if report_value else root / "reports" / "out",
         vault_binary=Path(str(vault_value)) if vault_value else None,
         apiserver_port=_port(_pick(options, env, "apiserver_port"), "--apiserver-port"),

@@ -9,9 +9,12 @@ import (
 	"os"
 )
 
+// extraCommands are the subcommands beyond the pod's own processes.
+var extraCommands = map[string]func([]string) error{}
+
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: tgpod app|sidecar [flags]")
+		fmt.Fprintln(os.Stderr, "usage: tgpod app|sidecar|agent [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -21,7 +24,11 @@ func main() {
 	case "sidecar":
 		err = runSidecar(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown command %q", os.Args[1])
+		if command, ok := extraCommands[os.Args[1]]; ok {
+			err = command(os.Args[2:])
+		} else {
+			err = fmt.Errorf("unknown command %q", os.Args[1])
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tgpod:", err)

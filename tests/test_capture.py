@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 from cluster.local.capture import read_pcap
+from cluster.wire import flows_from_ip_packets, ip_packets_from_hex_dump
 
 
 def _frame(src: str, dst: str, sport: int, dport: int, flags: int, payload: bytes) -> bytes:
@@ -40,3 +41,28 @@ def test_flows_are_split_and_classified_by_the_clients_first_bytes() -> None:
 def test_an_empty_or_header_only_capture_has_no_flows() -> None:
     assert read_pcap(b"") == ([], b"")
     assert read_pcap(_pcap()) == ([], b"")
+
+
+def _tcpdump_hex(*frames: bytes) -> str:
+    """Text as `tcpdump -nn -x` prints it: a header line, then the IP packet in hex, 16 bytes a line."""
+    lines = []
+    for number, frame in enumerate(frames):
+        ip = frame[14:]
+        lines.append(f"12:00:00.{number:06d} IP 10.0.0.1.1 > 10.0.0.2.2: Flags [P.], length {len(ip)}")
+        for offset in range(0, len(ip), 16):
+            chunk = ip[offset:offset + 16].hex()
+            words = " ".join(chunk[i:i + 4] for i in range(0, len(chunk), 4))
+            lines.append(f"\t0x{offset:04x}:  {words}")
+    return "\n".join(["listening on eth0, link-type EN10MB (Ethernet), snapshot length 262144 bytes", *lines])
+
+
+def test_a_tcpdump_hex_dump_gives_the_same_flows_as_the_pcap() -> None:
+    frames = (
+        _frame("10.0.0.3", "10.0.0.2", 40000, 8080, 0x02, b""),
+        _frame("10.0.0.3", "10.0.0.2", 40000, 8080, 0x18, b"\x16\x03\x01\x00\xa0hello!"),  # odd length
+        _frame("10.0.0.4", "10.0.0.2", 40001, 8080, 0x02, b""),
+        _frame("10.0.0.4", "10.0.0.2", 40001, 8080, 0x18, b"GET /?canary=tg-canary-2 HTTP/1.1\r\n"),
+    )
+    packets = ip_packets_from_hex_dump(_tcpdump_hex(*frames))
+    assert packets == [frame[14:] for frame in frames]
+    assert flows_from_ip_packets(packets) == read_pcap(_pcap(*frames))

@@ -56,7 +56,7 @@ def check_available(name: str, settings: Settings | None = None) -> None:
     if name == "kind" and not docker_engine_answers():
         raise PlatformUnavailable(f"the kind platform needs a Docker engine, and none answers at {docker_host()}",
                                   fix="start Docker, or use --platform local")
-    if name in ("kind", "kubeconfig"):
+    if name == "kubeconfig":
         raise PlatformNotImplemented(
             f"the {name} platform is not built yet in this version of trustgrid",
             fix="use --platform local (the embedded default)",
@@ -66,6 +66,10 @@ def check_available(name: str, settings: Settings | None = None) -> None:
 def open_platform(name: str, settings: Settings, progress: Progress) -> AbstractContextManager[Platform]:
     """Bring the platform up; the context manager tears down whatever it started."""
     check_available(name)
+    if name == "kind":
+        from cluster.kind.bringup import start_kind
+
+        return start_kind(settings, progress)
     from cluster.local.platform import start_local
 
     return start_local(settings, progress)
@@ -74,6 +78,10 @@ def open_platform(name: str, settings: Settings, progress: Progress) -> Abstract
 def attach_platform(name: str, settings: Settings, state_path: Path) -> Platform:
     """Connect to a platform another process (the xdist controller) brought up."""
     check_available(name)
+    if name == "kind":
+        from cluster.kind.bringup import attach_kind
+
+        return attach_kind(settings, state_path)
     from cluster.local.platform import attach_local
 
     return attach_local(settings, state_path)

@@ -196,8 +196,12 @@ class VaultConfigurator:
         path = layout.secret_path(namespace)
         return NamespaceBinding(namespace, layout.role(namespace), policy, path, tuple(service_accounts))
 
-    def configure_mesh_ca(self, namespace: str, service_account: str) -> str:
-        """The mesh CA's own Vault identity: may sign through any namespace's PKI role, nothing else."""
+    def configure_mesh_ca(self, namespace: str, service_account: str, *, audience: str | None = None) -> str:
+        """The mesh CA's own Vault identity: may sign through any namespace's PKI role, nothing else.
+
+        ``audience``: cert-manager asks for ``vault://<namespace>/<issuer>`` tokens (kind); the local CA for the
+        profile's Vault audience.
+        """
         policy = "mesh-ca"
         self.client.sys.create_or_update_policy(
             policy, f'path "{self.layout.pki_int_path}/sign/*" {{ capabilities = ["update"] }}')
@@ -206,12 +210,21 @@ class VaultConfigurator:
         self._post(f"auth/{self.layout.kubernetes_path}/role/{role}", {
             "bound_service_account_names": [service_account],
             "bound_service_account_namespaces": [namespace],
-            "audience": self.setup.vault.audience,
+            "audience": audience or self.setup.vault.audience,
             "token_policies": [policy],
             "token_ttl": int(mesh.ca_token_ttl.total_seconds()),
             "token_max_ttl": int(mesh.ca_token_max_ttl.total_seconds()),
         })
         return role
+
+    def configure_mesh_pki_role(self, name: str) -> None:
+        """One PKI role for a CA that signs every namespace (istio-csr): identity is its TokenReview's job."""
+        ttl = int(self.setup.mesh.cert_ttl.total_seconds())
+        self._post(f"{self.layout.pki_int_path}/roles/{name}", {
+            "allowed_uri_sans": [f"spiffe://{self.setup.trust_domain}/ns/*/sa/*"], "allow_any_name": True,
+            "require_cn": False, "use_csr_common_name": False, "use_csr_sans": True, "key_type": "any",
+            "server_flag": True, "client_flag": True, "ttl": ttl, "max_ttl": ttl, "no_store": True,
+        })
 
     def write_secret(self, binding: NamespaceBinding, value: dict[str, str]) -> None:
         self.client.secrets.kv.v2.create_or_update_secret(

@@ -24,6 +24,8 @@ Manifest = dict[str, Any]
 CERT_MANAGER_NS = "cert-manager"
 ISTIO_NS = istio.ROOT_NAMESPACE
 ISSUER = "vault-mesh-ca"  # the Issuer istio-csr signs through, and the service account it logs in as
+MESH_PKI_ROLE = "mesh"  # istio-csr signs every namespace through one PKI role
+MESH_CA_ROLE = "mesh-ca"  # the Kubernetes auth role the Issuer logs in with (VaultConfigurator.configure_mesh_ca)
 ISTIO_CSR_ADDRESS = "cert-manager-istio-csr.cert-manager.svc:443"
 ROOT_CA_SECRET = "istio-root-ca"  # noqa: S105 - a Secret object's name; it holds only the public root
 ROOT_CA_MOUNT = "/var/run/secrets/istio-csr"
@@ -80,7 +82,7 @@ def issuer_audience() -> str:
 
 def mesh_issuer(vault: VaultTarget, role: str, run_id: str, ca_pem: str | None = None) -> Manifest:
     return certmanager.vault_issuer(ISTIO_NS, ISSUER, run_id, server=vault.address,
-                                    path=f"{vault.pki_int_path}/sign/{role}", role=role,
+                                    path=f"{vault.pki_int_path}/sign/{MESH_PKI_ROLE}", role=role,
                                     mount=vault.kubernetes_path, service_account=ISSUER, ca_pem=ca_pem)
 
 
@@ -118,11 +120,16 @@ def cert_manager_values() -> dict[str, Any]:
     return {"crds": {"enabled": True}}
 
 
-def vault_values(flavor: str) -> dict[str, Any]:
-    """Server mode (never dev: seal, unseal and restart must be real), standalone, file storage, no injector."""
+def vault_values(flavor: str, *, audit: bool = True) -> dict[str, Any]:
+    """Server mode (never dev: seal, unseal and restart must be real), standalone, file storage, no injector.
+
+    OpenBao only accepts declarative audit devices, so its audit log is declared here (to stdout).
+    """
     data = "/openbao/data" if flavor == "openbao" else "/vault/data"
     config = ('ui = true\nlistener "tcp" {\n  tls_disable = 1\n  address = "[::]:8200"\n'
               f'  cluster_address = "[::]:8201"\n}}\nstorage "file" {{\n  path = "{data}"\n}}\n')
+    if audit and flavor == "openbao":
+        config += 'audit "file" "stdout" {\n  options {\n    file_path = "stdout"\n  }\n}\n'
     return {"global": {"tlsDisable": True}, "injector": {"enabled": False},
             "server": {"dev": {"enabled": False}, "standalone": {"enabled": True, "config": config},
                        "dataStorage": {"enabled": True}, "authDelegator": {"enabled": True}}}
@@ -195,6 +202,6 @@ def all_manifests(setup: Setup, vault: VaultTarget, run_id: str, *, root_pem: st
     """Everything the kind platform applies itself, in order (the API server validates each)."""
     found = [namespace(name, run_id) for name in (CERT_MANAGER_NS, ISTIO_NS, vault.namespace)]
     found += issuer_identity(run_id)
-    found.append(mesh_issuer(vault, "istio-ca", run_id))
+    found.append(mesh_issuer(vault, MESH_CA_ROLE, run_id))
     found.append(root_ca_secret(root_pem, run_id))
     return found + mesh_and_workloads(setup, vault, run_id, app_ns=app_ns, legacy_ns=legacy_ns)

@@ -30,9 +30,10 @@ SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 @dataclass(frozen=True)
 class Step:
     title: str
-    argv: tuple[str, ...] = ()
+    argv: tuple[str, ...] = ()  # a tool's command line; the documents go to its stdin
     documents: tuple[dict[str, Any], ...] = ()  # objects applied, or a file the command reads
     notes: str = ""
+    action: str = "run"  # run | apply | init-vault | configure-vault | root-ca
 
 
 @dataclass(frozen=True)
@@ -72,24 +73,26 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
         Step(f"kind cluster {name}", ("kind", "create", "cluster", "--name", name, "--config", "-", "--wait", "120s"),
              (manifests.kind_config(name, SA_ISSUER, setup.vault.audience, pins.node_image),)),
         helm("cert-manager", "cert_manager", manifests.CERT_MANAGER_NS, manifests.cert_manager_values()),
-        helm(flavor, flavor, vault_ns, manifests.vault_values(flavor)),
+        helm(flavor, flavor, vault_ns, manifests.vault_values(flavor, audit=setup.vault.audit)),
         Step(f"initialize and unseal {flavor}; keys kept 0600 in the run's state directory",
              ("kubectl", "-n", vault_ns, "exec", f"{flavor}-0", "--", cli, "operator", "init", "-key-shares=3",
               "-key-threshold=2", "-format=json"),
-             notes="then `operator unseal` twice; the pod is Ready only once unsealed"),
+             notes="then `operator unseal` twice; the pod is Ready only once unsealed", action="init-vault"),
         Step("configure Vault: Kubernetes auth, KV, PKI root and intermediate, roles per namespace (cluster/vault.py)",
-             notes=f"the Issuer's role requires audience {manifests.issuer_audience()}"),
+             notes=f"the Issuer's role requires audience {manifests.issuer_audience()}", action="configure-vault"),
         Step("the Vault Issuer and the right to request its tokens",
              documents=(manifests.namespace(manifests.ISTIO_NS, run_id), *manifests.issuer_identity(run_id),
-                        manifests.mesh_issuer(vault, "istio-ca", run_id))),
+                        manifests.mesh_issuer(vault, manifests.MESH_CA_ROLE, run_id)), action="apply"),
         Step("the root CA for istio-csr (Vault returns only the intermediate)",
-             documents=(manifests.root_ca_secret("<root CA PEM from pki/cert/ca>", run_id),)),
+             documents=(manifests.root_ca_secret("<root CA PEM from pki/cert/ca>", run_id),), action="root-ca"),
         helm("cert-manager-istio-csr", "istio_csr", manifests.CERT_MANAGER_NS, manifests.istio_csr_values(setup)),
         Step("Istio with istio-csr as its CA", ("istioctl", "install", "-y", "-f", "-"),
              (manifests.istio_operator(setup, ca=setup.mesh.ca),)),
         Step("the workload image", ("kind", "load", "docker-image", manifests.APP_IMAGE, "--name", name),
-             notes="built first with: docker build -t trustgrid/tgpod:dev -f cluster/kind/Dockerfile ."),
-        Step("mesh policy and workloads", documents=tuple(manifests.mesh_and_workloads(setup, vault, run_id))),
+             notes="built first with: docker build -t trustgrid/tgpod:dev -f cluster/kind/Dockerfile .",
+             action="load-image"),
+        Step("mesh policy and workloads", documents=tuple(manifests.mesh_and_workloads(setup, vault, run_id)),
+             action="apply"),
     ]
 
 

@@ -26,6 +26,7 @@ import hvac
 from kubernetes import client as k8s
 from kubernetes.client import ApiClient
 
+from cluster.agent import APP_PORT
 from cluster.errors import PlatformUnavailable
 from cluster.istio import ROOT_NAMESPACE, apply, peer_authentication
 from cluster.kube import Kube
@@ -47,7 +48,7 @@ from cluster.local.meshservices import (
 )
 from cluster.local.network import NodeNetwork, pick_pod_cidr, reap_networks, remove_run_network
 from cluster.local.openbao import LocalVault, VaultEndpoint
-from cluster.local.pods import APP_PORT, LocalPods, MeshEndpoints
+from cluster.local.pods import LocalPods, MeshEndpoints
 from cluster.local.process import claim_port, stop_recorded
 from cluster.local.vaultpod import TokenRefresher, VaultPod
 from cluster.meshconfig import write_mesh_config

@@ -25,6 +25,7 @@ import httpx
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from cluster.agent import APP_PORT, call_request, call_result
 from cluster.errors import TrustgridError
 from cluster.kube import Kube, labels
 from cluster.local.capture import tcpdump
@@ -37,7 +38,6 @@ from cluster.runstate import RunState
 from cluster.vault import VaultLayout
 from cluster.wait import Abort, wait_until
 
-APP_PORT = 8080
 TOKEN_SECONDS = 3600
 CA_AUDIENCE = "istio-ca"
 
@@ -73,17 +73,6 @@ class LocalPod:
 
 def _agent(socket: Path, timeout: float) -> httpx.Client:
     return httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)), base_url="http://agent", timeout=timeout)
-
-
-def _xfcc_ids(body: dict[str, Any]) -> tuple[str, ...]:
-    headers = body.get("headers") or {}
-    value = next((v[0] for k, v in headers.items() if k.lower() == "x-forwarded-client-cert"), "")
-    ids = []
-    for part in value.split(";"):
-        key, _, item = part.partition("=")
-        if key in ("By", "URI"):
-            ids.append(item.strip('"'))
-    return tuple(ids)
 
 
 def _status(folder: Path) -> dict[str, Any]:
@@ -165,14 +154,9 @@ class LocalPods:
     # -- probes -------------------------------------------------------------------
     def call(self, src: Workload, dst: Workload, *, canary: str, timeout: float, port: int = APP_PORT) -> CallResult:
         pod = self.pod(src)
-        request = {"url": f"http://{dst.ip}:{port}/?canary={canary}",
-                   "headers": {"X-Trustgrid-Canary": canary}, "timeout": timeout}
+        request = call_request(f"http://{dst.ip}:{port}/?canary={canary}", canary, timeout)
         with _agent(pod.agent_socket, timeout + 5) as agent:
-            answer = agent.post("/call", json=request).json()
-        body = answer.get("body") or {}
-        return CallResult(status=answer.get("status") or None, error=answer.get("error", ""),
-                          elapsed=float(answer.get("elapsed", 0.0)), peer_ids=_xfcc_ids(body),
-                          detail=answer.get("detail", ""), body=body)
+            return call_result(agent.post("/call", json=request).json())
 
     def session(self, src: Workload, dst: Workload, *, count: int, interval: float,
                 port: int = APP_PORT) -> list[dict[str, Any]]:

@@ -1,0 +1,150 @@
+"""Bring the kind platform up by executing the plan; tear down whatever was created, in reverse.
+
+Each step of cluster/kind/plan.py is run by its action: a tool's command
+line (kind, helm, istioctl, kubectl with the run's kubeconfig), objects to
+apply, or one of the steps only Python can do (initialize and unseal Vault,
+configure it with cluster/vault.py, hand istio-csr the root CA).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import hvac
+import yaml
+
+from cluster.kind import manifests
+from cluster.kind.commands import Kubectl, Runner, documents, run
+from cluster.kind.plan import SA_ISSUER, Step, cluster_name, install_plan, load_kind_pins
+from cluster.kind.platform import VAULT_INIT, KindPlatform, KindVault, port_forward
+from cluster.kind.tools import ensure_tool, load_tools
+from cluster.runstate import RunState
+from cluster.secrets import register
+from cluster.settings import Settings
+from cluster.vault import KubernetesAuthTarget, VaultConfigurator, VaultLayout
+
+Progress = Callable[[str], None]
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = Path(__file__).with_name("Dockerfile")
+CONNECTION = "kind-connection.json"
+
+
+def _cluster_ca(kubeconfig: Path) -> str:
+    data = yaml.safe_load(kubeconfig.read_text())
+    return base64.b64decode(data["clusters"][0]["cluster"]["certificate-authority-data"]).decode()
+
+
+class KindBringUp:
+    def __init__(self, settings: Settings, state: RunState, tools: dict[str, Path], runner: Runner,
+                 stack: contextlib.ExitStack) -> None:
+        self.settings = settings
+        self.state = state
+        self.tools = tools
+        self.runner = runner
+        self.stack = stack
+        self.kubeconfig = state.file("kubeconfig")
+        self.kubectl = Kubectl(runner, tools["kubectl"], self.kubeconfig)
+        self.flavor = "vault"
+        self.vault_ns = "vault"
+        self.vault_addr = ""
+
+    def tool_argv(self, argv: tuple[str, ...]) -> list[str]:
+        """The plan's command with the pinned binary and this run's kubeconfig."""
+        name, rest = argv[0], list(argv[1:])
+        binary = str(self.tools[name])
+        if name != "kind":
+            return [binary, "--kubeconfig", str(self.kubeconfig), *rest]
+        creating = rest[:2] == ["create", "cluster"]
+        return [binary, *rest, *(["--kubeconfig", str(self.kubeconfig)] if creating else [])]
+
+    def execute(self, step: Step) -> None:
+        if step.action == "run":
+            self.runner(self.tool_argv(step.argv), stdin=documents(step.documents) if step.documents else None,
+                        timeout=900)
+        elif step.action == "apply":
+            self.kubectl.apply(step.documents)
+        elif step.action == "init-vault":
+            self.init_vault(step)
+        elif step.action == "configure-vault":
+            self.configure_vault()
+        elif step.action == "load-image":
+            self.runner(["docker", "build", "-t", manifests.APP_IMAGE, "-f", str(DOCKERFILE), str(REPO)], timeout=900)
+            self.runner(self.tool_argv(step.argv), timeout=300)
+        elif step.action == "root-ca":
+            root = VaultConfigurator(self.admin(), VaultLayout(), self.settings.profile.setup,
+                                     self.settings.run_id).configure_pki()
+            self.kubectl.apply([manifests.root_ca_secret(root, self.settings.run_id)])
+
+    def init_vault(self, step: Step) -> None:
+        self.kubectl("-n", self.vault_ns, "wait", "--for=jsonpath={.status.phase}=Running",
+                     f"pod/{self.flavor}-0", "--timeout=300s", timeout=310)
+        init = json.loads(self.runner(self.tool_argv(step.argv), timeout=120))
+        register(init["root_token"])
+        for key in init["unseal_keys_b64"]:
+            register(key)
+        self.state.write_private(VAULT_INIT, json.dumps(init))  # 0600, in the run's state directory
+        self.vault_addr = self.stack.enter_context(port_forward(self.kubectl, self.vault_ns, self.flavor, 8200))
+        admin = self.admin()
+        for key in init["unseal_keys_b64"][:2]:
+            admin.sys.submit_unseal_key(key)
+
+    def admin(self) -> hvac.Client:
+        token = json.loads(self.state.file(VAULT_INIT).read_text())["root_token"]
+        return hvac.Client(url=self.vault_addr, token=register(token))
+
+    def configure_vault(self) -> None:
+        setup = self.settings.profile.setup
+        configurator = VaultConfigurator(self.admin(), VaultLayout(), setup, self.settings.run_id)
+        configurator.configure_kubernetes_auth(KubernetesAuthTarget(
+            host="https://kubernetes.default.svc", ca_pem=_cluster_ca(self.kubeconfig), issuer=SA_ISSUER))
+        configurator.configure_kv()
+        configurator.configure_pki()
+        if setup.vault.audit and self.flavor == "vault":
+            configurator.ensure_audit("stdout")
+        configurator.configure_mesh_pki_role(manifests.MESH_PKI_ROLE)
+        configurator.configure_mesh_ca(manifests.ISTIO_NS, manifests.ISSUER, audience=manifests.issuer_audience())
+
+
+@contextlib.contextmanager
+def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> Iterator[KindPlatform]:
+    """Tools, cluster, charts, Vault, Istio, workloads; on any failure (or at the end) the cluster goes."""
+    pins = load_kind_pins()
+    progress("checking kind, kubectl, helm and istioctl (pinned, sha256)")
+    tools = {name: ensure_tool(tool, settings.cache_dir / "bin") for name, tool in load_tools().items()}
+    with contextlib.ExitStack() as stack:
+        state = RunState.create(settings.run_id)
+        stack.callback(state.remove)
+        up = KindBringUp(settings, state, tools, runner, stack)
+        name = cluster_name(settings.run_id)
+        plan = install_plan(settings.profile.setup, settings.run_id, flavor=up.flavor, pins=pins)
+        if not settings.keep_cluster:  # armed first: a failed create leaves nothing either
+            stack.callback(runner, [str(tools["kind"]), "delete", "cluster", "--name", name], timeout=300)
+        for number, step in enumerate(plan, 1):
+            progress(f"kind {number}/{len(plan)}: {step.title}")
+            up.execute(step)
+        vault = KindVault(manifests.VaultTarget(up.vault_ns, f"http://{up.flavor}.{up.vault_ns}.svc:8200", up.flavor),
+                          up.vault_addr)
+        platform = KindPlatform(settings, state, kubectl=up.kubectl, istioctl=tools["istioctl"], vault=vault,
+                                debug_image=pins.debug_image, runner=runner)
+        state.write_private(CONNECTION, json.dumps({
+            "tools": {k: str(v) for k, v in tools.items()}, "vault_addr": up.vault_addr, "flavor": up.flavor,
+            "vault_ns": up.vault_ns, "debug_image": pins.debug_image}))
+        if settings.keep_cluster:
+            state.mark_kept({"kubeconfig": str(up.kubeconfig), "kind_cluster": name})
+        yield platform
+
+
+def attach_kind(settings: Settings, state_path: Path, runner: Runner = run) -> KindPlatform:
+    """An xdist worker's view of the controller's cluster (the controller holds the port-forward)."""
+    state = RunState.attach(state_path)
+    data = json.loads(state.file(CONNECTION).read_text())
+    tools = {k: Path(v) for k, v in data["tools"].items()}
+    target = manifests.VaultTarget(data["vault_ns"], f"http://{data['flavor']}.{data['vault_ns']}.svc:8200",
+                                   data["flavor"])
+    return KindPlatform(settings, state, kubectl=Kubectl(runner, tools["kubectl"], state.file("kubeconfig")),
+                        istioctl=tools["istioctl"], vault=KindVault(target, data["vault_addr"]),
+                        debug_image=data["debug_image"], runner=runner)

@@ -1,0 +1,324 @@
+"""The kind platform: the Platform protocol on a kind cluster with real Istio, istio-csr and Vault.
+
+Thin on purpose. Bring-up executes cluster/kind/plan.py; Vault is configured
+by the shared cluster/vault.py; workloads are the same tgpod app as on the
+local platform, with Istio's own sidecar. Probes go through `kubectl exec
+... tgpod agent`, captures through an ephemeral debug container running
+tcpdump in the server pod's network namespace, faults through the Vault API
+and by scaling Vault and istio-csr to zero and back.
+
+Not yet run against a live kind cluster (the machine that wrote it has no
+Docker engine): every command shape and parser is unit-tested with a
+recording runner in tests/test_kind_platform.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import secrets
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import hvac
+from cryptography import x509
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from cluster.agent import APP_PORT, call_request, call_result
+from cluster.errors import PlatformUnavailable
+from cluster.kind import manifests
+from cluster.kind.commands import Kubectl, Runner
+from cluster.platform import CallResult, Capture, Versions, Workload
+from cluster.runstate import RunState
+from cluster.secrets import redact, register
+from cluster.settings import Settings
+from cluster.vault import VaultConfigurator, VaultLayout
+from cluster.wait import wait_until
+from cluster.wire import flows_from_ip_packets, ip_packets_from_hex_dump
+
+ISTIO_CSR = ("cert-manager", "deploy/cert-manager-istio-csr")
+VAULT_INIT = "vault-init.json"
+
+
+@dataclass(frozen=True)
+class KindVault:
+    """Vault as the test process reaches it (a port-forward) and as pods reach it (its Service)."""
+
+    target: manifests.VaultTarget
+    local_addr: str
+
+
+def parse_proxy_secret(config_dump: dict[str, Any]) -> dict[str, Any]:
+    """`istioctl proxy-config secret -o json`: the workload certificate's serial, validity and issuer."""
+    for entry in config_dump.get("dynamicActiveSecrets", []):
+        secret = entry.get("secret", {})
+        if secret.get("name") != "default":
+            continue
+        chain = secret["tlsCertificate"]["certificateChain"]["inlineBytes"]
+        cert = x509.load_pem_x509_certificates(base64.b64decode(chain))[0]
+        return {"serial": format(cert.serial_number, "x"), "issuer": cert.issuer.rfc4514_string(),
+                "not_before": cert.not_valid_before_utc.astimezone(UTC).isoformat(),
+                "not_after": cert.not_valid_after_utc.astimezone(UTC).isoformat(), "last_error": ""}
+    raise PlatformUnavailable("the proxy holds no workload certificate (secret 'default')",
+                              fix="check istio-csr's logs: the proxy's CSR was not signed")
+
+
+class KindPlatform:
+    name = "kind"
+
+    def __init__(self, settings: Settings, state: RunState, *, kubectl: Kubectl, istioctl: Path, vault: KindVault,
+                 debug_image: str, runner: Runner) -> None:
+        self.settings = settings
+        self.state = state
+        self.kubectl = kubectl
+        self.istioctl = istioctl
+        self.vault = vault
+        self.debug_image = debug_image
+        self.runner = runner
+        self.run_id = settings.run_id
+        self.vault_layout = VaultLayout()
+        self.kube = k8s_config.new_client_from_config(config_file=str(kubectl.kubeconfig))
+        self.versions = Versions(platform=self.name, kubernetes=self._server_version(), vault=vault.target.flavor,
+                                 extra={"istio": self._istio_version()})
+
+    def _server_version(self) -> str:
+        return str(k8s.VersionApi(self.kube).get_code().git_version)
+
+    def _istio_version(self) -> str:
+        return self.runner([str(self.istioctl), "version", "--short", "--remote=false"], timeout=30).strip()
+
+    # -- Vault -----------------------------------------------------------------
+    def vault_admin(self) -> hvac.Client:
+        token = register(str(json.loads(self.state.file(VAULT_INIT).read_text())["root_token"]))
+        return hvac.Client(url=self.vault.local_addr, token=token)
+
+    def vault_client(self) -> hvac.Client:
+        return hvac.Client(url=self.vault.local_addr)
+
+    def faults(self) -> KindFaults:
+        return KindFaults(self)
+
+    # -- workloads ---------------------------------------------------------------
+    def deploy(self, ns: str, name: str, sa: str, *, meshed: bool = True) -> Workload:
+        self.kubectl.apply(manifests.workload(ns, name, sa, self.vault.target, self.run_id, meshed=meshed,
+                                              audience=self.settings.profile.setup.vault.audience))
+        self.kubectl("-n", ns, "rollout", "status", f"deploy/{name}", "--timeout=120s", timeout=130)
+        pod = self._pod(ns, name)
+        return Workload(namespace=ns, name=name, service_account=sa, ip=str(pod.status.pod_ip), meshed=meshed)
+
+    def _pod(self, ns: str, name: str) -> Any:
+        pods = k8s.CoreV1Api(self.kube).list_namespaced_pod(ns, label_selector=f"app={name}").items
+        running = [p for p in pods if p.status.phase == "Running" and not p.metadata.deletion_timestamp]
+        if not running:
+            raise PlatformUnavailable(f"no running pod for {ns}/{name}", fix="see `kubectl describe deploy`")
+        return running[0]
+
+    def undeploy(self, wl: Workload) -> None:
+        self.kubectl("-n", wl.namespace, "delete", f"deploy/{wl.name}", f"svc/{wl.name}", "--ignore-not-found",
+                     "--wait=false")
+
+    def _agent(self, wl: Workload, path: str, body: dict[str, Any] | None = None, timeout: float = 60) -> Any:
+        argv = ["/tgpod", "agent", path] + ([json.dumps(body)] if body is not None else [])
+        return self.kubectl.exec_json(wl.namespace, f"deploy/{wl.name}", argv, timeout=timeout)
+
+    def call(self, src: Workload, dst: Workload, *, canary: str, timeout: float) -> CallResult:
+        url = f"http://{dst.name}.{dst.namespace}.svc:{APP_PORT}/?canary={canary}"
+        return call_result(self._agent(src, "/call", call_request(url, canary, timeout), timeout + 30))
+
+    def session(self, src: Workload, dst: Workload, *, count: int, interval: float) -> list[dict[str, Any]]:
+        url = f"http://{dst.name}.{dst.namespace}.svc:{APP_PORT}/session"
+        answer = self._agent(src, "/session", {"url": url, "count": count, "interval": interval},
+                             count * (interval + 6) + 30)
+        return list(answer["steps"])
+
+    def read_vault(self, wl: Workload) -> dict[str, Any]:
+        return dict(self._agent(wl, "/vault"))
+
+    def pause_vault_agent(self, wl: Workload, paused: bool) -> None:
+        self._agent(wl, "/vault/pause" if paused else "/vault/resume")
+
+    def refresh_tokens(self, wl: Workload) -> None:
+        """The kubelet projects fresh tokens itself on a real cluster."""
+
+    def sidecar_status(self, wl: Workload) -> dict[str, Any]:
+        pod = self._pod(wl.namespace, wl.name).metadata.name
+        dump = self.runner([str(self.istioctl), "--kubeconfig", str(self.kubectl.kubeconfig), "proxy-config",
+                            "secret", f"{pod}.{wl.namespace}", "-o", "json"], timeout=30)
+        return parse_proxy_secret(json.loads(dump))
+
+    def renew_certificate(self, wl: Workload) -> None:
+        raise PlatformUnavailable("Istio's proxy renews on its own schedule (SECRET_GRACE_PERIOD_RATIO); "
+                                  "the kind platform cannot force a renewal",
+                                  fix="rotation scenarios wait for the scheduled renewal with a short cert_ttl")
+
+    # -- evidence ------------------------------------------------------------------
+    def _ephemeral(self, wl: Workload, argv: list[str]) -> tuple[str, str]:
+        """An ephemeral debug container (pinned image) in the pod's network namespace; returns (pod, container)."""
+        pod = self._pod(wl.namespace, wl.name).metadata.name
+        container = f"tg-{secrets.token_hex(3)}"
+        self.kubectl("-n", wl.namespace, "debug", pod, "-c", container, f"--image={self.debug_image}",
+                     "--profile=netadmin", "--target=app", "--image-pull-policy=IfNotPresent", "--", *argv)
+        return pod, container
+
+    @contextlib.contextmanager
+    def capture(self, wl: Workload) -> Iterator[Capture]:
+        """tcpdump on eth0 only: the loopback between Istio's proxy and the app is plaintext by design."""
+        capture = Capture()
+        pod, container = self._ephemeral(wl, ["tcpdump", "-i", "eth0", "-nn", "-l", "-x", "-s", "0",
+                                              f"tcp port {APP_PORT}"])
+
+        def logs() -> str:
+            return self.kubectl("-n", wl.namespace, "logs", pod, "-c", container, timeout=30)
+
+        wait_until(lambda: "listening on" in logs(), timeout=60, interval=0.5,
+                   describe=f"tcpdump in {wl.namespace}/{pod}")
+        try:
+            yield capture
+        finally:
+            # The last packets' lines reach the log a moment later: read until it stops growing.
+            seen: list[int] = []
+
+            def settled() -> str:
+                text = logs()
+                seen.append(len(text))
+                return text if len(seen) > 1 and seen[-1] == seen[-2] else ""
+
+            text = wait_until(settled, timeout=10, interval=0.3, describe="the capture's log to settle")
+            flows, payload = flows_from_ip_packets(ip_packets_from_hex_dump(text))
+            capture.fill(flows, payload)
+
+    def peer_certificate(self, wl: Workload) -> bytes:
+        """A TLS handshake with the pod's proxy from outside the mesh (an ephemeral container in a naked pod)."""
+        naked = Workload(namespace="trustgrid-legacy", name="naked", service_account="naked", ip="", meshed=False)
+        pod, container = self._ephemeral(naked, [
+            "sh", "-c", f"openssl s_client -connect {wl.ip}:{APP_PORT} </dev/null 2>/dev/null "
+                        "| openssl x509 -outform DER | base64 -w0; echo"])
+        text = wait_until(lambda: self.kubectl("-n", naked.namespace, "logs", pod, "-c", container).strip(),
+                          timeout=60, interval=0.5, describe="the handshake with the proxy")
+        return base64.b64decode(str(text))
+
+    def dump(self, into: Path) -> None:
+        """Pod logs, events, the proxies' secrets and Vault's status, redacted."""
+        into.mkdir(parents=True, exist_ok=True)
+        pieces = {
+            "events.log": ("get", "events", "-A", "--sort-by=.lastTimestamp"),
+            "pods.log": ("get", "pods", "-A", "-o", "wide"),
+            "istio-csr.log": ("-n", "cert-manager", "logs", ISTIO_CSR[1], "--tail=500"),
+            "vault.log": ("-n", self.vault.target.namespace, "logs", f"{self.vault.target.flavor}-0", "--tail=500"),
+        }
+        for name, args in pieces.items():
+            try:
+                text = self.kubectl(*args, timeout=30)
+            except PlatformUnavailable as err:
+                text = str(err)
+            (into / name).write_text(redact(text))
+        with contextlib.suppress(hvac.exceptions.VaultError, OSError):
+            (into / "vault-status.log").write_text(redact(json.dumps(self.vault_client().sys.read_seal_status())))
+
+
+class KindFaults:
+    """Cluster-wide faults through the Vault API and by scaling to zero and back."""
+
+    def __init__(self, platform: KindPlatform) -> None:
+        self.platform = platform
+
+    def exclusive(self, what: str) -> AbstractContextManager[None]:
+        return self.platform.state.lock("platform")
+
+    def shared(self) -> AbstractContextManager[None]:
+        return self.platform.state.lock("platform", shared=True)
+
+    def _scale(self, namespace: str, target: str, replicas: int) -> None:
+        self.platform.kubectl("-n", namespace, "scale", target, f"--replicas={replicas}")
+
+    def _vault_target(self) -> tuple[str, str]:
+        vault = self.platform.vault.target
+        return vault.namespace, f"statefulset/{vault.flavor}"
+
+    def stop_vault(self) -> None:
+        self._scale(*self._vault_target(), 0)
+
+    def start_vault(self) -> None:
+        self._scale(*self._vault_target(), 1)
+        self.unseal_vault()
+
+    def restart_vault(self) -> None:
+        self.stop_vault()
+        self.start_vault()
+
+    def seal_vault(self) -> None:
+        self.platform.vault_admin().sys.seal()
+
+    def unseal_vault(self) -> None:
+        keys = json.loads(self.platform.state.file(VAULT_INIT).read_text())["unseal_keys_b64"]
+        client = self.platform.vault_client()
+        wait_until(lambda: _answers(client), timeout=180, interval=1, describe="Vault to answer after its start")
+        for key in keys:
+            if not client.sys.read_seal_status()["sealed"]:
+                break
+            client.sys.submit_unseal_key(register(key))
+
+    def mesh_ca_status(self) -> dict[str, Any]:
+        """istio-csr keeps no status; its recent log lines that mention Vault stand in for the CA's errors."""
+        text = self.platform.kubectl("-n", ISTIO_CSR[0], "logs", ISTIO_CSR[1], "--since=120s", timeout=30)
+        errors = [redact(line) for line in text.splitlines() if "403" in line or "permission denied" in line]
+        return {"vault_recent_errors": errors[-20:]}
+
+    def _configurator(self) -> VaultConfigurator:
+        platform = self.platform
+        return VaultConfigurator(platform.vault_admin(), platform.vault_layout, platform.settings.profile.setup,
+                                 platform.run_id)
+
+    def revoke_mesh_ca_vault_access(self) -> None:
+        admin = self.platform.vault_admin()
+        admin.adapter.delete(f"/v1/auth/{self.platform.vault_layout.kubernetes_path}/role/{manifests.MESH_CA_ROLE}")
+        admin.sys.revoke_prefix(f"auth/{self.platform.vault_layout.kubernetes_path}/login")
+
+    def restore_mesh_ca_vault_access(self) -> None:
+        self._configurator().configure_mesh_ca(manifests.ISTIO_NS, manifests.ISSUER,
+                                               audience=manifests.issuer_audience())
+
+    def stop_mesh_ca(self) -> None:
+        self._scale(*ISTIO_CSR, 0)
+
+    def start_mesh_ca(self) -> None:
+        self._scale(*ISTIO_CSR, 1)
+        self.platform.kubectl("-n", ISTIO_CSR[0], "rollout", "status", ISTIO_CSR[1], "--timeout=120s", timeout=130)
+
+
+def _answers(client: hvac.Client) -> bool:
+    try:
+        client.sys.read_seal_status()
+    except (hvac.exceptions.VaultError, OSError, ValueError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def port_forward(kubectl: Kubectl, namespace: str, service: str, port: int) -> Iterator[str]:
+    """`kubectl port-forward` to a free local port, for as long as the block runs."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        local = probe.getsockname()[1]
+    process = subprocess.Popen([str(kubectl.binary), "--kubeconfig", str(kubectl.kubeconfig), "-n", namespace,
+                                "port-forward", f"svc/{service}", f"{local}:{port}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _listening(local), timeout=30, interval=0.2, describe=f"port-forward to {service}")
+        yield f"http://127.0.0.1:{local}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -1,0 +1,165 @@
+"""The kind platform's command shapes and parsers, with a recording runner (no Docker here).
+
+These prove what the platform asks kubectl, istioctl and kind to do, and how
+it reads their answers; the live behaviour needs a kind cluster (its issue).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from cluster.kind import manifests
+from cluster.kind.bringup import KindBringUp
+from cluster.kind.commands import CommandFailed, Kubectl, run
+from cluster.kind.platform import KindPlatform, KindVault, parse_proxy_secret
+from cluster.platform import Workload
+from cluster.runstate import RunState
+from cluster.settings import build_settings
+from tests.test_capture import _frame, _tcpdump_hex
+
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: k, cluster: {server: "https://127.0.0.1:6443", certificate-authority-data: %s}}]
+users: [{name: u, user: {token: not-a-real-token}}]
+contexts: [{name: kind-x, context: {cluster: k, user: u}}]
+current-context: kind-x
+"""
+
+
+class Recorder:
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: Sequence[str], *, stdin: str | None = None, timeout: float = 120) -> str:
+        self.calls.append(list(argv))
+        line = " ".join(argv)
+        return next((answer for key, answer in self.answers.items() if key in line), "")
+
+
+def certificate() -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "trustgrid test")])
+    now = datetime.now(UTC)
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(0xABC).not_valid_before(now).not_valid_after(now + timedelta(seconds=30))
+            .sign(key, hashes.SHA256()))
+
+
+@pytest.fixture
+def kind_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[KindPlatform, Recorder]]:
+    monkeypatch.setenv("HOME", str(tmp_path))  # the run state goes under this test's home
+    ca = base64.b64encode(certificate().public_bytes(serialization.Encoding.PEM)).decode()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG % ca)
+    settings = build_settings({"platform": "kind"}, {}, rootdir=tmp_path)
+    monkeypatch.setattr(KindPlatform, "_server_version", lambda self: "v1.36.4")
+    recorder = Recorder({"version --short": "1.31.1"})
+    state = RunState.create(settings.run_id)
+    target = manifests.VaultTarget("vault", "http://vault.vault.svc:8200", "vault")
+    made = KindPlatform(settings, state, kubectl=Kubectl(recorder, Path("/bin/kubectl"), kubeconfig),
+                            istioctl=Path("/bin/istioctl"), vault=KindVault(target, "http://127.0.0.1:1"),
+                            debug_image="netshoot@sha256:abc", runner=recorder)
+    yield made, recorder
+    state.remove()
+
+
+CLIENT = Workload("app", "client", "client", "10.0.0.3", True)
+SERVER = Workload("app", "server", "server", "10.0.0.2", True)
+
+
+def test_versions_come_from_the_live_cluster_and_istioctl(kind_platform: tuple[KindPlatform, Recorder]) -> None:
+    kind, _ = kind_platform
+    assert kind.versions.as_dict() == {"platform": "kind", "kube-apiserver": "v1.36.4", "vault": "vault",
+                                       "istio": "1.31.1"}
+
+
+def test_a_call_goes_through_the_clients_agent_and_reads_xfcc(kind_platform: tuple[KindPlatform, Recorder]) -> None:
+    kind, recorder = kind_platform
+    xfcc = 'By=spiffe://cluster.local/ns/app/sa/server;URI=spiffe://cluster.local/ns/app/sa/client'
+    recorder.answers["/call"] = json.dumps({"status": 200, "elapsed": 0.01,
+                                            "body": {"headers": {"X-Forwarded-Client-Cert": [xfcc]}}})
+    result = kind.call(CLIENT, SERVER, canary="tg-canary-1", timeout=5)
+    assert result.status == 200
+    assert result.peer_ids == ("spiffe://cluster.local/ns/app/sa/server", "spiffe://cluster.local/ns/app/sa/client")
+    argv = recorder.calls[-1]
+    assert argv[:3] == ["/bin/kubectl", "--kubeconfig", str(kind.kubectl.kubeconfig)]
+    assert argv[3:12] == ["exec", "-n", "app", "deploy/client", "-c", "app", "--", "/tgpod", "agent"]
+    request = json.loads(argv[-1])
+    assert request["url"] == "http://server.app.svc:8080/?canary=tg-canary-1" and request["timeout"] == 5
+
+
+def test_a_capture_runs_tcpdump_on_eth0_in_an_ephemeral_container_and_judges_the_flows(
+        kind_platform: tuple[KindPlatform, Recorder], monkeypatch: pytest.MonkeyPatch) -> None:
+    kind, recorder = kind_platform
+    monkeypatch.setattr(kind, "_pod", lambda ns, name: type("P", (), {"metadata": type("M", (), {"name": "srv-1"})}))
+    dump = _tcpdump_hex(_frame("10.0.0.3", "10.0.0.2", 40000, 8080, 0x02, b""),
+                        _frame("10.0.0.3", "10.0.0.2", 40000, 8080, 0x18, b"GET /?canary=tg-canary-9 HTTP/1.1"))
+    recorder.answers[" logs "] = dump
+    with kind.capture(SERVER) as wire:
+        pass
+    debug = next(c for c in recorder.calls if "debug" in c)
+    assert "--image=netshoot@sha256:abc" in debug and "--profile=netadmin" in debug
+    assert debug[debug.index("--") + 1:][:3] == ["tcpdump", "-i", "eth0"]  # never loopback: plaintext by design
+    assert wire.plaintext_flows and wire.contains("tg-canary-9")
+
+
+def test_the_proxy_certificate_is_read_from_istioctl(kind_platform: tuple[KindPlatform, Recorder]) -> None:
+    cert = certificate()
+    chain = base64.b64encode(cert.public_bytes(serialization.Encoding.PEM)).decode()
+    dump: dict[str, Any] = {"dynamicActiveSecrets": [
+        {"secret": {"name": "ROOTCA"}},
+        {"secret": {"name": "default", "tlsCertificate": {"certificateChain": {"inlineBytes": chain}}}}]}
+    status = parse_proxy_secret(dump)
+    assert status["serial"] == "abc" and "trustgrid test" in status["issuer"]
+    assert datetime.fromisoformat(status["not_after"]) > datetime.now(UTC)
+
+
+def test_cluster_wide_faults_scale_and_seal_the_real_components(kind_platform: tuple[KindPlatform, Recorder]) -> None:
+    kind, recorder = kind_platform
+    faults = kind.faults()
+    faults.stop_mesh_ca()
+    faults.stop_vault()
+    scaled = [c[3:] for c in recorder.calls if "scale" in c]
+    assert scaled == [["-n", "cert-manager", "scale", "deploy/cert-manager-istio-csr", "--replicas=0"],
+                      ["-n", "vault", "scale", "statefulset/vault", "--replicas=0"]]
+
+
+def test_bring_up_runs_each_tool_with_the_runs_kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings = build_settings({"platform": "kind"}, {}, rootdir=tmp_path)
+    state = RunState.create(settings.run_id)
+    try:
+        tools = {name: Path(f"/cache/{name}") for name in ("kind", "kubectl", "helm", "istioctl")}
+        import contextlib
+
+        up = KindBringUp(settings, state, tools, Recorder({}), contextlib.ExitStack())
+        kubeconfig = str(state.file("kubeconfig"))
+        assert up.tool_argv(("kind", "create", "cluster", "--name", "x")) == [
+            "/cache/kind", "create", "cluster", "--name", "x", "--kubeconfig", kubeconfig]
+        assert up.tool_argv(("kind", "load", "docker-image", "i")) == ["/cache/kind", "load", "docker-image", "i"]
+        assert up.tool_argv(("helm", "upgrade", "--install")) == [
+            "/cache/helm", "--kubeconfig", kubeconfig, "upgrade", "--install"]
+    finally:
+        state.remove()
+
+
+def test_a_failing_or_hanging_command_is_one_line() -> None:
+    with pytest.raises(CommandFailed) as failed:
+        run(["sh", "-c", "echo first >&2; echo 'the last line hvs.AAAAAAAAAAAAAAAAAAAAAAAA' >&2; exit 3"])
+    message = str(failed.value)
+    assert "\n" not in message and "failed (3)" in message and "the last line" in message
+    assert "hvs.AAAA" not in message  # redacted
+    with pytest.raises(CommandFailed, match=r"did not finish in 0\.5 s"):
+        run(["sleep", "5"], timeout=0.5)

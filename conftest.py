@@ -48,6 +48,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="let --platform kubeconfig use a context outside the allowlist")
     group.addoption("--allow-disruptive", action="store_true", default=False,
                     help="let --platform kubeconfig run cluster-wide faults (seal, CA down, root rotation)")
+    group.addoption("--kind-vault", default=None, metavar="NAME",
+                    help="--platform kind: vault or openbao, installed by its Helm chart (env TRUSTGRID_KIND_VAULT)")
+    group.addoption("--istio-version", default=None, metavar="X.Y.Z",
+                    help="--platform kind: a pinned Istio other than the default (env TRUSTGRID_ISTIO_VERSION)")
     group.addoption("--dry-run", action="store_true", default=False,
                     help="print the kind platform's install plan (commands and manifests, redacted) and stop")
     group.addoption("--keep-cluster", action="store_true", default=False,
@@ -127,7 +131,7 @@ def print_plan_and_exit(name: str, settings: Settings) -> None:
                              fix="add --platform kind")
     from cluster.kind.plan import install_plan, render
 
-    print(render(install_plan(settings.profile.setup, settings.run_id)))
+    print(render(install_plan(settings.profile.setup, settings.run_id, flavor=settings.kind_vault)))
     pytest.exit("trustgrid: dry run; nothing was created", returncode=0)
 
 

@@ -27,7 +27,10 @@ ENVIRONMENT = {
     "apiserver_port": "TRUSTGRID_APISERVER_PORT",
     "vault_port": "TRUSTGRID_VAULT_PORT",
     "pod_cidr": "TRUSTGRID_POD_CIDR",
+    "kind_vault": "TRUSTGRID_KIND_VAULT",
+    "istio_version": "TRUSTGRID_ISTIO_VERSION",
 }
+KIND_VAULTS = ("vault", "openbao")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,9 @@ class Settings:
     context_allowlist: str = DEFAULT_ALLOWLIST
     allow_live_cluster: bool = False
     allow_disruptive: bool = False
+    # --platform kind: which Vault in the cluster, and which pinned Istio.
+    kind_vault: str = "vault"
+    istio_version: str | None = None
 
     @property
     def run_report_dir(self) -> Path:
@@ -72,6 +78,13 @@ def _port(value: object | None, option: str) -> int:
         raise SettingsError(f"{option} {value!r} is not a port",
                             fix=f"pass {option} N with 0 <= N <= 65535 (0 picks a free port)")
     return port
+
+
+def _kind_vault(value: object | None) -> str:
+    chosen = str(value or "vault")
+    if chosen not in KIND_VAULTS:
+        raise SettingsError(f"unknown --kind-vault {chosen!r}", fix=f"choose one of {', '.join(KIND_VAULTS)}")
+    return chosen
 
 
 def build_settings(
@@ -103,6 +116,8 @@ def build_settings(
         context_allowlist=str(options.get("context_allowlist") or DEFAULT_ALLOWLIST),
         allow_live_cluster=bool(options.get("allow_live_cluster")),
         allow_disruptive=bool(options.get("allow_disruptive")),
+        kind_vault=_kind_vault(_pick(options, env, "kind_vault")),
+        istio_version=str(_pick(options, env, "istio_version") or "") or None,
         report_dir=Path(str(report_value)) if report_value else root / "reports" / "out",
         vault_binary=Path(str(vault_value)) if vault_value else None,
         apiserver_port=_port(_pick(options, env, "apiserver_port"), "--apiserver-port"),

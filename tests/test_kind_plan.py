@@ -71,3 +71,19 @@ def test_dry_run_on_the_local_platform_is_one_line_naming_kind() -> None:
     assert result.returncode == 4
     assert result.stderr.strip() == ("ERROR: trustgrid: --dry-run prints the kind platform's plan; this run's "
                                      "platform is local; add --platform kind")
+
+
+def test_the_nightly_matrix_matches_the_pins() -> None:
+    import tomllib
+
+    import yaml
+
+    from cluster.kind.tools import load_tools
+    from cluster.versions import VERSIONS_FILE
+
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "nightly.yml").read_text())
+    matrix = workflow["jobs"]["kind"]["strategy"]["matrix"]
+    pinned = tomllib.loads(VERSIONS_FILE.read_text())["matrix"]
+    assert matrix["istio"] == pinned["istio"] and matrix["vault"] == pinned["vault"]
+    for version in matrix["istio"]:
+        assert load_tools(versions={"istioctl": version})["istioctl"].version == version

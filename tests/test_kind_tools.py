@@ -128,3 +128,11 @@ def test_a_tool_on_path_at_the_pinned_version_is_used(tmp_path: Path, monkeypatc
     other = Tool("faketool", "v1.0.0", "http://127.0.0.1:9/x", "0" * 64, ("version",))
     with pytest.raises(DownloadFailed):  # on PATH, but another version: not used
         ensure_tool(other, tmp_path / "bin", timeout=2)
+
+
+def test_the_ci_matrix_can_pick_another_pinned_istio_and_only_a_pinned_one() -> None:
+    other = load_tools(versions={"istioctl": "1.30.3"})["istioctl"]
+    assert other.version == "1.30.3" and "1.30.3" in other.url and other.sha256 != load_tools()["istioctl"].sha256
+    with pytest.raises(DownloadFailed) as raised:
+        load_tools(versions={"istioctl": "1.29.0"})
+    assert str(raised.value) == "istioctl 1.29.0 is not pinned; choose 1.31.1 or one of 1.30.3"

@@ -51,3 +51,11 @@ def test_profile_from_environment_is_loaded_and_checked(tmp_path: Path) -> None:
     bad.write_text("setup: {vault: {audit: maybe}}\n")
     with pytest.raises(ProfileError, match=r"setup\.vault\.audit"):
         build_settings({}, {"TRUSTGRID_PROFILE": str(bad)}, rootdir=tmp_path)
+
+
+def test_kind_vault_is_vault_or_openbao(tmp_path: Path) -> None:
+    assert build_settings({"kind_vault": "openbao"}, {}, rootdir=tmp_path).kind_vault == "openbao"
+    assert build_settings({}, {"TRUSTGRID_KIND_VAULT": "openbao"}, rootdir=tmp_path).kind_vault == "openbao"
+    with pytest.raises(SettingsError) as raised:
+        build_settings({"kind_vault": "consul"}, {}, rootdir=tmp_path)
+    assert str(raised.value) == "unknown --kind-vault 'consul'; choose one of vault, openbao"

@@ -48,8 +48,8 @@ class KindBringUp:
         self.stack = stack
         self.kubeconfig = state.file("kubeconfig")
         self.kubectl = Kubectl(runner, tools["kubectl"], self.kubeconfig)
-        self.flavor = "vault"
-        self.vault_ns = "vault"
+        self.flavor = settings.kind_vault
+        self.vault_ns = settings.kind_vault
         self.vault_addr = ""
 
     def tool_argv(self, argv: tuple[str, ...]) -> list[str]:
@@ -114,7 +114,9 @@ def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> 
     """Tools, cluster, charts, Vault, Istio, workloads; on any failure (or at the end) the cluster goes."""
     pins = load_kind_pins()
     progress("checking kind, kubectl, helm and istioctl (pinned, sha256)")
-    tools = {name: ensure_tool(tool, settings.cache_dir / "bin") for name, tool in load_tools().items()}
+    versions = {"istioctl": settings.istio_version} if settings.istio_version else None
+    tools = {name: ensure_tool(tool, settings.cache_dir / "bin")
+             for name, tool in load_tools(versions=versions).items()}
     with contextlib.ExitStack() as stack:
         state = RunState.create(settings.run_id)
         stack.callback(state.remove)

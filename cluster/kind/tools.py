@@ -55,12 +55,23 @@ class Tool:
         return self.member.format(version=self.version)
 
 
-def load_tools(path: Path = VERSIONS_FILE) -> dict[str, Tool]:
-    data = tomllib.loads(path.read_text()).get("tools", {})
-    return {name: Tool(name=name, version=str(spec["version"]), url_template=str(spec["url"]),
-                       sha256=str(spec["sha256"]).lower(), version_command=tuple(spec.get("version_command", ())),
-                       member=str(spec.get("member", "")))
-            for name, spec in data.items()}
+def load_tools(path: Path = VERSIONS_FILE, *, versions: dict[str, str] | None = None) -> dict[str, Tool]:
+    """The pinned tools; ``versions`` picks another pinned version of a tool (the CI matrix's Istio)."""
+    data = tomllib.loads(path.read_text())
+    tools = {}
+    for name, pinned in data.get("tools", {}).items():
+        wanted = (versions or {}).get(name) or str(pinned["version"])
+        spec = pinned
+        if wanted != str(pinned["version"]):
+            known = data.get("alternatives", {}).get(name, {})
+            if wanted not in known:
+                raise DownloadFailed(f"{name} {wanted} is not pinned",
+                                     fix=f"choose {pinned['version']} or one of {', '.join(known) or 'none'}")
+            spec = {**pinned, **known[wanted]}
+        tools[name] = Tool(name=name, version=wanted, url_template=str(spec["url"]),
+                           sha256=str(spec["sha256"]).lower(), version_command=tuple(spec.get("version_command", ())),
+                           member=str(spec.get("member", "")))
+    return tools
 
 
 def http_fetch(url: str, timeout: float) -> bytes:

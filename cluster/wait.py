@@ -15,8 +15,8 @@ from cluster.errors import WaitTimeout
 T = TypeVar("T")
 
 # A module-level event, never set, gives an interruptible pause that a
-# signal handler can cut short by raising; time.sleep would do too, but one
-# primitive keeps "no bare sleep" easy to check with grep.
+# signal handler can cut short by raising; one primitive keeps "no bare
+# sleep" easy to check with grep.
 _never = threading.Event()
 
 
@@ -37,7 +37,7 @@ def wait_until(
     converge: int = 1,
     describe: str,
     clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = pause,
+    between_polls: Callable[[float], None] = pause,
 ) -> T:
     """Call ``check`` until it returns a truthy value ``converge`` times in a row.
 
@@ -74,4 +74,4 @@ def wait_until(
         now = clock()
         if now >= deadline:
             raise WaitTimeout(describe, attempts, now - start, last_state, last_error)
-        sleep(min(interval, deadline - now))
+        between_polls(min(interval, deadline - now))

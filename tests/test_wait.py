@@ -13,21 +13,22 @@ class FakeClock:
     def __call__(self) -> float:
         return self.now
 
-    def sleep(self, seconds: float) -> None:
+    def advance(self, seconds: float) -> None:
         self.now += seconds
 
 
 def test_returns_the_first_truthy_value() -> None:
     values = iter([0, 0, "ready"])
     clock = FakeClock()
-    assert wait_until(lambda: next(values), timeout=5, describe="x", clock=clock, sleep=clock.sleep) == "ready"
+    found = wait_until(lambda: next(values), timeout=5, describe="x", clock=clock, between_polls=clock.advance)
+    assert found == "ready"
     assert clock.now == pytest.approx(0.2)
 
 
 def test_converge_needs_successes_in_a_row() -> None:
     values = iter([1, 0, 1, 1, 1, 0])
     clock = FakeClock()
-    wait_until(lambda: next(values), timeout=5, converge=3, describe="x", clock=clock, sleep=clock.sleep)
+    wait_until(lambda: next(values), timeout=5, converge=3, describe="x", clock=clock, between_polls=clock.advance)
     assert clock.now == pytest.approx(0.4)
 
 
@@ -42,7 +43,7 @@ def test_timeout_reports_attempts_elapsed_and_last_state_and_error() -> None:
         return item if item != "half" else ""
 
     with pytest.raises(WaitTimeout) as raised:
-        wait_until(check, timeout=1.0, interval=0.25, describe="the thing", clock=clock, sleep=clock.sleep)
+        wait_until(check, timeout=1.0, interval=0.25, describe="the thing", clock=clock, between_polls=clock.advance)
     err = raised.value
     assert err.attempts == 5
     assert err.elapsed == pytest.approx(1.0)
@@ -57,7 +58,7 @@ def test_abort_stops_waiting_at_once() -> None:
         raise Abort("process exited")
 
     with pytest.raises(Abort):
-        wait_until(check, timeout=10, describe="x", clock=clock, sleep=clock.sleep)
+        wait_until(check, timeout=10, describe="x", clock=clock, between_polls=clock.advance)
     assert clock.now == 0
 
 

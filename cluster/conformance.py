@@ -9,7 +9,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import hvac
@@ -69,7 +68,11 @@ def mtls_findings(kube: Kube, policy: Policy, namespaces: list[str] | None = Non
 
 
 def _seconds(value: float) -> str:
-    return str(timedelta(seconds=int(value))) if value >= 60 else f"{value:g}s"
+    """Durations the way Vault and Istio write them: 720h, 5m, 15s."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if value >= size and value % size == 0:
+            return f"{int(value // size)}{unit}"
+    return f"{value:g}s"
 
 
 def application_namespaces(kube: Kube, policy: Policy) -> list[str]:

@@ -155,7 +155,10 @@ def workload(ns: str, name: str, service_account: str, vault: VaultTarget, run_i
     """The echo app (and Vault agent) the local platform runs, as a Deployment and a Service."""
     selector = {"app": name}
     meta = {"namespace": ns, "labels": labels(run_id, app=name)}
-    annotations = {} if meshed else {"sidecar.istio.io/inject": "false"}
+    # The app logs in to Vault as it starts: with a sidecar, hold it until the proxy is up (the known
+    # agent-before-proxy trap); without one, say so explicitly.
+    annotations = ({"proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}'} if meshed
+                   else {"sidecar.istio.io/inject": "false"})
     args = ["app", f"--listen=0.0.0.0:{APP_PORT}", "--agent-socket=/run/tgpod/agent.sock", f"--namespace={ns}",
             f"--service-account={service_account}", "--pod=$(POD_NAME)", f"--vault-addr={vault.address}",
             f"--vault-auth-path={vault.kubernetes_path}", f"--vault-role={ns}",

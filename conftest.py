@@ -159,6 +159,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     config.stash[REPORTS].record_platform(platform.name, platform.versions.as_dict())
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that hold the platform alone first, then the long chaos waits, then the rest.
+
+    Under -n 2 a worker waiting for the exclusive lock sits idle until the
+    other's test ends; with the exclusive tests together at the start nothing
+    else is in flight then, and afterwards both workers share the rest (the
+    longest first). Stable, so the order within each group is the source order.
+    """
+    items.sort(key=lambda item: (item.get_closest_marker("cluster_fault") is None,
+                                 item.get_closest_marker("chaos") is None))
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     return config.stash[SESSION].header_lines()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -79,6 +80,10 @@ def pytest_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", *args]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_pytest(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
                prelude: str = "") -> subprocess.CompletedProcess[str]:
     argv = pytest_argv(*args)
@@ -97,8 +102,11 @@ class Child:
 
     @classmethod
     def start(cls, *args: str) -> Child:
+        # A shell that starts jobs in the background (nohup, `&` without job control) hands them SIGINT
+        # ignored, and Python then installs no KeyboardInterrupt handler: give the child a Ctrl-C it can feel.
         process = subprocess.Popen(pytest_argv(*args), cwd=ROOT, env=child_env(), text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   preexec_fn=_default_sigint)  # noqa: PLW1509 - only resets a signal
         child = cls(process)
         threading.Thread(target=child._pump, daemon=True).start()
         return child

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from cluster.errors import PlatformUnavailable
+from cluster.errors import PlatformUnavailable, WaitTimeout
 from cluster.platform import Capture, FlowSummary
 from cluster.wait import wait_until
 from cluster.wire import flows_from_ip_packets
@@ -63,10 +63,19 @@ def tcpdump(interface: str, into: Path) -> Iterator[Capture]:
         lines.append(line)
         return "listening on" in line
 
+    def drained() -> bool:
+        sizes.append(into.stat().st_size if into.exists() else 0)
+        return len(sizes) >= 3 and sizes[-1] == sizes[-2] == sizes[-3]
+
+    sizes: list[int] = []
     try:
         wait_until(listening, timeout=10, interval=0.0, describe=f"tcpdump to listen on {interface}")
         yield capture
     finally:
+        # SIGINT ends tcpdump at once: packets still in the kernel's ring are lost. Under load tcpdump
+        # may not have read the last exchange yet, so let its file stop growing first (-U writes each packet).
+        with contextlib.suppress(WaitTimeout):
+            wait_until(drained, timeout=3, interval=0.05, describe="tcpdump to write what crossed")
         process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=10)

@@ -18,7 +18,7 @@ from cluster import conformance
 from cluster.conformance import Finding
 from cluster.kube import Kube
 from cluster.meshconfig import read_mesh_config
-from cluster.platform import Platform, Workload
+from cluster.platform import CallResult, Platform, Workload
 from cluster.settings import Settings
 from cluster.tenancy import Tenant
 from cluster.vault import VaultConfigurator
@@ -111,60 +111,47 @@ def test_no_pki_role_issues_a_spiffe_id_outside_its_namespace(platform: Platform
     assert_no_findings(conformance.pki_scope_findings(platform.vault_admin(), mount, trust_domain))
 
 
+def answers_from_every_namespace(platform: Platform, kube: Kube, settings: Settings, caller: Workload,
+                                 must_include: str) -> dict[str, tuple[Workload, CallResult]]:
+    """A probe server in every application namespace but the caller's, and the caller's call to each."""
+    namespaces = [ns for ns in conformance.application_namespaces(kube, settings.profile.policy)
+                  if ns != caller.namespace]
+    assert must_include in namespaces, f"the live namespaces {namespaces} miss {must_include}"
+    with probe_servers(platform, kube, namespaces) as servers:
+        return {ns: (server, platform.call(caller, server, canary=canary(), timeout=5))
+                for ns, server in servers.items()}
+
+
 @pytest.mark.cluster_fault  # runs alone: it judges every namespace, so no half-made tenant of another test
 def test_strict_mtls_everywhere_outside_exempt_namespaces(
-    platform: Platform,
-    settings: Settings,
-    kube: Kube,
-    new_tenant: Callable[..., Tenant],
+    platform: Platform, settings: Settings, kube: Kube, new_tenant: Callable[..., Tenant],
     deploy: Callable[..., Workload],
 ) -> None:
-    policy = settings.profile.policy
-    findings = conformance.mtls_findings(kube, policy)
+    findings = conformance.mtls_findings(kube, settings.profile.policy)
     mesh, legacy = new_tenant(), new_tenant()
     naked = deploy(legacy, "naked", meshed=False)
-    namespaces = [ns for ns in conformance.application_namespaces(kube, policy) if ns != legacy.namespace]
-    assert mesh.namespace in namespaces, f"the live namespaces {namespaces} miss {mesh.namespace}"
-    with probe_servers(platform, kube, namespaces) as servers:
-        for namespace, server in servers.items():
-            answer = platform.call(naked, server, canary=canary(), timeout=5)
-            if answer.error not in REFUSED:
-                findings.append(
-                    Finding(
-                        f"a naked (plaintext) client got an answer ({answer.status} {answer.error})",
-                        f"namespace {namespace}, pod {server.name}",
-                        "make mTLS STRICT there",
-                    )
-                )
+    for namespace, (server, answer) in answers_from_every_namespace(platform, kube, settings, naked,
+                                                                    mesh.namespace).items():
+        if answer.error not in REFUSED:
+            findings.append(Finding(f"a naked (plaintext) client got an answer ({answer.status} {answer.error})",
+                                    f"namespace {namespace}, pod {server.name}", "make mTLS STRICT there"))
     assert_no_findings(findings)
 
 
 @pytest.mark.cluster_fault  # runs alone: it judges every namespace, so no half-made tenant of another test
 def test_every_application_namespace_denies_a_foreign_principal(
-    platform: Platform,
-    settings: Settings,
-    kube: Kube,
-    new_tenant: Callable[..., Tenant],
+    platform: Platform, settings: Settings, kube: Kube, new_tenant: Callable[..., Tenant],
     deploy: Callable[..., Workload],
 ) -> None:
     target, foreign = new_tenant(), new_tenant()
-    namespaces = [
-        ns for ns in conformance.application_namespaces(kube, settings.profile.policy) if ns != foreign.namespace
-    ]
-    assert target.namespace in namespaces, f"the live namespaces {namespaces} miss {target.namespace}"
-    findings = conformance.authz_findings(kube, namespaces)
     stranger = deploy(foreign, "stranger")
-    with probe_servers(platform, kube, namespaces) as servers:
-        for namespace, server in servers.items():
-            answer = platform.call(stranger, server, canary=canary(), timeout=5)
-            if answer.status != 403:
-                findings.append(
-                    Finding(
-                        f"a principal of namespace {foreign.namespace} got {answer.status} {answer.error}, not 403",
-                        f"namespace {namespace}, pod {server.name}",
-                        "allow only the principals that need access",
-                    )
-                )
+    answers = answers_from_every_namespace(platform, kube, settings, stranger, target.namespace)
+    findings = conformance.authz_findings(kube, list(answers))
+    for namespace, (server, answer) in answers.items():
+        if answer.status != 403:
+            findings.append(Finding(
+                f"a principal of namespace {foreign.namespace} got {answer.status} {answer.error}, not 403",
+                f"namespace {namespace}, pod {server.name}", "allow only the principals that need access"))
     assert_no_findings(findings)
 
 

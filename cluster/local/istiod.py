@@ -65,12 +65,20 @@ class Istiod:
         self.custom = client.CustomObjectsApi(api)
         self.generation = 0
         self.last_digest = ""
+        self.missing: list[str] = []
 
     def _list_custom(self, plural: str) -> list[dict[str, Any]]:
         return list(self.custom.list_cluster_custom_object("security.istio.io", "v1", plural)["items"])
 
-    def snapshot(self) -> tuple[list[PodView], list[dict[str, Any]], list[dict[str, Any]]]:
+    def snapshot(self) -> tuple[list[PodView], list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+        """Pods, their uids, PeerAuthentications and AuthorizationPolicies.
+
+        The uids are part of what "changed" means: a pod deleted and made again under
+        the same name and address between two polls is a new pod with a new
+        directory, and it needs its own push even though its view is the same.
+        """
         pods = []
+        uids = []
         for pod in self.core.list_pod_for_all_namespaces().items:
             labels = pod.metadata.labels or {}
             if pod.metadata.deletion_timestamp:
@@ -78,21 +86,27 @@ class Istiod:
             pods.append(PodView(pod.metadata.namespace, pod.metadata.name, labels,
                                 (pod.status.pod_ip or "") if pod.status else "",
                                 pod.spec.service_account_name or "default", labels.get(MESHED_LABEL) == "true"))
-        return pods, self._list_custom("peerauthentications"), self._list_custom("authorizationpolicies")
+            uids.append(pod.metadata.uid or "")
+        return pods, uids, self._list_custom("peerauthentications"), self._list_custom("authorizationpolicies")
 
     def push(self) -> None:
-        pods, peer_auth, authz = self.snapshot()
+        pods, uids, peer_auth, authz = self.snapshot()
         digest = hashlib.sha256(json.dumps(
-            [[p.__dict__ for p in pods], peer_auth, authz], sort_keys=True, default=str).encode()).hexdigest()
-        if digest == self.last_digest:
+            [[p.__dict__ for p in pods], uids, peer_auth, authz], sort_keys=True, default=str).encode()).hexdigest()
+        root = Path(self.config.pods_root)
+        arrived = any((root / pod).is_dir() for pod in self.missing)
+        if digest == self.last_digest and not arrived:
             return
         self.generation += 1
-        root = Path(self.config.pods_root)
         peer_map = peers(pods, self.config.trust_domain)
         covered = []
+        missing = []
         for pod in pods:
             folder = pod_dir(root, pod.namespace, pod.name)
-            if not pod.meshed or not folder.is_dir():
+            if not pod.meshed:
+                continue
+            if not folder.is_dir():
+                missing.append(f"{pod.namespace}/{pod.name}")  # pushed to once its directory appears
                 continue
             compiled = compile_pod(pod, self.config.trust_domain, peer_auth, authz)
             for problem in compiled.broken:
@@ -102,6 +116,7 @@ class Istiod:
         _write_atomic(root / "istiod.json", {"generation": self.generation, "pods": covered,
                                              "peers": sorted(peer_map)})
         self.last_digest = digest
+        self.missing = missing
         log.info("pushed generation %d to %d sidecars", self.generation, len(covered))
 
     def run(self) -> None:

@@ -17,11 +17,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(extra: list[str]) -> tuple[float, dict[str, dict[str, object]], int]:
+def run(extra: list[str]) -> tuple[float, dict[str, dict[str, Any]], int]:
     with tempfile.TemporaryDirectory(prefix="tg-bench-") as reports:
         started = time.monotonic()
         result = subprocess.run([sys.executable, "-m", "pytest", "suites/", "-q", "-p", "no:cacheprovider",

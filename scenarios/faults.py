@@ -20,6 +20,7 @@ from cluster.platform import Platform, Workload
 from cluster.tenancy import Tenant
 from cluster.vault import PkiRotation, VaultConfigurator
 from cluster.wait import wait_until
+from scenarios.scenario import Fault
 
 
 def _remaining(status: dict[str, Any]) -> float:
@@ -62,6 +63,15 @@ class _Base:
     @property
     def configurator(self) -> VaultConfigurator:
         return VaultConfigurator(self.admin, self.platform.vault_layout, self.tenant.setup, self.platform.run_id)
+
+    def inject(self) -> None:
+        raise NotImplementedError
+
+    def took_effect(self) -> str:
+        raise NotImplementedError
+
+    def fail_closed_in(self) -> float | None:
+        raise NotImplementedError
 
     def restore(self) -> None:
         return None
@@ -379,5 +389,5 @@ def fault_class(scenario_id: str) -> type[_Base]:
     return FAULTS[scenario_id]
 
 
-def make_fault(scenario_id: str, platform: Platform, tenant: Tenant, client: Workload, server: Workload) -> _Base:
+def make_fault(scenario_id: str, platform: Platform, tenant: Tenant, client: Workload, server: Workload) -> Fault:
     return fault_class(scenario_id)(platform, tenant, client, server, id=scenario_id)

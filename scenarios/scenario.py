@@ -32,8 +32,14 @@ PROBES = ("mesh", "vault")
 
 class Fault(Protocol):
     id: str
-    must_fail: tuple[str, ...]
-    zero_failures: bool
+
+    @property
+    def must_fail(self) -> tuple[str, ...]:
+        """The probes that must fail closed ("mesh", "vault")."""
+
+    @property
+    def zero_failures(self) -> bool:
+        """True where the scenario must not fail a single request (the rotations)."""
 
     def inject(self) -> None:
         """Break something on purpose."""

@@ -26,9 +26,10 @@ class Leftovers:
     pod_dirs: frozenset[str] = frozenset()
 
     def problems(self) -> list[str]:
-        named = {"processes": self.pids, "state directories": self.run_dirs, "listening ports": self.listening_ports,
-                 "network namespaces": self.netns, "links": self.links, "FORWARD rules": self.forward_rules,
-                 "pod directories": self.pod_dirs}
+        named: dict[str, frozenset[int] | frozenset[str]] = {
+            "processes": self.pids, "state directories": self.run_dirs, "listening ports": self.listening_ports,
+            "network namespaces": self.netns, "links": self.links, "FORWARD rules": self.forward_rules,
+            "pod directories": self.pod_dirs}
         return [f"{what} left: {sorted(items)}" for what, items in named.items() if items]
 
 

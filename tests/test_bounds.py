@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -12,8 +13,8 @@ from scenarios.bounds import ScenarioConfigError, check_possible
 from scenarios.faults import FAULTS, UnknownScenario, fault_class
 
 
-def with_changes(profile: Profile, *, setup: dict[str, object] | None = None, vault: dict[str, object] | None = None,
-                 mesh: dict[str, object] | None = None, policy: dict[str, object] | None = None) -> Profile:
+def with_changes(profile: Profile, *, setup: dict[str, Any] | None = None, vault: dict[str, Any] | None = None,
+                 mesh: dict[str, Any] | None = None, policy: dict[str, Any] | None = None) -> Profile:
     new_setup = dataclasses.replace(profile.setup, **(setup or {}))
     new_setup = dataclasses.replace(new_setup, vault=dataclasses.replace(new_setup.vault, **(vault or {})),
                                     mesh=dataclasses.replace(new_setup.mesh, **(mesh or {})))
@@ -41,10 +42,10 @@ def test_the_default_profile_makes_every_scenario_possible(default: Profile) -> 
      ("setup.mesh.cert_ttl 180s", "renew_fraction 0.5", "the 60s")),
     ("vault-seal", {"mesh": {"cert_ttl": timedelta(hours=24)}}, ("setup.mesh.cert_ttl 86400s", "the 300s")),
 ])
-def test_an_impossible_bound_names_both_values(default: Profile, scenario_id: str, change: dict[str, dict[str, object]],
+def test_an_impossible_bound_names_both_values(default: Profile, scenario_id: str, change: dict[str, dict[str, Any]],
                                                names: tuple[str, ...]) -> None:
     with pytest.raises(ScenarioConfigError) as raised:
-        check_possible(scenario_id, with_changes(default, **change))  # type: ignore[arg-type]
+        check_possible(scenario_id, with_changes(default, **change))
     message = str(raised.value)
     assert "\n" not in message and str(DEFAULT_PROFILE) in message
     for name in names:

@@ -41,7 +41,7 @@ def test_a_pod_name_that_is_too_long_is_one_line(local: LocalPlatform, tenant: T
 
 
 def test_an_exhausted_cidr_is_one_line(tmp_path: Path) -> None:
-    network = NodeNetwork("tg-unit-cidr", ipaddress.ip_network("10.251.77.0/29"), tmp_path / "ipam.json")
+    network = NodeNetwork("tg-unit-cidr", ipaddress.IPv4Network("10.251.77.0/29"), tmp_path / "ipam.json")
     network.up(owner=str(os.getpid()))
     try:
         for index in range(5):  # a /29 has 6 hosts; the first is the node's

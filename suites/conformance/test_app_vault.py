@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -18,8 +19,12 @@ def test_the_app_reads_its_secret_and_renews_its_token(
     platform: Platform, settings: Settings, tenant: Tenant, deploy: Callable[..., Workload]
 ) -> None:
     app = deploy(tenant, "app")
-    first = wait_until(lambda: platform.read_vault(app).get("ok") and platform.read_vault(app), timeout=10,
-                       describe="the app's first secret read")
+
+    def first_read() -> dict[str, Any]:
+        read = platform.read_vault(app)
+        return read if read.get("ok") else {}
+
+    first = wait_until(first_read, timeout=10, describe="the app's first secret read")
     assert first["logins"] == 1
     ttl = settings.profile.setup.vault.token_ttl.total_seconds()
     renewed = wait_until(lambda: (r := platform.read_vault(app))["renewals"] >= 1 and r, timeout=ttl,

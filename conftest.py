@@ -48,6 +48,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="let --platform kubeconfig use a context outside the allowlist")
     group.addoption("--allow-disruptive", action="store_true", default=False,
                     help="let --platform kubeconfig run cluster-wide faults (seal, CA down, root rotation)")
+    group.addoption("--vault-addr", default=None, metavar="URL",
+                    help="--platform kubeconfig: Vault as this process reaches it (env VAULT_ADDR; "
+                         "the admin token comes from VAULT_TOKEN only)")
+    group.addoption("--vault-ca", default=None, metavar="PEM",
+                    help="--platform kubeconfig: the CA bundle of Vault's TLS certificate (env VAULT_CACERT)")
+    group.addoption("--vault-cluster-addr", default=None, metavar="URL",
+                    help="--platform kubeconfig: Vault as pods reach it (default: --vault-addr)")
+    group.addoption("--vault-layout", default=None, metavar="KEY=MOUNT,...",
+                    help="--platform kubeconfig: the Vault mounts in use "
+                         "(default auth=kubernetes,kv=secret,pki=pki,pki_int=pki_int)")
+    group.addoption("--vault-workload", default=None, metavar="NS/KIND/NAME",
+                    help="--platform kubeconfig: what to scale for vault-down (default vault/statefulset/vault)")
+    group.addoption("--vault-unseal-keys", default=None, metavar="FILE",
+                    help="--platform kubeconfig: `operator init -format=json` output (mode 0600), "
+                         "needed to unseal after vault-seal and vault-down")
+    group.addoption("--mesh-ca", default=None, metavar="NS/KIND/NAME",
+                    help="--platform kubeconfig: the mesh CA to scale for mesh-ca-down "
+                         "(default cert-manager/deployment/cert-manager-istio-csr)")
+    group.addoption("--mesh-ca-role", default=None, metavar="ROLE",
+                    help="--platform kubeconfig: the mesh CA's Kubernetes-auth role in Vault (default mesh-ca)")
+    group.addoption("--workload-image", default=None, metavar="REF",
+                    help="--platform kubeconfig: the tgpod image (cluster/kind/Dockerfile) the cluster can pull "
+                         "(env TRUSTGRID_WORKLOAD_IMAGE)")
     group.addoption("--kind-vault", default=None, metavar="NAME",
                     help="--platform kind: vault or openbao, installed by its Helm chart (env TRUSTGRID_KIND_VAULT)")
     group.addoption("--istio-version", default=None, metavar="X.Y.Z",

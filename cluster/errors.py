@@ -38,8 +38,6 @@ class PlatformUnavailable(TrustgridError):
     """The chosen platform cannot run here (missing tool, not root, port taken)."""
 
 
-class PlatformNotImplemented(PlatformUnavailable):
-    """The platform is designed but not built yet."""
 
 
 class BinaryMissing(PlatformUnavailable):

@@ -148,6 +148,14 @@ class Kube:
         review = self.authn.create_token_review(client.V1TokenReview(spec=spec))
         return bool(review.status.authenticated)
 
+    def delete_namespaces_of_run(self, run_id: str) -> list[str]:
+        """Delete the namespaces that carry this run's label, and only those; returns their names."""
+        listed = self.core.list_namespace(label_selector=f"{RUN_LABEL}={run_id}")
+        names = [ns.metadata.name for ns in listed.items]
+        for name in names:
+            self.delete_namespace(name)
+        return names
+
     def namespaces_of_other_runs(self, run_id: str) -> list[str]:
         listed = self.core.list_namespace(label_selector=RUN_LABEL)
         return [ns.metadata.name for ns in listed.items if ns.metadata.labels.get(RUN_LABEL) != run_id]

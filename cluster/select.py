@@ -8,8 +8,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from cluster.errors import PlatformNotImplemented, PlatformUnavailable
-from cluster.kubeconfig.guard import Attachment, check_context, current_context
+from cluster.errors import PlatformUnavailable
+from cluster.kubeconfig.guard import Attachment, check_context, current_context, kubeconfig_path
 from cluster.platform import Platform
 from cluster.settings import Settings
 
@@ -50,17 +50,11 @@ def docker_host() -> str:
 def check_available(name: str, settings: Settings | None = None) -> None:
     """Fail fast (well under 2 s), with one line, before anything is created."""
     if name == "kubeconfig" and settings is not None:
-        kubeconfig = Path(os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or Path.home() / ".kube" / "config")
-        check_context(Attachment(settings.context or current_context(kubeconfig), settings.context_allowlist,
+        check_context(Attachment(settings.context or current_context(kubeconfig_path()), settings.context_allowlist,
                                  settings.allow_live_cluster, settings.allow_disruptive))
     if name == "kind" and not docker_engine_answers():
         raise PlatformUnavailable(f"the kind platform needs a Docker engine, and none answers at {docker_host()}",
                                   fix="start Docker, or use --platform local")
-    if name == "kubeconfig":
-        raise PlatformNotImplemented(
-            f"the {name} platform is not built yet in this version of trustgrid",
-            fix="use --platform local (the embedded default)",
-        )
 
 
 def open_platform(name: str, settings: Settings, progress: Progress) -> AbstractContextManager[Platform]:
@@ -70,6 +64,10 @@ def open_platform(name: str, settings: Settings, progress: Progress) -> Abstract
         from cluster.kind.bringup import start_kind
 
         return start_kind(settings, progress)
+    if name == "kubeconfig":
+        from cluster.kubeconfig.platform import attach_existing
+
+        return attach_existing(settings, progress)
     from cluster.local.platform import start_local
 
     return start_local(settings, progress)
@@ -82,6 +80,10 @@ def attach_platform(name: str, settings: Settings, state_path: Path) -> Platform
         from cluster.kind.bringup import attach_kind
 
         return attach_kind(settings, state_path)
+    if name == "kubeconfig":
+        from cluster.kubeconfig.platform import attach_existing_worker
+
+        return attach_existing_worker(settings, state_path)
     from cluster.local.platform import attach_local
 
     return attach_local(settings, state_path)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cluster.errors import SettingsError
 from cluster.kubeconfig.guard import DEFAULT_ALLOWLIST
+from cluster.kubeconfig.targets import ExistingCluster, existing_cluster
 from cluster.profile import DEFAULT_PROFILE, Profile, load_profile
 from cluster.runstate import cache_dir, new_run_id
 
@@ -29,7 +30,12 @@ ENVIRONMENT = {
     "pod_cidr": "TRUSTGRID_POD_CIDR",
     "kind_vault": "TRUSTGRID_KIND_VAULT",
     "istio_version": "TRUSTGRID_ISTIO_VERSION",
+    "vault_addr": "VAULT_ADDR",
+    "workload_image": "TRUSTGRID_WORKLOAD_IMAGE",
+    "vault_ca": "VAULT_CACERT",
 }
+EXISTING_OPTIONS = ("vault_addr", "vault_cluster_addr", "vault_layout", "vault_workload", "mesh_ca", "mesh_ca_role",
+                    "workload_image", "vault_unseal_keys", "vault_ca")
 KIND_VAULTS = ("vault", "openbao")
 
 
@@ -54,6 +60,8 @@ class Settings:
     # --platform kind: which Vault in the cluster, and which pinned Istio.
     kind_vault: str = "vault"
     istio_version: str | None = None
+    # --platform kubeconfig: where the existing cluster's Vault, mesh CA and image are.
+    existing: ExistingCluster | None = None
 
     @property
     def run_report_dir(self) -> Path:
@@ -105,6 +113,15 @@ def build_settings(
     profile_path = Path(str(profile_value)) if profile_value else DEFAULT_PROFILE
     profile = load_profile(profile_path)
 
+    existing = None
+    if platform == "kubeconfig":
+        picked = {name: str(_pick(options, env, name) or "") or None for name in EXISTING_OPTIONS}
+        existing = existing_cluster(
+            env, vault_addr=picked["vault_addr"], vault_cluster_addr=picked["vault_cluster_addr"],
+            layout=picked["vault_layout"], vault_workload=picked["vault_workload"], mesh_ca=picked["mesh_ca"],
+            mesh_ca_role=picked["mesh_ca_role"], image=picked["workload_image"],
+            unseal_keys=picked["vault_unseal_keys"], vault_ca=picked["vault_ca"])
+
     vault_value = _pick(options, env, "vault_binary")
     report_value = _pick(options, env, "report_dir")
     return Settings(
@@ -118,6 +135,7 @@ def build_settings(
         allow_disruptive=bool(options.get("allow_disruptive")),
         kind_vault=_kind_vault(_pick(options, env, "kind_vault")),
         istio_version=str(_pick(options, env, "istio_version") or "") or None,
+        existing=existing,
         report_dir=Path(str(report_value)) if report_value else root / "reports" / "out",
         vault_binary=Path(str(vault_value)) if vault_value else None,
         apiserver_port=_port(_pick(options, env, "apiserver_port"), "--apiserver-port"),

@@ -62,8 +62,9 @@ def test_the_current_context_comes_from_the_kubeconfig(tmp_path: Path) -> None:
 def test_the_suite_refuses_a_live_context_before_touching_anything(tmp_path: Path) -> None:
     config = tmp_path / "config"
     config.write_text("apiVersion: v1\nkind: Config\ncurrent-context: prod-eu\n")
-    env = {**os.environ, "KUBECONFIG": str(config), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "KUBECONFIG": str(config), "PYTHONPATH": str(ROOT), "VAULT_TOKEN": "not-used"}
     result = subprocess.run([sys.executable, "-m", "pytest", "suites/", "--platform", "kubeconfig",
+                             "--vault-addr", "https://127.0.0.1:1", "--workload-image", "x/tgpod:dev",
                              "-p", "no:cacheprovider", "--report-dir", str(tmp_path / "reports")],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 4

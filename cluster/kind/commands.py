@@ -48,10 +48,14 @@ class Kubectl:
     runner: Runner
     binary: Path
     kubeconfig: Path
+    context: str | None = None  # an existing cluster's context; kind's own kubeconfig has just one
+
+    def argv(self, *args: str) -> list[str]:
+        context = ["--context", self.context] if self.context else []
+        return [str(self.binary), "--kubeconfig", str(self.kubeconfig), *context, *args]
 
     def __call__(self, *args: str, stdin: str | None = None, timeout: float = 120) -> str:
-        return self.runner([str(self.binary), "--kubeconfig", str(self.kubeconfig), *args], stdin=stdin,
-                           timeout=timeout)
+        return self.runner(self.argv(*args), stdin=stdin, timeout=timeout)
 
     def apply(self, objs: Iterable[dict[str, Any]], timeout: float = 120) -> None:
         self("apply", "--server-side", "--field-manager=trustgrid", "-f", "-", stdin=documents(objs),

@@ -42,6 +42,7 @@ class VaultTarget:
     flavor: str  # "vault" or "openbao"
     pki_int_path: str = "pki_int"
     kubernetes_path: str = "kubernetes"
+    kv_path: str = "secret"
 
 
 def kind_config(cluster_name: str, issuer: str, audience: str, node_image: str) -> Manifest:
@@ -151,7 +152,7 @@ def istio_csr_values(setup: Setup) -> dict[str, Any]:
 
 # -- workloads -----------------------------------------------------------------
 def workload(ns: str, name: str, service_account: str, vault: VaultTarget, run_id: str, *,
-             meshed: bool = True, audience: str = "vault") -> list[Manifest]:
+             meshed: bool = True, audience: str = "vault", image: str = APP_IMAGE) -> list[Manifest]:
     """The echo app (and Vault agent) the local platform runs, as a Deployment and a Service."""
     selector = {"app": name}
     meta = {"namespace": ns, "labels": labels(run_id, app=name)}
@@ -162,9 +163,9 @@ def workload(ns: str, name: str, service_account: str, vault: VaultTarget, run_i
     args = ["app", f"--listen=0.0.0.0:{APP_PORT}", "--agent-socket=/run/tgpod/agent.sock", f"--namespace={ns}",
             f"--service-account={service_account}", "--pod=$(POD_NAME)", f"--vault-addr={vault.address}",
             f"--vault-auth-path={vault.kubernetes_path}", f"--vault-role={ns}",
-            "--vault-token-file=/var/run/secrets/vault/token", f"--vault-secret=secret/data/{ns}/app"]
+            "--vault-token-file=/var/run/secrets/vault/token", f"--vault-secret={vault.kv_path}/data/{ns}/app"]
     container = {
-        "name": "app", "image": APP_IMAGE, "imagePullPolicy": "IfNotPresent", "args": args,
+        "name": "app", "image": image, "imagePullPolicy": "IfNotPresent", "args": args,
         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         "ports": [{"name": "http", "containerPort": APP_PORT}],
         "volumeMounts": [{"name": "vault-token", "mountPath": "/var/run/secrets/vault", "readOnly": True},

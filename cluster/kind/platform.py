@@ -40,12 +40,13 @@ from cluster.platform import CallResult, Capture, Versions, Workload
 from cluster.runstate import RunState
 from cluster.secrets import redact, register
 from cluster.settings import Settings
-from cluster.vault import VaultConfigurator, VaultLayout
+from cluster.vault import VaultLayout
 from cluster.wait import wait_until
 from cluster.wire import flows_from_ip_packets, ip_packets_from_hex_dump
 
 ISTIO_CSR = ("cert-manager", "deploy/cert-manager-istio-csr")
 VAULT_INIT = "vault-init.json"
+MESH_CA_ROLE_KEPT = "mesh-ca-role.json"
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,14 @@ def parse_proxy_secret(config_dump: dict[str, Any]) -> dict[str, Any]:
 
 
 class KindPlatform:
+    """The kubectl-driven platform. The existing-cluster platform is this one with other credentials."""
+
     name = "kind"
 
     def __init__(self, settings: Settings, state: RunState, *, kubectl: Kubectl, istioctl: Path, vault: KindVault,
-                 debug_image: str, runner: Runner) -> None:
+                 debug_image: str, runner: Runner, layout: VaultLayout | None = None,
+                 mesh_ca: tuple[str, str] = ISTIO_CSR, mesh_ca_role: str = manifests.MESH_CA_ROLE,
+                 vault_workload: tuple[str, str] | None = None, image: str = manifests.APP_IMAGE) -> None:
         self.settings = settings
         self.state = state
         self.kubectl = kubectl
@@ -84,8 +89,12 @@ class KindPlatform:
         self.debug_image = debug_image
         self.runner = runner
         self.run_id = settings.run_id
-        self.vault_layout = VaultLayout()
-        self.kube = k8s_config.new_client_from_config(config_file=str(kubectl.kubeconfig))
+        self.vault_layout = layout or VaultLayout()
+        self.mesh_ca = mesh_ca  # (namespace, deploy/name) of istio-csr, scaled for the mesh-CA faults
+        self.mesh_ca_role = mesh_ca_role  # its Kubernetes-auth role in Vault
+        self.vault_workload = vault_workload or (vault.target.namespace, f"statefulset/{vault.target.flavor}")
+        self.image = image
+        self.kube = k8s_config.new_client_from_config(config_file=str(kubectl.kubeconfig), context=kubectl.context)
         self.versions = Versions(platform=self.name, kubernetes=self._server_version(), vault=vault.target.flavor,
                                  extra={"istio": self._istio_version()})
 
@@ -100,6 +109,10 @@ class KindPlatform:
         token = register(str(json.loads(self.state.file(VAULT_INIT).read_text())["root_token"]))
         return hvac.Client(url=self.vault.local_addr, token=token)
 
+    def unseal_keys(self) -> list[str]:
+        """The keys the platform kept at init (0600 in the run's state directory)."""
+        return [register(k) for k in json.loads(self.state.file(VAULT_INIT).read_text())["unseal_keys_b64"]]
+
     def vault_client(self) -> hvac.Client:
         return hvac.Client(url=self.vault.local_addr)
 
@@ -109,7 +122,7 @@ class KindPlatform:
     # -- workloads ---------------------------------------------------------------
     def deploy(self, ns: str, name: str, sa: str, *, meshed: bool = True) -> Workload:
         self.kubectl.apply(manifests.workload(ns, name, sa, self.vault.target, self.run_id, meshed=meshed,
-                                              audience=self.settings.profile.setup.vault.audience))
+                                              audience=self.settings.profile.setup.vault.audience, image=self.image))
         self.kubectl("-n", ns, "rollout", "status", f"deploy/{name}", "--timeout=120s", timeout=130)
         pod = self._pod(ns, name)
         return Workload(namespace=ns, name=name, service_account=sa, ip=str(pod.status.pod_ip), meshed=meshed)
@@ -150,8 +163,9 @@ class KindPlatform:
 
     def sidecar_status(self, wl: Workload) -> dict[str, Any]:
         pod = self._pod(wl.namespace, wl.name).metadata.name
-        dump = self.runner([str(self.istioctl), "--kubeconfig", str(self.kubectl.kubeconfig), "proxy-config",
-                            "secret", f"{pod}.{wl.namespace}", "-o", "json"], timeout=30)
+        context = ["--context", self.kubectl.context] if self.kubectl.context else []
+        dump = self.runner([str(self.istioctl), "--kubeconfig", str(self.kubectl.kubeconfig), *context,
+                            "proxy-config", "secret", f"{pod}.{wl.namespace}", "-o", "json"], timeout=30)
         return parse_proxy_secret(json.loads(dump))
 
     def renew_certificate(self, wl: Workload) -> None:
@@ -211,7 +225,7 @@ class KindPlatform:
         pieces = {
             "events.log": ("get", "events", "-A", "--sort-by=.lastTimestamp"),
             "pods.log": ("get", "pods", "-A", "-o", "wide"),
-            "istio-csr.log": ("-n", "cert-manager", "logs", ISTIO_CSR[1], "--tail=500"),
+            "istio-csr.log": ("-n", self.mesh_ca[0], "logs", self.mesh_ca[1], "--tail=500"),
             "vault.log": ("-n", self.vault.target.namespace, "logs", f"{self.vault.target.flavor}-0", "--tail=500"),
         }
         for name, args in pieces.items():
@@ -239,15 +253,11 @@ class KindFaults:
     def _scale(self, namespace: str, target: str, replicas: int) -> None:
         self.platform.kubectl("-n", namespace, "scale", target, f"--replicas={replicas}")
 
-    def _vault_target(self) -> tuple[str, str]:
-        vault = self.platform.vault.target
-        return vault.namespace, f"statefulset/{vault.flavor}"
-
     def stop_vault(self) -> None:
-        self._scale(*self._vault_target(), 0)
+        self._scale(*self.platform.vault_workload, 0)
 
     def start_vault(self) -> None:
-        self._scale(*self._vault_target(), 1)
+        self._scale(*self.platform.vault_workload, 1)
         self.unseal_vault()
 
     def restart_vault(self) -> None:
@@ -258,40 +268,46 @@ class KindFaults:
         self.platform.vault_admin().sys.seal()
 
     def unseal_vault(self) -> None:
-        keys = json.loads(self.platform.state.file(VAULT_INIT).read_text())["unseal_keys_b64"]
+        keys = self.platform.unseal_keys()
         client = self.platform.vault_client()
         wait_until(lambda: _answers(client), timeout=180, interval=1, describe="Vault to answer after its start")
         for key in keys:
             if not client.sys.read_seal_status()["sealed"]:
                 break
-            client.sys.submit_unseal_key(register(key))
+            client.sys.submit_unseal_key(key)
 
     def mesh_ca_status(self) -> dict[str, Any]:
         """istio-csr keeps no status; its recent log lines that mention Vault stand in for the CA's errors."""
-        text = self.platform.kubectl("-n", ISTIO_CSR[0], "logs", ISTIO_CSR[1], "--since=120s", timeout=30)
+        namespace, deployment = self.platform.mesh_ca
+        text = self.platform.kubectl("-n", namespace, "logs", deployment, "--since=120s", timeout=30)
         errors = [redact(line) for line in text.splitlines() if "403" in line or "permission denied" in line]
         return {"vault_recent_errors": errors[-20:]}
 
-    def _configurator(self) -> VaultConfigurator:
-        platform = self.platform
-        return VaultConfigurator(platform.vault_admin(), platform.vault_layout, platform.settings.profile.setup,
-                                 platform.run_id)
+    def _mesh_ca_role_path(self) -> str:
+        return f"/v1/auth/{self.platform.vault_layout.kubernetes_path}/role/{self.platform.mesh_ca_role}"
 
     def revoke_mesh_ca_vault_access(self) -> None:
+        """Delete the mesh CA's role, kept first as it was: restore puts back exactly that, not our idea of it."""
         admin = self.platform.vault_admin()
-        admin.adapter.delete(f"/v1/auth/{self.platform.vault_layout.kubernetes_path}/role/{manifests.MESH_CA_ROLE}")
+        role = admin.adapter.get(self._mesh_ca_role_path())["data"]
+        self.platform.state.write_private(MESH_CA_ROLE_KEPT, json.dumps(role))
+        admin.adapter.delete(self._mesh_ca_role_path())
         admin.sys.revoke_prefix(f"auth/{self.platform.vault_layout.kubernetes_path}/login")
 
     def restore_mesh_ca_vault_access(self) -> None:
-        self._configurator().configure_mesh_ca(manifests.ISTIO_NS, manifests.ISSUER,
-                                               audience=manifests.issuer_audience())
+        kept = self.platform.state.file(MESH_CA_ROLE_KEPT)
+        if not kept.exists():
+            return  # never revoked (the fault failed before it): nothing to put back
+        self.platform.vault_admin().adapter.post(self._mesh_ca_role_path(), json=json.loads(kept.read_text()))
+        kept.unlink()
 
     def stop_mesh_ca(self) -> None:
-        self._scale(*ISTIO_CSR, 0)
+        self._scale(*self.platform.mesh_ca, 0)
 
     def start_mesh_ca(self) -> None:
-        self._scale(*ISTIO_CSR, 1)
-        self.platform.kubectl("-n", ISTIO_CSR[0], "rollout", "status", ISTIO_CSR[1], "--timeout=120s", timeout=130)
+        namespace, deployment = self.platform.mesh_ca
+        self._scale(namespace, deployment, 1)
+        self.platform.kubectl("-n", namespace, "rollout", "status", deployment, "--timeout=120s", timeout=130)
 
 
 def _answers(client: hvac.Client) -> bool:
@@ -308,8 +324,7 @@ def port_forward(kubectl: Kubectl, namespace: str, service: str, port: int) -> I
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         local = probe.getsockname()[1]
-    process = subprocess.Popen([str(kubectl.binary), "--kubeconfig", str(kubectl.kubeconfig), "-n", namespace,
-                                "port-forward", f"svc/{service}", f"{local}:{port}"],
+    process = subprocess.Popen(kubectl.argv("-n", namespace, "port-forward", f"svc/{service}", f"{local}:{port}"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: _listening(local), timeout=30, interval=0.2, describe=f"port-forward to {service}")

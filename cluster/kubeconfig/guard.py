@@ -9,6 +9,7 @@ Both refusals are one line, before anything is touched.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,11 @@ class Attachment:
     allowlist: str = DEFAULT_ALLOWLIST
     allow_live_cluster: bool = False
     allow_disruptive: bool = False
+
+
+def kubeconfig_path() -> Path:
+    """The first file of KUBECONFIG, else ~/.kube/config (what kubectl reads)."""
+    return Path(os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or Path.home() / ".kube" / "config")
 
 
 def current_context(kubeconfig: Path) -> str:

@@ -1,0 +1,118 @@
+"""The existing-cluster platform: the kind platform's methods on a cluster someone else runs.
+
+Nothing is installed. The cluster already runs Istio (with istio-csr or a
+plugged-in CA) and Vault; options say where they are (cluster/kubeconfig/
+targets.py). What the run creates carries its run label (namespaces, and the
+Vault roles and policies named after them) and is all that it deletes; the
+mesh CA's role, taken away by one fault, is put back exactly as it was read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import hvac
+
+from cluster.errors import PlatformUnavailable, SettingsError
+from cluster.kind import manifests
+from cluster.kind.commands import Kubectl, Runner, run
+from cluster.kind.plan import load_kind_pins
+from cluster.kind.platform import KindPlatform, KindVault
+from cluster.kind.tools import ensure_tool, load_tools
+from cluster.kube import Kube
+from cluster.kubeconfig.guard import kubeconfig_path
+from cluster.kubeconfig.targets import ExistingCluster
+from cluster.runstate import RunState
+from cluster.secrets import register
+from cluster.settings import Settings
+
+Progress = Callable[[str], None]
+
+
+class ExistingClusterPlatform(KindPlatform):
+    name = "kubeconfig"
+
+    def vault_admin(self) -> hvac.Client:
+        token = os.environ.get("VAULT_TOKEN", "")
+        if not token:
+            raise SettingsError("VAULT_TOKEN is not set", fix="export VAULT_TOKEN before the run")
+        return hvac.Client(url=self.vault.local_addr, token=register(token), verify=self._verify())
+
+    def vault_client(self) -> hvac.Client:
+        return hvac.Client(url=self.vault.local_addr, verify=self._verify())
+
+    def _verify(self) -> str | bool:
+        return self.settings.existing.verify() if self.settings.existing else True
+
+    def unseal_keys(self) -> list[str]:
+        existing = self.settings.existing
+        if existing is None or existing.unseal_keys is None:
+            raise PlatformUnavailable("unsealing this cluster's Vault needs its unseal keys",
+                                      fix="pass --vault-unseal-keys FILE (mode 0600), or deselect vault-seal "
+                                          "and vault-down")
+        return [register(k) for k in json.loads(existing.unseal_keys.read_text())["unseal_keys_b64"]]
+
+
+def _check_vault(existing: ExistingCluster) -> None:
+    """One line if Vault does not answer or the token cannot act, before anything is created."""
+    client = hvac.Client(url=existing.vault_addr, token=register(os.environ.get("VAULT_TOKEN", "")),
+                         verify=existing.verify(), timeout=10)
+    try:
+        client.auth.token.lookup_self()
+    except hvac.exceptions.Forbidden:
+        raise SettingsError(f"Vault at {existing.vault_addr} refuses VAULT_TOKEN",
+                            fix="export a valid VAULT_TOKEN that may manage roles and policies") from None
+    except (hvac.exceptions.VaultError, OSError, ValueError) as err:
+        raise PlatformUnavailable(f"Vault at {existing.vault_addr} does not answer ({type(err).__name__})",
+                                  fix="check --vault-addr (a port-forward to the Vault service works)") from None
+
+
+def build_platform(settings: Settings, state: RunState, runner: Runner,
+                   tools: dict[str, Path]) -> ExistingClusterPlatform:
+    existing = settings.existing
+    if existing is None:
+        raise SettingsError("--platform kubeconfig needs its targets", fix="pass --vault-addr and --workload-image")
+    layout = existing.layout
+    target = manifests.VaultTarget("", existing.vault_cluster_addr, settings.kind_vault,
+                                   pki_int_path=layout.pki_int_path, kubernetes_path=layout.kubernetes_path,
+                                   kv_path=layout.kv_path)
+    kubectl = Kubectl(runner, tools["kubectl"], kubeconfig_path(), settings.context)
+    return ExistingClusterPlatform(
+        settings, state, kubectl=kubectl, istioctl=tools["istioctl"], vault=KindVault(target, existing.vault_addr),
+        debug_image=load_kind_pins().debug_image, runner=runner, layout=layout,
+        mesh_ca=(existing.mesh_ca.namespace, existing.mesh_ca.resource), mesh_ca_role=existing.mesh_ca_role,
+        vault_workload=(existing.vault_workload.namespace, existing.vault_workload.resource), image=existing.image)
+
+
+def pinned_tools(settings: Settings) -> dict[str, Path]:
+    versions = {"istioctl": settings.istio_version} if settings.istio_version else None
+    wanted = load_tools(versions=versions)
+    return {name: ensure_tool(wanted[name], settings.cache_dir / "bin") for name in ("kubectl", "istioctl")}
+
+
+@contextlib.contextmanager
+def attach_existing(settings: Settings, progress: Progress, runner: Runner = run,
+                    tools: dict[str, Path] | None = None) -> Iterator[ExistingClusterPlatform]:
+    """Attach; at the end delete the namespaces that carry this run's label, and nothing else."""
+    if settings.existing is None:
+        raise SettingsError("--platform kubeconfig needs its targets", fix="pass --vault-addr and --workload-image")
+    progress(f"attaching to context {settings.context or '(current)'}; Vault at {settings.existing.vault_addr}")
+    _check_vault(settings.existing)
+    found = tools or pinned_tools(settings)
+    with contextlib.ExitStack() as stack:
+        state = RunState.create(settings.run_id)
+        stack.callback(state.remove)
+        platform = build_platform(settings, state, runner, found)
+        if not settings.keep_cluster:
+            stack.callback(Kube(platform.kube).delete_namespaces_of_run, settings.run_id)
+            stack.callback(platform.faults().restore_mesh_ca_vault_access)  # a no-op unless a run died mid-fault
+        yield platform
+
+
+def attach_existing_worker(settings: Settings, state_path: Path, runner: Runner = run) -> ExistingClusterPlatform:
+    """An xdist worker's view: the same targets, the controller's run state."""
+    return build_platform(settings, RunState.attach(state_path), runner, pinned_tools(settings))

@@ -1,0 +1,116 @@
+"""The existing-cluster platform, attached to the local platform's real API server and Vault.
+
+The local platform stands in for "a cluster someone else runs": the
+kubeconfig platform reaches it through a kubeconfig, VAULT_ADDR, VAULT_CACERT
+and VAULT_TOKEN, as a user's staging cluster would be reached. kubectl and
+istioctl are not needed by what is proven here (namespaces and Vault are
+driven through their APIs), and a recording runner shows that they were not
+asked to do anything but report a version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import hvac
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from cluster.errors import PlatformUnavailable
+from cluster.kube import Kube
+from cluster.kubeconfig.platform import ExistingClusterPlatform, attach_existing
+from cluster.local.platform import LocalPlatform
+from cluster.platform import Platform
+from cluster.runstate import RUN_LABEL
+from cluster.settings import Settings, build_settings
+from cluster.tenancy import open_tenant
+
+TOOLS = {"kubectl": Path("/nonexistent/kubectl"), "istioctl": Path("/nonexistent/istioctl")}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: Sequence[str], *, stdin: str | None = None, timeout: float = 120) -> str:
+        self.calls.append(list(argv))
+        return "1.31.1"
+
+
+@pytest.fixture
+def local(platform: Platform) -> LocalPlatform:
+    if not isinstance(platform, LocalPlatform):
+        pytest.skip("attaches to the local platform's API server and Vault")
+    return platform
+
+
+@pytest.fixture
+def existing_settings(local: LocalPlatform, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    endpoint = local.connection.vault_endpoint
+    monkeypatch.setenv("KUBECONFIG", str(local.state.file("kubeconfig")))
+    monkeypatch.setenv("VAULT_TOKEN", local.vault.root_token())
+    return build_settings({"platform": "kubeconfig", "vault_addr": endpoint.addr, "vault_ca": str(endpoint.ca),
+                           "workload_image": "trustgrid/tgpod:dev", "profile": str(settings.profile.path),
+                           "report_dir": str(settings.report_dir)})
+
+
+def _role(admin: hvac.Client, path: str) -> dict[str, Any] | None:
+    try:
+        return dict(admin.adapter.get(path)["data"])
+    except hvac.exceptions.InvalidPath:
+        return None
+
+
+def _gone_or_going(kube: Kube, name: str) -> bool:
+    try:
+        return kube.core.read_namespace(name).metadata.deletion_timestamp is not None
+    except ApiException as err:
+        return bool(err.status == 404)
+
+
+@pytest.fixture
+def attached(existing_settings: Settings) -> Iterator[tuple[ExistingClusterPlatform, Recorder]]:
+    recorder = Recorder()
+    with attach_existing(existing_settings, lambda _: None, runner=recorder, tools=TOOLS) as existing:
+        yield existing, recorder
+
+
+@pytest.mark.cluster_fault  # taking the mesh CA's role away revokes every Kubernetes-auth login
+def test_a_run_on_an_existing_cluster_leaves_nothing_of_its_own_and_touches_nothing_else(
+        local: LocalPlatform, existing_settings: Settings) -> None:
+    kube = Kube(local.kube)
+    admin = local.vault_admin()
+    role_path = f"/v1/auth/{local.vault_layout.kubernetes_path}/role/mesh-ca"
+    mesh_ca_role = _role(admin, role_path)
+    assert mesh_ca_role, "the local platform's mesh CA has a Kubernetes-auth role to take away"
+    theirs = [ns.metadata.name for ns in kube.core.list_namespace(label_selector=f"{RUN_LABEL}={local.run_id}").items]
+    assert theirs, "the cluster already has namespaces of its own (the local run's)"
+
+    recorder = Recorder()
+    with attach_existing(existing_settings, lambda _: None, runner=recorder, tools=TOOLS) as existing:
+        assert existing.name == "kubeconfig" and existing.run_id != local.run_id
+        with open_tenant(existing, existing.settings.profile.setup, "existing") as tenant:
+            labels = kube.core.read_namespace(tenant.namespace).metadata.labels
+            assert labels[RUN_LABEL] == existing.run_id
+            assert _role(admin, f"/v1/auth/{existing.vault_layout.kubernetes_path}/role/{tenant.role}")
+        assert _role(admin, f"/v1/auth/{existing.vault_layout.kubernetes_path}/role/{tenant.role}") is None
+        # What a test killed mid-way leaves: a namespace of this run, and the mesh CA's role taken away.
+        left = f"t-left-{existing.run_id.removeprefix('tg-')}"[:63]
+        kube.ensure_namespace(left, existing.run_id)
+        existing.faults().revoke_mesh_ca_vault_access()
+        assert _role(admin, role_path) is None, "the fault took effect: Vault has no mesh-ca role"
+    assert _role(admin, role_path) == mesh_ca_role, "the role is back exactly as it was read"
+    assert _gone_or_going(kube, left), f"namespace {left} of the attached run was left behind"
+    assert not any(_gone_or_going(kube, name) for name in theirs), "a namespace of the cluster's own was deleted"
+    assert [call[1:2] for call in recorder.calls] == [["version"]], recorder.calls
+
+
+def test_the_attached_platform_reads_the_live_cluster(
+        attached: tuple[ExistingClusterPlatform, Recorder], local: LocalPlatform) -> None:
+    existing, _ = attached
+    assert existing.versions.kubernetes == local.versions.kubernetes
+    assert existing.vault_admin().sys.read_health_status(method="GET")["sealed"] is False
+    with pytest.raises(PlatformUnavailable, match="--vault-unseal-keys"):
+        existing.unseal_keys()

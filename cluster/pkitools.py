@@ -20,3 +20,15 @@ def csr_and_key(spiffe_id: str) -> tuple[str, str]:
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode()
     return request.public_bytes(serialization.Encoding.PEM).decode(), register(key_pem)
+
+
+def ca_csr_and_key(common_name: str) -> tuple[str, str]:
+    """A CSR for an intermediate CA (Istio's plugged-in signing CA), and its key (PEM, registered)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)]))
+               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+               .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    return request.public_bytes(serialization.Encoding.PEM).decode(), register(key_pem)

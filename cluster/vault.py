@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import hvac
 from hvac.exceptions import InvalidRequest
 
 from cluster.errors import VaultSetupError
+from cluster.pkitools import ca_csr_and_key
 from cluster.profile import Setup, spiffe_pattern
 from cluster.secrets import register
 
@@ -40,6 +41,15 @@ class VaultLayout:
     def secret_path(self, namespace: str, name: str = "app") -> str:
         """The KV v2 logical path (without the data/ segment)."""
         return f"{namespace}/{name}"
+
+
+@dataclass(frozen=True)
+class PluginCa:
+    """Istio's ``cacerts``: its signing certificate and key, and the root they chain to."""
+
+    cert_pem: str
+    key_pem: str = field(repr=False)
+    root_pem: str
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,20 @@ class VaultConfigurator:
             })["data"]["certificate"]
             self._post(f"{inter}/intermediate/set-signed", {"certificate": f"{signed}\n{root_pem}"})
         return root_pem
+
+    def sign_plugin_ca(self) -> PluginCa:
+        """`ca: plugin`: an intermediate signed by Vault's root whose key Istio holds (for ``cacerts``).
+
+        The key is made here, never in Vault: Vault signs the CSR through ``root/sign-intermediate``.
+        """
+        root_pem = self.configure_pki()
+        common_name = f"trustgrid istiod CA {self.run_id}"
+        csr, key = ca_csr_and_key(common_name)
+        signed = self._post(f"{self.layout.pki_root_path}/root/sign-intermediate", {
+            "csr": csr, "format": "pem", "ttl": "8760h", "use_csr_values": False, "common_name": common_name,
+            "max_path_length": 0,
+        })["data"]["certificate"]
+        return PluginCa(cert_pem=str(signed), key_pem=key, root_pem=root_pem)
 
     def ensure_audit(self, file_path: str) -> str:
         """A file audit device. OpenBao only accepts declarative ones from its

@@ -62,3 +62,19 @@ def check_possible(scenario_id: str, profile: Profile) -> None:
             f"{where}: setup.mesh.cert_ttl {_s(setup.mesh.cert_ttl)}: {scenario_id} fails closed only when the "
             f"certificates expire, beyond the {_s(MAX_TTL_WAIT_S)} a chaos run waits",
             fix="use a test profile with cert_ttl of 5m or less (the default profile uses 30s)")
+
+
+# With ``ca: plugin`` istiod signs with a Vault-issued intermediate it holds itself: no mesh CA token
+# to lose, and Vault's pki_int and root are not what workload certificates chain through at run time.
+NOT_WITH_PLUGIN_CA = {
+    "mesh-ca-vault-access-lost": "the mesh CA (istiod) holds no Vault token",
+    "intermediate-rotation": "istiod signs with cacerts, not through Vault's pki_int",
+    "root-rotation": "a root rotation means new cacerts for istiod, which this scenario does not do",
+}
+
+
+def inapplicable(scenario_id: str, profile: Profile) -> str:
+    """Why a scenario does not apply to this setup ('' when it does)."""
+    if profile.setup.mesh.ca == "plugin" and scenario_id in NOT_WITH_PLUGIN_CA:
+        return f"{scenario_id} does not apply with setup.mesh.ca plugin: {NOT_WITH_PLUGIN_CA[scenario_id]}"
+    return ""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from cluster.profile import DEFAULT_PROFILE, Profile, load_profile
-from scenarios.bounds import ScenarioConfigError, check_possible
+from scenarios.bounds import ScenarioConfigError, check_possible, inapplicable
 from scenarios.faults import FAULTS, UnknownScenario, fault_class
 
 
@@ -58,3 +59,19 @@ def test_an_unknown_scenario_id_is_refused_with_the_known_ids() -> None:
     message = str(raised.value)
     assert message.startswith("unknown scenario 'vault-sael'; choose one of vault-token-expiry, ")
     assert all(scenario_id in message for scenario_id in FAULTS)
+
+
+def test_with_a_plugged_in_ca_the_vault_mesh_ca_scenarios_do_not_apply_and_seal_spares_the_mesh(
+        default: Profile) -> None:
+    plugin = with_changes(default, mesh={"ca": "plugin"})
+    skipped = {scenario for scenario in FAULTS if inapplicable(scenario, plugin)}
+    assert skipped == {"mesh-ca-vault-access-lost", "intermediate-rotation", "root-rotation"}
+    assert "setup.mesh.ca plugin" in inapplicable("root-rotation", plugin)
+    assert not any(inapplicable(scenario, default) for scenario in FAULTS)
+    for profile, expected in ((default, ("vault", "mesh")), (plugin, ("vault",))):
+        tenant = SimpleNamespace(setup=profile.setup)
+        for scenario in ("vault-seal", "vault-down"):
+            fault = fault_class(scenario)(None, tenant, None, None, id=scenario)  # type: ignore[arg-type]
+            assert fault.must_fail == expected
+    seal = fault_class("vault-seal")(None, SimpleNamespace(setup=plugin.setup), None, None)  # type: ignore[arg-type]
+    assert seal.fail_closed_in() == 0.0  # Vault reads fail at once; nothing waits for a certificate

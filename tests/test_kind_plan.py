@@ -87,3 +87,35 @@ def test_the_nightly_matrix_matches_the_pins() -> None:
     assert matrix["istio"] == pinned["istio"] and matrix["vault"] == pinned["vault"]
     for version in matrix["istio"]:
         assert load_tools(versions={"istioctl": version})["istioctl"].version == version
+
+
+def _plugin_profile(tmp_path: Path) -> Path:
+    profile = tmp_path / "plugin.yaml"
+    profile.write_text(f"extends: {DEFAULT_PROFILE}\nsetup:\n  mesh:\n    ca: plugin\n")
+    return profile
+
+
+def test_ca_plugin_puts_a_vault_intermediate_in_cacerts_instead_of_istio_csr(tmp_path: Path) -> None:
+    setup = load_profile(_plugin_profile(tmp_path)).setup
+    plan = install_plan(setup, "tg-1")
+    titles = " | ".join(step.title for step in plan)
+    assert "istio-csr" not in titles and "cert-manager" not in titles and "Issuer" not in titles
+    actions = [step.action for step in plan]
+    assert actions.index("configure-vault") < actions.index("plugin-ca")
+    plugin_step = plan[actions.index("plugin-ca")]
+    assert [d["metadata"]["name"] for d in plugin_step.documents] == [manifests.ISTIO_NS, "cacerts"]
+    istio = next(step for step in plan if step.argv[:2] == ("istioctl", "install"))
+    assert actions.index("plugin-ca") < plan.index(istio)
+    assert "components" not in istio.documents[0]["spec"]  # istiod keeps its CA server
+
+
+def test_the_local_platform_refuses_ca_plugin_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "pytest", "suites/", "--platform", "local", "--profile",
+                             str(_plugin_profile(tmp_path)), "-p", "no:cacheprovider",
+                             "--report-dir", str(tmp_path / "reports")],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 4, result.stdout + result.stderr
+    line = result.stderr.strip()
+    assert "\n" not in line and "setup.mesh.ca 'plugin' is not run by the local platform" in line
+    assert "--platform kind" in line and not (tmp_path / "reports").exists()

@@ -20,7 +20,7 @@ import yaml
 from cluster.kind import manifests
 from cluster.kind.commands import Kubectl, Runner, documents, run
 from cluster.kind.plan import SA_ISSUER, Step, cluster_name, install_plan, load_kind_pins
-from cluster.kind.platform import VAULT_INIT, KindPlatform, KindVault, port_forward
+from cluster.kind.platform import ISTIO_CSR, VAULT_INIT, KindPlatform, KindVault, port_forward
 from cluster.kind.tools import ensure_tool, load_tools
 from cluster.runstate import RunState
 from cluster.secrets import register
@@ -74,6 +74,11 @@ class KindBringUp:
         elif step.action == "load-image":
             self.runner(["docker", "build", "-t", manifests.APP_IMAGE, "-f", str(DOCKERFILE), str(REPO)], timeout=900)
             self.runner(self.tool_argv(step.argv), timeout=300)
+        elif step.action == "plugin-ca":
+            ca = VaultConfigurator(self.admin(), VaultLayout(), self.settings.profile.setup,
+                                   self.settings.run_id).sign_plugin_ca()
+            self.kubectl.apply([step.documents[0],
+                                manifests.cacerts_secret(ca.cert_pem, ca.key_pem, ca.root_pem, self.settings.run_id)])
         elif step.action == "root-ca":
             root = VaultConfigurator(self.admin(), VaultLayout(), self.settings.profile.setup,
                                      self.settings.run_id).configure_pki()
@@ -105,8 +110,9 @@ class KindBringUp:
         configurator.configure_pki()
         if setup.vault.audit and self.flavor == "vault":
             configurator.ensure_audit("stdout")
-        configurator.configure_mesh_pki_role(manifests.MESH_PKI_ROLE)
-        configurator.configure_mesh_ca(manifests.ISTIO_NS, manifests.ISSUER, audience=manifests.issuer_audience())
+        if setup.mesh.ca == "istio-csr":
+            configurator.configure_mesh_pki_role(manifests.MESH_PKI_ROLE)
+            configurator.configure_mesh_ca(manifests.ISTIO_NS, manifests.ISSUER, audience=manifests.issuer_audience())
 
 
 @contextlib.contextmanager
@@ -131,7 +137,7 @@ def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> 
         vault = KindVault(manifests.VaultTarget(up.vault_ns, f"http://{up.flavor}.{up.vault_ns}.svc:8200", up.flavor),
                           up.vault_addr)
         platform = KindPlatform(settings, state, kubectl=up.kubectl, istioctl=tools["istioctl"], vault=vault,
-                                debug_image=pins.debug_image, runner=runner)
+                                debug_image=pins.debug_image, runner=runner, mesh_ca=mesh_ca(settings))
         state.write_private(CONNECTION, json.dumps({
             "tools": {k: str(v) for k, v in tools.items()}, "vault_addr": up.vault_addr, "flavor": up.flavor,
             "vault_ns": up.vault_ns, "debug_image": pins.debug_image}))
@@ -149,4 +155,9 @@ def attach_kind(settings: Settings, state_path: Path, runner: Runner = run) -> K
                                    data["flavor"])
     return KindPlatform(settings, state, kubectl=Kubectl(runner, tools["kubectl"], state.file("kubeconfig")),
                         istioctl=tools["istioctl"], vault=KindVault(target, data["vault_addr"]),
-                        debug_image=data["debug_image"], runner=runner)
+                        debug_image=data["debug_image"], runner=runner, mesh_ca=mesh_ca(settings))
+
+
+def mesh_ca(settings: Settings) -> tuple[str, str]:
+    """What signs workload certificates, scaled for mesh-ca-down: istio-csr, or istiod with ca: plugin."""
+    return (manifests.ISTIO_NS, "deployment/istiod") if settings.profile.setup.mesh.ca == "plugin" else ISTIO_CSR

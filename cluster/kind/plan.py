@@ -8,6 +8,9 @@ platform executes it; ``--dry-run`` prints it (redacted) and touches nothing.
 3. Vault or OpenBao (server mode), init,    7. istioctl install (CA server off, caAddress istio-csr)
    unseal; cluster/vault.py configures it   8. the workload image, mesh policy and workloads
 4. the Vault Issuer with serviceAccountRef
+
+With ``ca: plugin`` steps 2 and 4 to 6 give way to one: a Vault-signed
+intermediate in istio-system/cacerts, and istiod keeps its own CA server.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ class Step:
     argv: tuple[str, ...] = ()  # a tool's command line; the documents go to its stdin
     documents: tuple[dict[str, Any], ...] = ()  # objects applied, or a file the command reads
     notes: str = ""
-    action: str = "run"  # run | apply | init-vault | configure-vault | root-ca
+    action: str = "run"  # run | apply | init-vault | configure-vault | root-ca | plugin-ca | load-image
 
 
 @dataclass(frozen=True)
@@ -69,17 +72,41 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
                                                       namespace, "--create-namespace", "--wait", "-f", "-"),
                     (values,))
 
-    return [
-        Step(f"kind cluster {name}", ("kind", "create", "cluster", "--name", name, "--config", "-", "--wait", "120s"),
-             (manifests.kind_config(name, SA_ISSUER, setup.vault.audience, pins.node_image),)),
-        helm("cert-manager", "cert_manager", manifests.CERT_MANAGER_NS, manifests.cert_manager_values()),
+    cluster = Step(f"kind cluster {name}", ("kind", "create", "cluster", "--name", name, "--config", "-",
+                                             "--wait", "120s"),
+                   (manifests.kind_config(name, SA_ISSUER, setup.vault.audience, pins.node_image),))
+    vault_steps = [
         helm(flavor, flavor, vault_ns, manifests.vault_values(flavor, audit=setup.vault.audit)),
         Step(f"initialize and unseal {flavor}; keys kept 0600 in the run's state directory",
              ("kubectl", "-n", vault_ns, "exec", f"{flavor}-0", "--", cli, "operator", "init", "-key-shares=3",
               "-key-threshold=2", "-format=json"),
              notes="then `operator unseal` twice; the pod is Ready only once unsealed", action="init-vault"),
         Step("configure Vault: Kubernetes auth, KV, PKI root and intermediate, roles per namespace (cluster/vault.py)",
-             notes=f"the Issuer's role requires audience {manifests.issuer_audience()}", action="configure-vault"),
+             notes=(f"the Issuer's role requires audience {manifests.issuer_audience()}" if setup.mesh.ca == "istio-csr"
+                    else "no mesh CA role: with ca: plugin istiod signs with its own key"), action="configure-vault"),
+    ]
+    workloads = [
+        Step("the workload image", ("kind", "load", "docker-image", manifests.APP_IMAGE, "--name", name),
+             notes="built first with: docker build -t trustgrid/tgpod:dev -f cluster/kind/Dockerfile .",
+             action="load-image"),
+        Step("mesh policy and workloads", documents=tuple(manifests.mesh_and_workloads(setup, vault, run_id)),
+             action="apply"),
+    ]
+    if setup.mesh.ca == "plugin":
+        # Istio's "plug in CA certificates": istiod keeps its CA server, signing with a Vault-issued intermediate.
+        return [cluster, *vault_steps,
+                Step("a Vault-signed intermediate for istiod, as istio-system/cacerts (ca: plugin)",
+                     documents=(manifests.namespace(manifests.ISTIO_NS, run_id),
+                                manifests.cacerts_secret("<intermediate from pki/root/sign-intermediate>",
+                                                         "<its key, made here>", "<root CA PEM>", run_id)),
+                     action="plugin-ca"),
+                Step("Istio with the plugged-in CA", ("istioctl", "install", "-y", "-f", "-"),
+                     (manifests.istio_operator(setup, ca="plugin"),)),
+                *workloads]
+    return [
+        cluster,
+        helm("cert-manager", "cert_manager", manifests.CERT_MANAGER_NS, manifests.cert_manager_values()),
+        *vault_steps,
         Step("the Vault Issuer and the right to request its tokens",
              documents=(manifests.namespace(manifests.ISTIO_NS, run_id), *manifests.issuer_identity(run_id),
                         manifests.mesh_issuer(vault, manifests.MESH_CA_ROLE, run_id)), action="apply"),
@@ -88,11 +115,7 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
         helm("cert-manager-istio-csr", "istio_csr", manifests.CERT_MANAGER_NS, manifests.istio_csr_values(setup)),
         Step("Istio with istio-csr as its CA", ("istioctl", "install", "-y", "-f", "-"),
              (manifests.istio_operator(setup, ca=setup.mesh.ca),)),
-        Step("the workload image", ("kind", "load", "docker-image", manifests.APP_IMAGE, "--name", name),
-             notes="built first with: docker build -t trustgrid/tgpod:dev -f cluster/kind/Dockerfile .",
-             action="load-image"),
-        Step("mesh policy and workloads", documents=tuple(manifests.mesh_and_workloads(setup, vault, run_id)),
-             action="apply"),
+        *workloads,
     ]
 
 

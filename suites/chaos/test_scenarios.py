@@ -12,7 +12,7 @@ from cluster.settings import Settings
 from cluster.tenancy import Tenant
 from cluster.wait import wait_until
 from reports import attach
-from scenarios.bounds import ScenarioConfigError, check_possible
+from scenarios.bounds import ScenarioConfigError, check_possible, inapplicable
 from scenarios.faults import CLUSTER_WIDE, FAULTS, make_fault
 from scenarios.monitor import OK
 from scenarios.scenario import Stage, run_scenario
@@ -56,9 +56,12 @@ SCENARIOS = [pytest.param(scenario_id, id=scenario_id,
 @pytest.fixture
 def stage(platform: Platform, settings: Settings, new_tenant: Callable[..., Tenant],
           deploy: Callable[..., Workload], request: pytest.FixtureRequest) -> tuple[Stage, Tenant]:
+    scenario_id = request.node.callspec.params["scenario_id"]
+    if reason := inapplicable(scenario_id, settings.profile):
+        pytest.skip(reason)
     # An impossible bound is a configuration error (an ERROR at setup), never a false product failure.
     try:
-        check_possible(request.node.callspec.params["scenario_id"], settings.profile)
+        check_possible(scenario_id, settings.profile)
     except ScenarioConfigError as err:
         pytest.fail(f"configuration error: {err}", pytrace=False)
     tenant = new_tenant("client", "server")

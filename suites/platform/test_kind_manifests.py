@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
@@ -20,6 +22,7 @@ from cluster.kind import manifests
 from cluster.kube import Kube
 from cluster.platform import Platform
 from cluster.settings import Settings
+from cluster.vault import VaultConfigurator
 
 ROOT_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"  # shape only: never parsed
 
@@ -94,3 +97,24 @@ def test_the_dry_run_refuses_a_broken_manifest(platform: Platform, kube: Kube, k
     message = str(refused.value.body)
     assert refused.value.status in (400, 422, 500), message
     assert path[-1] in message or str(value) in message, message
+
+
+def test_the_plugin_ca_is_an_intermediate_signed_by_the_live_vault_root(platform: Platform, settings: Settings,
+                                                                        kube: Kube) -> None:
+    """`ca: plugin` on kind: istiod's cacerts come from Vault's root; here with the real OpenBao and API server."""
+    configurator = VaultConfigurator(platform.vault_admin(), platform.vault_layout, settings.profile.setup,
+                                     platform.run_id)
+    ca = configurator.sign_plugin_ca()
+    cert = x509.load_pem_x509_certificate(ca.cert_pem.encode())
+    root = x509.load_pem_x509_certificate(ca.root_pem.encode())
+    live_root = platform.vault_admin().adapter.get(f"/v1/{platform.vault_layout.pki_root_path}/cert/ca")
+    assert ca.root_pem.strip() == live_root["data"]["certificate"].strip()
+    cert.verify_directly_issued_by(root)  # raises unless the root's key signed it
+    constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    assert constraints.ca and constraints.path_length == 0
+    key = serialization.load_pem_private_key(ca.key_pem.encode(), password=None)
+    assert key.public_key().public_numbers() == cert.public_key().public_numbers()  # type: ignore[union-attr]
+    assert ca.key_pem not in repr(ca)
+    secret = manifests.cacerts_secret(ca.cert_pem, ca.key_pem, ca.root_pem, platform.run_id)
+    with namespaces_for(kube, [secret], platform.run_id):
+        dry_run_apply(DynamicClient(platform.kube), secret)

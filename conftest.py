@@ -77,6 +77,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="--platform kind: a pinned Istio other than the default (env TRUSTGRID_ISTIO_VERSION)")
     group.addoption("--dry-run", action="store_true", default=False,
                     help="print the kind platform's install plan (commands and manifests, redacted) and stop")
+    group.addoption("--reuse-cluster", action="store_true", default=False,
+                    help="--platform kind: use the cluster trustgrid-reuse if it exists, reset to the profile's "
+                         "baseline (never trusting leftovers), and keep it afterwards")
     group.addoption("--keep-cluster", action="store_true", default=False,
                     help="leave the platform running after the run, and print how to reach and remove it")
     group.addoption("--report-dir", default=None, metavar="DIR",
@@ -154,7 +157,8 @@ def print_plan_and_exit(name: str, settings: Settings) -> None:
                              fix="add --platform kind")
     from cluster.kind.plan import install_plan, render
 
-    print(render(install_plan(settings.profile.setup, settings.run_id, flavor=settings.kind_vault)))
+    print(render(install_plan(settings.profile.setup, settings.run_id, flavor=settings.kind_vault,
+                              reuse=settings.reuse_cluster)))
     pytest.exit("trustgrid: dry run; nothing was created", returncode=0)
 
 

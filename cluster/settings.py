@@ -52,6 +52,8 @@ class Settings:
     run_id: str
     cache_dir: Path
     dry_run: bool = False
+    # --platform kind: keep one cluster across runs, reset to the profile's baseline before each.
+    reuse_cluster: bool = False
     # --platform kubeconfig: which context, and what it may do there.
     context: str | None = None
     context_allowlist: str = DEFAULT_ALLOWLIST
@@ -129,6 +131,7 @@ def build_settings(
         profile=profile,
         keep_cluster=bool(options.get("keep_cluster")),
         dry_run=bool(options.get("dry_run")),
+        reuse_cluster=bool(options.get("reuse_cluster")),
         context=str(options.get("context") or "") or None,
         context_allowlist=str(options.get("context_allowlist") or DEFAULT_ALLOWLIST),
         allow_live_cluster=bool(options.get("allow_live_cluster")),

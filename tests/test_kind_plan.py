@@ -119,3 +119,15 @@ def test_the_local_platform_refuses_ca_plugin_in_one_line(tmp_path: Path) -> Non
     line = result.stderr.strip()
     assert "\n" not in line and "setup.mesh.ca 'plugin' is not run by the local platform" in line
     assert "--platform kind" in line and not (tmp_path / "reports").exists()
+
+
+def test_the_reuse_plan_shows_its_reset_and_keeps_one_cluster_name() -> None:
+    from cluster.kind.plan import REUSED_CLUSTER, render
+
+    plan = install_plan(SETUP, "tg-1", reuse=True)
+    assert REUSED_CLUSTER in plan[0].argv and plan[0].reset
+    assert install_plan(SETUP, "tg-2", reuse=True)[0].argv == plan[0].argv  # the same cluster every run
+    text = render(plan)
+    assert "$ helm uninstall vault --namespace vault --ignore-not-found --wait   # only on a reused cluster" in text
+    assert "delete namespace -l trustgrid" in text
+    assert not install_plan(SETUP, "tg-1")[0].reset

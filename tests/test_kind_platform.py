@@ -163,3 +163,65 @@ def test_a_failing_or_hanging_command_is_one_line() -> None:
     assert "hvs.AAAA" not in message  # redacted
     with pytest.raises(CommandFailed, match=r"did not finish in 0\.5 s"):
         run(["sleep", "5"], timeout=0.5)
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_reuse_cluster_resets_an_existing_cluster_and_creates_a_missing_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exists: bool) -> None:
+    import contextlib
+
+    from cluster.kind.plan import REUSED_CLUSTER, install_plan
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings = build_settings({"platform": "kind", "reuse_cluster": True}, {}, rootdir=tmp_path)
+    state = RunState.create(settings.run_id)
+    try:
+        tools = {name: Path(f"/cache/{name}") for name in ("kind", "kubectl", "helm", "istioctl")}
+        recorder = Recorder({"get clusters": f"kind\n{REUSED_CLUSTER}\n" if exists else "kind\n"})
+        up = KindBringUp(settings, state, tools, recorder, contextlib.ExitStack())
+        first = install_plan(settings.profile.setup, settings.run_id, reuse=True)[0]
+        up.execute(first)
+        verbs = [" ".join(call[1:4]) if call[0] == "/cache/kind" else " ".join(call[3:6]) for call in recorder.calls]
+        if exists:
+            assert verbs == ["get clusters", "export kubeconfig --name", "delete namespace -l",
+                             "uninstall vault --namespace", "delete pvc --namespace"]
+            assert recorder.calls[1][-2:] == ["--kubeconfig", str(state.file("kubeconfig"))]
+            assert not any("create" in call for call in recorder.calls)
+        else:
+            assert verbs == ["get clusters", "create cluster --name"]
+            assert REUSED_CLUSTER in recorder.calls[1]
+    finally:
+        state.remove()
+
+
+def test_the_mesh_ca_role_is_restored_exactly_as_it_was_read(kind_platform: tuple[KindPlatform, Recorder],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    kind, _ = kind_platform
+    role = {"bound_service_account_names": ["vault-mesh-ca"], "token_ttl": 17, "policies": ["mesh-ca"]}
+    stored: dict[str, Any] = {"/v1/auth/kubernetes/role/mesh-ca": dict(role)}
+
+    class Adapter:
+        def get(self, path: str) -> dict[str, Any]:
+            return {"data": stored[path]}
+
+        def delete(self, path: str) -> None:
+            del stored[path]
+
+        def post(self, path: str, json: dict[str, Any]) -> None:
+            stored[path] = json
+
+    revoked: list[str] = []
+
+    class Sys:
+        def revoke_prefix(self, prefix: str) -> None:
+            revoked.append(prefix)
+
+    admin = type("Admin", (), {"adapter": Adapter(), "sys": Sys()})()
+    monkeypatch.setattr(kind, "vault_admin", lambda: admin)
+    faults = kind.faults()
+    faults.revoke_mesh_ca_vault_access()
+    assert stored == {} and revoked == ["auth/kubernetes/login"]
+    kind.faults().restore_mesh_ca_vault_access()  # another Faults object: the role was kept in the run state
+    assert stored == {"/v1/auth/kubernetes/role/mesh-ca": role}
+    kind.faults().restore_mesh_ca_vault_access()  # and a second restore is a no-op
+    assert stored == {"/v1/auth/kubernetes/role/mesh-ca": role}

@@ -62,7 +62,9 @@ class KindBringUp:
         return [binary, *rest, *(["--kubeconfig", str(self.kubeconfig)] if creating else [])]
 
     def execute(self, step: Step) -> None:
-        if step.action == "run":
+        if step.action == "cluster":
+            self.create_or_reset(step)
+        elif step.action == "run":
             self.runner(self.tool_argv(step.argv), stdin=documents(step.documents) if step.documents else None,
                         timeout=900)
         elif step.action == "apply":
@@ -83,6 +85,17 @@ class KindBringUp:
             root = VaultConfigurator(self.admin(), VaultLayout(), self.settings.profile.setup,
                                      self.settings.run_id).configure_pki()
             self.kubectl.apply([manifests.root_ca_secret(root, self.settings.run_id)])
+
+    def create_or_reset(self, step: Step) -> None:
+        """Create the cluster; with --reuse-cluster and a cluster of that name, reset it to the baseline."""
+        name = step.argv[step.argv.index("--name") + 1]
+        if step.reset and name in self.runner([str(self.tools["kind"]), "get", "clusters"], timeout=60).split():
+            self.runner([str(self.tools["kind"]), "export", "kubeconfig", "--name", name,
+                         "--kubeconfig", str(self.kubeconfig)], timeout=60)
+            for command in step.reset:
+                self.runner(self.tool_argv(command), timeout=400)
+            return
+        self.runner(self.tool_argv(step.argv), stdin=documents(step.documents), timeout=900)
 
     def init_vault(self, step: Step) -> None:
         self.kubectl("-n", self.vault_ns, "wait", "--for=jsonpath={.status.phase}=Running",
@@ -127,9 +140,10 @@ def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> 
         state = RunState.create(settings.run_id)
         stack.callback(state.remove)
         up = KindBringUp(settings, state, tools, runner, stack)
-        name = cluster_name(settings.run_id)
-        plan = install_plan(settings.profile.setup, settings.run_id, flavor=up.flavor, pins=pins)
-        if not settings.keep_cluster:  # armed first: a failed create leaves nothing either
+        name = cluster_name(settings.run_id, reuse=settings.reuse_cluster)
+        plan = install_plan(settings.profile.setup, settings.run_id, flavor=up.flavor, pins=pins,
+                            reuse=settings.reuse_cluster)
+        if not (settings.keep_cluster or settings.reuse_cluster):  # armed first: a failed create leaves nothing
             stack.callback(runner, [str(tools["kind"]), "delete", "cluster", "--name", name], timeout=300)
         for number, step in enumerate(plan, 1):
             progress(f"kind {number}/{len(plan)}: {step.title}")
@@ -141,7 +155,7 @@ def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> 
         state.write_private(CONNECTION, json.dumps({
             "tools": {k: str(v) for k, v in tools.items()}, "vault_addr": up.vault_addr, "flavor": up.flavor,
             "vault_ns": up.vault_ns, "debug_image": pins.debug_image}))
-        if settings.keep_cluster:
+        if settings.keep_cluster or settings.reuse_cluster:
             state.mark_kept({"kubeconfig": str(up.kubeconfig), "kind_cluster": name})
         yield platform
 

@@ -24,6 +24,7 @@ import yaml
 
 from cluster.kind import manifests
 from cluster.profile import Setup
+from cluster.runstate import RUN_LABEL
 from cluster.secrets import redact
 from cluster.versions import VERSIONS_FILE
 
@@ -36,7 +37,9 @@ class Step:
     argv: tuple[str, ...] = ()  # a tool's command line; the documents go to its stdin
     documents: tuple[dict[str, Any], ...] = ()  # objects applied, or a file the command reads
     notes: str = ""
-    action: str = "run"  # run | apply | init-vault | configure-vault | root-ca | plugin-ca | load-image
+    action: str = "run"  # run | apply | init-vault | configure-vault | root-ca | plugin-ca | load-image | cluster
+    # action "cluster" with --reuse-cluster: the commands that bring an existing cluster back to the baseline
+    reset: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,13 +57,32 @@ def load_kind_pins() -> KindPins:
                     charts=charts)
 
 
-def cluster_name(run_id: str) -> str:
-    return f"trustgrid-{run_id.removeprefix('tg-')}"[:50]
+REUSED_CLUSTER = "trustgrid-reuse"
 
 
-def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: KindPins | None = None) -> list[Step]:
+def cluster_name(run_id: str, *, reuse: bool = False) -> str:
+    return REUSED_CLUSTER if reuse else f"trustgrid-{run_id.removeprefix('tg-')}"[:50]
+
+
+def reset_commands(flavor: str, vault_ns: str) -> tuple[tuple[str, ...], ...]:
+    """What --reuse-cluster runs on a cluster that exists: nothing of an earlier run is trusted.
+
+    Every namespace any run labelled goes (test namespaces, istio-system), and Vault with its storage,
+    so that it is initialized again and its keys are this run's; the Helm charts and istioctl that
+    follow are idempotent and put their pieces back as the profile says.
+    """
+    return (
+        ("kubectl", "delete", "namespace", "-l", RUN_LABEL, "--ignore-not-found", "--wait=true", "--timeout=300s"),
+        ("helm", "uninstall", flavor, "--namespace", vault_ns, "--ignore-not-found", "--wait"),
+        ("kubectl", "delete", "pvc", "--namespace", vault_ns, "--all", "--ignore-not-found", "--wait=true",
+         "--timeout=120s"),
+    )
+
+
+def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: KindPins | None = None,
+                 reuse: bool = False) -> list[Step]:
     pins = pins or load_kind_pins()
-    name = cluster_name(run_id)
+    name = cluster_name(run_id, reuse=reuse)
     vault_ns = "openbao" if flavor == "openbao" else "vault"
     vault = manifests.VaultTarget(vault_ns, f"http://{flavor}.{vault_ns}.svc:8200", flavor)
     cli = "bao" if flavor == "openbao" else "vault"
@@ -74,7 +96,10 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
 
     cluster = Step(f"kind cluster {name}", ("kind", "create", "cluster", "--name", name, "--config", "-",
                                              "--wait", "120s"),
-                   (manifests.kind_config(name, SA_ISSUER, setup.vault.audience, pins.node_image),))
+                   (manifests.kind_config(name, SA_ISSUER, setup.vault.audience, pins.node_image),),
+                   notes=("--reuse-cluster: if it exists, reset it to the baseline instead of creating it"
+                          if reuse else ""),
+                   action="cluster", reset=reset_commands(flavor, vault_ns) if reuse else ())
     vault_steps = [
         helm(flavor, flavor, vault_ns, manifests.vault_values(flavor, audit=setup.vault.audit)),
         Step(f"initialize and unseal {flavor}; keys kept 0600 in the run's state directory",
@@ -128,6 +153,8 @@ def render(plan: list[Step]) -> str:
             out.append("$ " + " ".join(step.argv))
         if step.notes:
             out.append(f"# {step.notes}")
+        for command in step.reset:
+            out.append("$ " + " ".join(command) + "   # only on a reused cluster")
         for document in step.documents:
             out.append("---")
             out.append(yaml.safe_dump(json.loads(json.dumps(document)), sort_keys=False).rstrip())

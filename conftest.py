@@ -71,6 +71,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--workload-image", default=None, metavar="REF",
                     help="--platform kubeconfig: the tgpod image (cluster/kind/Dockerfile) the cluster can pull "
                          "(env TRUSTGRID_WORKLOAD_IMAGE)")
+    group.addoption("--vault", default=None, metavar="WHERE",
+                    help="--platform kind: in-cluster (Helm, the default) or external (a container on the kind "
+                         "network, through testcontainers)")
     group.addoption("--kind-vault", default=None, metavar="NAME",
                     help="--platform kind: vault or openbao, installed by its Helm chart (env TRUSTGRID_KIND_VAULT)")
     group.addoption("--istio-version", default=None, metavar="X.Y.Z",
@@ -158,7 +161,7 @@ def print_plan_and_exit(name: str, settings: Settings) -> None:
     from cluster.kind.plan import install_plan, render
 
     print(render(install_plan(settings.profile.setup, settings.run_id, flavor=settings.kind_vault,
-                              reuse=settings.reuse_cluster)))
+                              reuse=settings.reuse_cluster, external=settings.vault_placement == "external")))
     pytest.exit("trustgrid: dry run; nothing was created", returncode=0)
 
 

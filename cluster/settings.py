@@ -37,6 +37,7 @@ ENVIRONMENT = {
 EXISTING_OPTIONS = ("vault_addr", "vault_cluster_addr", "vault_layout", "vault_workload", "mesh_ca", "mesh_ca_role",
                     "workload_image", "vault_unseal_keys", "vault_ca")
 KIND_VAULTS = ("vault", "openbao")
+VAULT_PLACEMENTS = ("in-cluster", "external")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Settings:
     allow_disruptive: bool = False
     # --platform kind: which Vault in the cluster, and which pinned Istio.
     kind_vault: str = "vault"
+    vault_placement: str = "in-cluster"  # --vault external: a container beside the kind nodes
     istio_version: str | None = None
     # --platform kubeconfig: where the existing cluster's Vault, mesh CA and image are.
     existing: ExistingCluster | None = None
@@ -94,6 +96,13 @@ def _kind_vault(value: object | None) -> str:
     chosen = str(value or "vault")
     if chosen not in KIND_VAULTS:
         raise SettingsError(f"unknown --kind-vault {chosen!r}", fix=f"choose one of {', '.join(KIND_VAULTS)}")
+    return chosen
+
+
+def _vault_placement(value: object | None) -> str:
+    chosen = str(value or "in-cluster")
+    if chosen not in VAULT_PLACEMENTS:
+        raise SettingsError(f"unknown --vault {chosen!r}", fix=f"choose one of {', '.join(VAULT_PLACEMENTS)}")
     return chosen
 
 
@@ -137,6 +146,7 @@ def build_settings(
         allow_live_cluster=bool(options.get("allow_live_cluster")),
         allow_disruptive=bool(options.get("allow_disruptive")),
         kind_vault=_kind_vault(_pick(options, env, "kind_vault")),
+        vault_placement=_vault_placement(options.get("vault")),
         istio_version=str(_pick(options, env, "istio_version") or "") or None,
         existing=existing,
         report_dir=Path(str(report_value)) if report_value else root / "reports" / "out",

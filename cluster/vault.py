@@ -59,6 +59,8 @@ class KubernetesAuthTarget:
     host: str
     ca_pem: str
     issuer: str
+    # Vault outside the cluster has no pod token to review with: a reviewer service account's token.
+    reviewer_jwt: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,12 @@ class VaultConfigurator:
 
     # -- cluster-wide ------------------------------------------------------
     def configure_kubernetes_auth(self, target: KubernetesAuthTarget) -> None:
-        """Kubernetes auth against the API server. No reviewer JWT is pinned:
+        """Kubernetes auth against the API server.
 
-        Vault reviews with its own pod's service-account token (bound to
-        system:auth-delegator), which it rereads as the kubelet rotates it.
+        In the cluster no reviewer JWT is pinned: Vault reviews with its own pod's
+        service-account token (bound to system:auth-delegator), which it rereads as
+        the kubelet rotates it. Outside it (``--vault external``) it has none, and
+        reviews with the reviewer token given.
         """
         path = self.layout.kubernetes_path
         if f"{path}/" not in self.client.sys.list_auth_methods()["data"]:
@@ -117,7 +121,8 @@ class VaultConfigurator:
             "kubernetes_host": target.host,
             "kubernetes_ca_cert": target.ca_pem,
             "issuer": target.issuer,
-            "disable_local_ca_jwt": False,
+            "disable_local_ca_jwt": target.reviewer_jwt is not None,
+            **({"token_reviewer_jwt": target.reviewer_jwt} if target.reviewer_jwt else {}),
         })
 
     def configure_kv(self) -> None:

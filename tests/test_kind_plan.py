@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from cluster.kind import manifests
 from cluster.kind.plan import install_plan
@@ -131,3 +133,23 @@ def test_the_reuse_plan_shows_its_reset_and_keeps_one_cluster_name() -> None:
     assert "$ helm uninstall vault --namespace vault --ignore-not-found --wait   # only on a reused cluster" in text
     assert "delete namespace -l trustgrid" in text
     assert not install_plan(SETUP, "tg-1")[0].reset
+
+
+def test_an_external_vault_replaces_the_chart_and_gets_its_address_once_it_runs() -> None:
+    from cluster.kind.plan import EXTERNAL_PLACEHOLDER
+
+    before = install_plan(SETUP, "tg-1", external=True)
+    after = install_plan(SETUP, "tg-1", external=True, external_address="http://172.18.0.9:8200")
+    assert [s.title for s in before] == [s.title for s in after]  # bring-up swaps plans at the same index
+    titles = " | ".join(step.title for step in before)
+    assert "(Helm)" in titles and "vault 0.34.1 (Helm)" not in titles and "initialize and unseal vault" not in titles
+    external = next(step for step in before if step.action == "external-vault")
+    kinds = [d["kind"] for d in external.documents]
+    assert kinds == ["Namespace", "ServiceAccount", "Secret", "ClusterRoleBinding"]
+    assert external.documents[3]["roleRef"]["name"] == "system:auth-delegator"
+
+    def addresses(plan: list[Any]) -> set[str]:
+        text = json.dumps([d for step in plan for d in step.documents])
+        return {address for address in (EXTERNAL_PLACEHOLDER, "http://172.18.0.9:8200") if address in text}
+
+    assert addresses(before) == {EXTERNAL_PLACEHOLDER} and addresses(after) == {"http://172.18.0.9:8200"}

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -225,3 +226,59 @@ def test_the_mesh_ca_role_is_restored_exactly_as_it_was_read(kind_platform: tupl
     assert stored == {"/v1/auth/kubernetes/role/mesh-ca": role}
     kind.faults().restore_mesh_ca_vault_access()  # and a second restore is a no-op
     assert stored == {"/v1/auth/kubernetes/role/mesh-ca": role}
+
+
+def test_an_external_vault_runs_in_server_mode_on_the_kind_network_and_is_always_removed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from testcontainers.core import container as tc
+
+    from cluster.kind.external import external_vault, server_command, server_config
+
+    made: list[Any] = []
+
+    class FakeContainer:  # pure wiring: there is no Docker engine here (the live run is the kind issue's)
+        def __init__(self, image: str) -> None:
+            self.image = image
+            self.calls: dict[str, Any] = {}
+            self.stopped = False
+            made.append(self)
+
+        def __getattr__(self, name: str) -> Any:
+            def record(*args: Any, **kwargs: Any) -> FakeContainer:
+                self.calls[name] = (args, kwargs)
+                return self
+            return record
+
+        def stop(self) -> None:
+            self.stopped = True
+
+    monkeypatch.setattr(tc, "DockerContainer", FakeContainer)
+    recorder = Recorder({"docker inspect": "172.18.0.9\n"})
+    with pytest.raises(RuntimeError), external_vault("openbao", "tg-abc", "openbao/openbao:2.7.1", recorder) as vault:
+        assert vault.container == "trustgrid-vault-abc" and vault.cluster_addr == "http://172.18.0.9:8200"
+        assert vault.local_addr.startswith("http://127.0.0.1:")
+        raise RuntimeError("a failure mid-run")
+    container = made[0]
+    assert container.stopped, "the container goes even when the block fails"
+    assert container.calls["with_kwargs"][1]["network"] == "kind"
+    assert container.calls["with_bind_ports"][0][0] == 8200
+    assert container.calls["with_command"][0][0] == server_command("openbao")
+    config = server_config("openbao")
+    assert 'storage "file"' in config and "tls_disable = 1" in config
+    assert "-dev" not in " ".join(server_command("vault"))
+    assert "exec bao server -config=" in server_command("openbao")[2]
+
+
+def test_vault_down_stops_and_starts_an_external_vaults_container(kind_platform: tuple[KindPlatform, Recorder],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    kind, recorder = kind_platform
+    monkeypatch.setattr(kind, "vault_container", "trustgrid-vault-abc")
+    monkeypatch.setattr(kind, "unseal_keys", lambda: [])
+    unsealed = SimpleNamespace(sys=SimpleNamespace(read_seal_status=lambda: {"sealed": False}))
+    monkeypatch.setattr(kind, "vault_client", lambda: unsealed)
+    faults = kind.faults()
+    faults.stop_vault()
+    faults.start_vault()
+    docker = [call for call in recorder.calls if call[0] == "docker"]
+    assert docker == [["docker", "stop", "trustgrid-vault-abc"], ["docker", "start", "trustgrid-vault-abc"]]
+    assert not any("scale" in call for call in recorder.calls)

@@ -19,13 +19,15 @@ import yaml
 
 from cluster.kind import manifests
 from cluster.kind.commands import Kubectl, Runner, documents, run
-from cluster.kind.plan import SA_ISSUER, Step, cluster_name, install_plan, load_kind_pins
+from cluster.kind.external import ExternalVault, external_vault
+from cluster.kind.plan import SA_ISSUER, KindPins, Step, cluster_name, install_plan, load_kind_pins
 from cluster.kind.platform import ISTIO_CSR, VAULT_INIT, KindPlatform, KindVault, port_forward
 from cluster.kind.tools import ensure_tool, load_tools
 from cluster.runstate import RunState
 from cluster.secrets import register
 from cluster.settings import Settings
 from cluster.vault import KubernetesAuthTarget, VaultConfigurator, VaultLayout
+from cluster.wait import wait_until
 
 Progress = Callable[[str], None]
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +42,7 @@ def _cluster_ca(kubeconfig: Path) -> str:
 
 class KindBringUp:
     def __init__(self, settings: Settings, state: RunState, tools: dict[str, Path], runner: Runner,
-                 stack: contextlib.ExitStack) -> None:
+                 stack: contextlib.ExitStack, *, pins: KindPins | None = None) -> None:
         self.settings = settings
         self.state = state
         self.tools = tools
@@ -51,6 +53,8 @@ class KindBringUp:
         self.flavor = settings.kind_vault
         self.vault_ns = settings.kind_vault
         self.vault_addr = ""
+        self.pins = pins
+        self.external: ExternalVault | None = None
 
     def tool_argv(self, argv: tuple[str, ...]) -> list[str]:
         """The plan's command with the pinned binary and this run's kubeconfig."""
@@ -71,6 +75,8 @@ class KindBringUp:
             self.kubectl.apply(step.documents)
         elif step.action == "init-vault":
             self.init_vault(step)
+        elif step.action == "external-vault":
+            self.start_external_vault(step)
         elif step.action == "configure-vault":
             self.configure_vault()
         elif step.action == "load-image":
@@ -110,6 +116,32 @@ class KindBringUp:
         for key in init["unseal_keys_b64"][:2]:
             admin.sys.submit_unseal_key(key)
 
+    def start_external_vault(self, step: Step) -> None:
+        """--vault external: the container, the reviewer account, then init and unseal through the API."""
+        image = (self.pins or load_kind_pins()).vault_images[self.flavor]
+        self.external = self.stack.enter_context(external_vault(self.flavor, self.settings.run_id, image,
+                                                                self.runner))
+        self.vault_ns = manifests.EXTERNAL_VAULT_NS
+        self.vault_addr = self.external.local_addr
+        self.kubectl.apply(step.documents)
+        client = hvac.Client(url=self.vault_addr, timeout=10)
+        wait_until(lambda: _vault_answers(client), timeout=120, interval=1, describe=f"{self.flavor} to answer")
+        answer = client.sys.initialize(secret_shares=3, secret_threshold=2)
+        init = {"root_token": register(answer["root_token"]),
+                "unseal_keys_b64": [register(key) for key in answer["keys_base64"]]}
+        self.state.write_private(VAULT_INIT, json.dumps(init))  # 0600, in the run's state directory
+        for key in init["unseal_keys_b64"][:2]:
+            client.sys.submit_unseal_key(key)
+
+    def reviewer_token(self) -> str:
+        """The reviewer account's token, once the token controller has filled its Secret."""
+        def filled() -> str:
+            return self.kubectl("-n", manifests.EXTERNAL_VAULT_NS, "get", "secret", manifests.REVIEWER,
+                                "-o", "jsonpath={.data.token}", timeout=30).strip()
+
+        encoded = wait_until(filled, timeout=60, interval=1, describe="the reviewer account's token")
+        return register(base64.b64decode(encoded).decode())
+
     def admin(self) -> hvac.Client:
         token = json.loads(self.state.file(VAULT_INIT).read_text())["root_token"]
         return hvac.Client(url=self.vault_addr, token=register(token))
@@ -117,8 +149,15 @@ class KindBringUp:
     def configure_vault(self) -> None:
         setup = self.settings.profile.setup
         configurator = VaultConfigurator(self.admin(), VaultLayout(), setup, self.settings.run_id)
-        configurator.configure_kubernetes_auth(KubernetesAuthTarget(
-            host="https://kubernetes.default.svc", ca_pem=_cluster_ca(self.kubeconfig), issuer=SA_ISSUER))
+        if self.external is None:
+            target = KubernetesAuthTarget(host="https://kubernetes.default.svc", ca_pem=_cluster_ca(self.kubeconfig),
+                                          issuer=SA_ISSUER)
+        else:  # outside the cluster: the API server's container by name on the kind network
+            name = cluster_name(self.settings.run_id, reuse=self.settings.reuse_cluster)
+            target = KubernetesAuthTarget(host=f"https://{name}-control-plane:6443",
+                                          ca_pem=_cluster_ca(self.kubeconfig), issuer=SA_ISSUER,
+                                          reviewer_jwt=self.reviewer_token())
+        configurator.configure_kubernetes_auth(target)
         configurator.configure_kv()
         configurator.configure_pki()
         if setup.vault.audit and self.flavor == "vault":
@@ -139,22 +178,32 @@ def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> 
     with contextlib.ExitStack() as stack:
         state = RunState.create(settings.run_id)
         stack.callback(state.remove)
-        up = KindBringUp(settings, state, tools, runner, stack)
+        up = KindBringUp(settings, state, tools, runner, stack, pins=pins)
         name = cluster_name(settings.run_id, reuse=settings.reuse_cluster)
+        external = settings.vault_placement == "external"
         plan = install_plan(settings.profile.setup, settings.run_id, flavor=up.flavor, pins=pins,
-                            reuse=settings.reuse_cluster)
+                            reuse=settings.reuse_cluster, external=external)
         if not (settings.keep_cluster or settings.reuse_cluster):  # armed first: a failed create leaves nothing
             stack.callback(runner, [str(tools["kind"]), "delete", "cluster", "--name", name], timeout=300)
-        for number, step in enumerate(plan, 1):
-            progress(f"kind {number}/{len(plan)}: {step.title}")
+        for number in range(len(plan)):
+            step = plan[number]
+            progress(f"kind {number + 1}/{len(plan)}: {step.title}")
             up.execute(step)
-        vault = KindVault(manifests.VaultTarget(up.vault_ns, f"http://{up.flavor}.{up.vault_ns}.svc:8200", up.flavor),
-                          up.vault_addr)
+            if up.external is not None and step.action == "external-vault":
+                # Vault's address on the kind network is known now: the Issuer and workloads need it.
+                plan = install_plan(settings.profile.setup, settings.run_id, flavor=up.flavor, pins=pins,
+                                    reuse=settings.reuse_cluster, external=True,
+                                    external_address=up.external.cluster_addr)
+        address = up.external.cluster_addr if up.external else f"http://{up.flavor}.{up.vault_ns}.svc:8200"
+        vault = KindVault(manifests.VaultTarget(up.vault_ns, address, up.flavor), up.vault_addr)
+        container = up.external.container if up.external else None
         platform = KindPlatform(settings, state, kubectl=up.kubectl, istioctl=tools["istioctl"], vault=vault,
-                                debug_image=pins.debug_image, runner=runner, mesh_ca=mesh_ca(settings))
+                                debug_image=pins.debug_image, runner=runner, mesh_ca=mesh_ca(settings),
+                                vault_container=container)
         state.write_private(CONNECTION, json.dumps({
             "tools": {k: str(v) for k, v in tools.items()}, "vault_addr": up.vault_addr, "flavor": up.flavor,
-            "vault_ns": up.vault_ns, "debug_image": pins.debug_image}))
+            "vault_ns": up.vault_ns, "debug_image": pins.debug_image, "vault_cluster_addr": address,
+            "vault_container": container}))
         if settings.keep_cluster or settings.reuse_cluster:
             state.mark_kept({"kubeconfig": str(up.kubeconfig), "kind_cluster": name})
         yield platform
@@ -165,13 +214,21 @@ def attach_kind(settings: Settings, state_path: Path, runner: Runner = run) -> K
     state = RunState.attach(state_path)
     data = json.loads(state.file(CONNECTION).read_text())
     tools = {k: Path(v) for k, v in data["tools"].items()}
-    target = manifests.VaultTarget(data["vault_ns"], f"http://{data['flavor']}.{data['vault_ns']}.svc:8200",
-                                   data["flavor"])
+    target = manifests.VaultTarget(data["vault_ns"], data["vault_cluster_addr"], data["flavor"])
     return KindPlatform(settings, state, kubectl=Kubectl(runner, tools["kubectl"], state.file("kubeconfig")),
                         istioctl=tools["istioctl"], vault=KindVault(target, data["vault_addr"]),
-                        debug_image=data["debug_image"], runner=runner, mesh_ca=mesh_ca(settings))
+                        debug_image=data["debug_image"], runner=runner, mesh_ca=mesh_ca(settings),
+                        vault_container=data["vault_container"])
 
 
 def mesh_ca(settings: Settings) -> tuple[str, str]:
     """What signs workload certificates, scaled for mesh-ca-down: istio-csr, or istiod with ca: plugin."""
     return (manifests.ISTIO_NS, "deployment/istiod") if settings.profile.setup.mesh.ca == "plugin" else ISTIO_CSR
+
+
+def _vault_answers(client: hvac.Client) -> bool:
+    try:
+        client.sys.read_seal_status()
+    except (hvac.exceptions.VaultError, OSError, ValueError):
+        return False
+    return True

@@ -76,6 +76,25 @@ def issuer_identity(run_id: str) -> list[Manifest]:
     ]
 
 
+EXTERNAL_VAULT_NS = "trustgrid-vault"
+REVIEWER = "vault-token-reviewer"
+
+
+def token_reviewer(run_id: str) -> list[Manifest]:
+    """`--vault external`: a service account Vault reviews tokens with, and its long-lived token Secret."""
+    meta = {"namespace": EXTERNAL_VAULT_NS, "labels": labels(run_id)}
+    return [
+        namespace(EXTERNAL_VAULT_NS, run_id),
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": REVIEWER, **meta}},
+        {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+         "metadata": {"name": REVIEWER, "annotations": {"kubernetes.io/service-account.name": REVIEWER}, **meta}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": f"{REVIEWER}-{run_id}", "labels": labels(run_id)},
+         "subjects": [{"kind": "ServiceAccount", "name": REVIEWER, "namespace": EXTERNAL_VAULT_NS}],
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"}},
+    ]
+
+
 def issuer_audience() -> str:
     """cert-manager asks for tokens with this audience for a namespaced Issuer; the Vault role must require it."""
     return f"vault://{ISTIO_NS}/{ISSUER}"
@@ -206,6 +225,7 @@ def all_manifests(setup: Setup, vault: VaultTarget, run_id: str, *, root_pem: st
     """Everything the kind platform applies itself, in order (the API server validates each)."""
     found = [namespace(name, run_id) for name in (CERT_MANAGER_NS, ISTIO_NS, vault.namespace)]
     found += issuer_identity(run_id)
+    found += token_reviewer(run_id)
     found.append(mesh_issuer(vault, MESH_CA_ROLE, run_id))
     found.append(root_ca_secret(root_pem, run_id))
     return found + mesh_and_workloads(setup, vault, run_id, app_ns=app_ns, legacy_ns=legacy_ns)

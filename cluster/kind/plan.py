@@ -47,14 +47,16 @@ class KindPins:
     node_image: str
     debug_image: str
     charts: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (version, url)
+    vault_images: dict[str, str] = field(default_factory=dict)  # flavor -> server image (--vault external)
 
 
 def load_kind_pins() -> KindPins:
     data = tomllib.loads(VERSIONS_FILE.read_text())
     charts = {name: (str(spec["version"]), str(spec["url"]).format(version=spec["version"]))
               for name, spec in data["charts"].items()}
-    return KindPins(node_image=str(data["images"]["kind_node"]), debug_image=str(data["images"]["debug"]),
-                    charts=charts)
+    images = data["images"]
+    return KindPins(node_image=str(images["kind_node"]), debug_image=str(images["debug"]), charts=charts,
+                    vault_images={"vault": str(images["vault_server"]), "openbao": str(images["openbao_server"])})
 
 
 REUSED_CLUSTER = "trustgrid-reuse"
@@ -79,12 +81,19 @@ def reset_commands(flavor: str, vault_ns: str) -> tuple[tuple[str, ...], ...]:
     )
 
 
+EXTERNAL_PLACEHOLDER = "http://<the container's address on the kind network>:8200"
+
+
 def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: KindPins | None = None,
-                 reuse: bool = False) -> list[Step]:
+                 reuse: bool = False, external: bool = False, external_address: str | None = None) -> list[Step]:
+    """The steps in order. With ``external`` Vault runs in a container beside the nodes; its address is
+    known once it runs, so bring-up builds the plan again with ``external_address`` (same steps)."""
     pins = pins or load_kind_pins()
     name = cluster_name(run_id, reuse=reuse)
     vault_ns = "openbao" if flavor == "openbao" else "vault"
     vault = manifests.VaultTarget(vault_ns, f"http://{flavor}.{vault_ns}.svc:8200", flavor)
+    if external:
+        vault = manifests.VaultTarget(manifests.EXTERNAL_VAULT_NS, external_address or EXTERNAL_PLACEHOLDER, flavor)
     cli = "bao" if flavor == "openbao" else "vault"
     chart = pins.charts
 
@@ -100,12 +109,23 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
                    notes=("--reuse-cluster: if it exists, reset it to the baseline instead of creating it"
                           if reuse else ""),
                    action="cluster", reset=reset_commands(flavor, vault_ns) if reuse else ())
-    vault_steps = [
+    in_cluster = [
         helm(flavor, flavor, vault_ns, manifests.vault_values(flavor, audit=setup.vault.audit)),
         Step(f"initialize and unseal {flavor}; keys kept 0600 in the run's state directory",
              ("kubectl", "-n", vault_ns, "exec", f"{flavor}-0", "--", cli, "operator", "init", "-key-shares=3",
               "-key-threshold=2", "-format=json"),
              notes="then `operator unseal` twice; the pod is Ready only once unsealed", action="init-vault"),
+    ]
+    outside = [
+        Step(f"{flavor} in a container on the kind network (testcontainers), initialized and unsealed; "
+             "keys kept 0600 in the run's state directory",
+             documents=tuple(manifests.token_reviewer(run_id)),
+             notes=(f"image {pins.vault_images.get(flavor, '?')}, server mode, file storage; pods reach it at "
+                    f"{vault.address}; it reviews tokens as {manifests.EXTERNAL_VAULT_NS}/{manifests.REVIEWER}"),
+             action="external-vault"),
+    ]
+    vault_steps = [
+        *(outside if external else in_cluster),
         Step("configure Vault: Kubernetes auth, KV, PKI root and intermediate, roles per namespace (cluster/vault.py)",
              notes=(f"the Issuer's role requires audience {manifests.issuer_audience()}" if setup.mesh.ca == "istio-csr"
                     else "no mesh CA role: with ca: plugin istiod signs with its own key"), action="configure-vault"),

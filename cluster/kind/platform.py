@@ -80,7 +80,8 @@ class KindPlatform:
     def __init__(self, settings: Settings, state: RunState, *, kubectl: Kubectl, istioctl: Path, vault: KindVault,
                  debug_image: str, runner: Runner, layout: VaultLayout | None = None,
                  mesh_ca: tuple[str, str] = ISTIO_CSR, mesh_ca_role: str = manifests.MESH_CA_ROLE,
-                 vault_workload: tuple[str, str] | None = None, image: str = manifests.APP_IMAGE) -> None:
+                 vault_workload: tuple[str, str] | None = None, image: str = manifests.APP_IMAGE,
+                 vault_container: str | None = None) -> None:
         self.settings = settings
         self.state = state
         self.kubectl = kubectl
@@ -94,6 +95,7 @@ class KindPlatform:
         self.mesh_ca_role = mesh_ca_role  # its Kubernetes-auth role in Vault
         self.vault_workload = vault_workload or (vault.target.namespace, f"statefulset/{vault.target.flavor}")
         self.image = image
+        self.vault_container = vault_container  # --vault external: the container docker stops and starts
         self.kube = k8s_config.new_client_from_config(config_file=str(kubectl.kubeconfig), context=kubectl.context)
         self.versions = Versions(platform=self.name, kubernetes=self._server_version(), vault=vault.target.flavor,
                                  extra={"istio": self._istio_version()})
@@ -234,6 +236,10 @@ class KindPlatform:
             except PlatformUnavailable as err:
                 text = str(err)
             (into / name).write_text(redact(text))
+        if self.vault_container:  # --vault external: its log is the container's, not a pod's
+            with contextlib.suppress(PlatformUnavailable):
+                text = self.runner(["docker", "logs", "--tail", "500", self.vault_container], timeout=30)
+                (into / "vault.log").write_text(redact(text))
         with contextlib.suppress(hvac.exceptions.VaultError, OSError):
             (into / "vault-status.log").write_text(redact(json.dumps(self.vault_client().sys.read_seal_status())))
 
@@ -254,10 +260,16 @@ class KindFaults:
         self.platform.kubectl("-n", namespace, "scale", target, f"--replicas={replicas}")
 
     def stop_vault(self) -> None:
-        self._scale(*self.platform.vault_workload, 0)
+        if self.platform.vault_container:
+            self.platform.runner(["docker", "stop", self.platform.vault_container], timeout=60)
+        else:
+            self._scale(*self.platform.vault_workload, 0)
 
     def start_vault(self) -> None:
-        self._scale(*self.platform.vault_workload, 1)
+        if self.platform.vault_container:
+            self.platform.runner(["docker", "start", self.platform.vault_container], timeout=60)
+        else:
+            self._scale(*self.platform.vault_workload, 1)
         self.unseal_vault()
 
     def restart_vault(self) -> None:

@@ -201,6 +201,11 @@ def run_is_live(path: Path) -> bool:
     return _alive(owner)
 
 
+# A run directory with this file records a kind cluster: only the kind platform's reaper (which
+# deletes the cluster first) removes it, so that no cluster is orphaned by a local run's reaping.
+KIND_CLUSTER_MARK = "kind-cluster"
+
+
 def reap_dead_runs(root: Path | None = None, *, include_kept: bool = False) -> list[str]:
     """Remove the processes and state directories of runs whose owner is gone."""
     base = root or runs_root()
@@ -214,6 +219,8 @@ def reap_dead_runs(root: Path | None = None, *, include_kept: bool = False) -> l
                 live.add(path.name)
                 continue
             terminate(our_processes(path.name))
+            if (path / KIND_CLUSTER_MARK).exists():
+                continue
             shutil.rmtree(path, ignore_errors=True)
             reaped.append(path.name)
     # Labelled processes whose owner is dead, wherever their state directory was.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -282,3 +283,24 @@ def test_vault_down_stops_and_starts_an_external_vaults_container(kind_platform:
     docker = [call for call in recorder.calls if call[0] == "docker"]
     assert docker == [["docker", "stop", "trustgrid-vault-abc"], ["docker", "start", "trustgrid-vault-abc"]]
     assert not any("scale" in call for call in recorder.calls)
+
+
+def test_the_kind_reaper_deletes_only_clusters_of_dead_runs_recorded_here(tmp_path: Path) -> None:
+    from cluster.kind.bringup import reap_kind_runs
+    from cluster.runstate import KIND_CLUSTER_MARK, reap_dead_runs
+
+    dead_pid = 2**22 + 12345  # above pid_max's default: no such process
+    runs = {"tg-dead": (dead_pid, "trustgrid-dead"), "tg-live": (os.getpid(), "trustgrid-live"),
+            "tg-local": (dead_pid, None)}
+    for run_id, (owner, cluster) in runs.items():
+        (tmp_path / run_id).mkdir()
+        (tmp_path / run_id / "owner").write_text(str(owner))
+        if cluster:
+            (tmp_path / run_id / KIND_CLUSTER_MARK).write_text(cluster)
+    reap_dead_runs(tmp_path)  # a local run's reaper: it leaves the kind run's directory to the kind reaper
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tg-dead", "tg-live"]
+    recorder = Recorder({})
+    said: list[str] = []
+    assert reap_kind_runs(Path("/cache/kind"), recorder, said.append, tmp_path) == ["trustgrid-dead"]
+    assert recorder.calls == [["/cache/kind", "delete", "cluster", "--name", "trustgrid-dead"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tg-live"] and "dead run tg-dead" in said[0]

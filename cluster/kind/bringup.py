@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from cluster.kind.external import ExternalVault, external_vault
 from cluster.kind.plan import SA_ISSUER, KindPins, Step, cluster_name, install_plan, load_kind_pins
 from cluster.kind.platform import ISTIO_CSR, VAULT_INIT, KindPlatform, KindVault, port_forward
 from cluster.kind.tools import ensure_tool, load_tools
-from cluster.runstate import RunState
+from cluster.runstate import KIND_CLUSTER_MARK, RunState, run_is_live, runs_root
 from cluster.secrets import register
 from cluster.settings import Settings
 from cluster.vault import KubernetesAuthTarget, VaultConfigurator, VaultLayout
@@ -167,6 +168,27 @@ class KindBringUp:
             configurator.configure_mesh_ca(manifests.ISTIO_NS, manifests.ISSUER, audience=manifests.issuer_audience())
 
 
+def reap_kind_runs(kind: Path, runner: Runner, progress: Progress, root: Path | None = None) -> list[str]:
+    """Delete the kind clusters of runs that died without cleaning up (SIGKILL, a lost terminal).
+
+    Only clusters recorded in a run's own state directory, and only when that run's owner process
+    is gone: a cluster of a live run, of a kept one, or one this machine's runs did not make is
+    never touched.
+    """
+    base = root or runs_root()
+    reaped = []
+    for path in sorted(base.glob("*/" + KIND_CLUSTER_MARK)):
+        run_dir = path.parent
+        if run_is_live(run_dir):
+            continue
+        name = path.read_text().strip()
+        progress(f"removing kind cluster {name} of dead run {run_dir.name}")
+        runner([str(kind), "delete", "cluster", "--name", name], timeout=300)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        reaped.append(name)
+    return reaped
+
+
 @contextlib.contextmanager
 def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> Iterator[KindPlatform]:
     """Tools, cluster, charts, Vault, Istio, workloads; on any failure (or at the end) the cluster goes."""
@@ -175,6 +197,7 @@ def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> 
     versions = {"istioctl": settings.istio_version} if settings.istio_version else None
     tools = {name: ensure_tool(tool, settings.cache_dir / "bin")
              for name, tool in load_tools(versions=versions).items()}
+    reap_kind_runs(tools["kind"], runner, progress)
     with contextlib.ExitStack() as stack:
         state = RunState.create(settings.run_id)
         stack.callback(state.remove)
@@ -184,6 +207,7 @@ def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> 
         plan = install_plan(settings.profile.setup, settings.run_id, flavor=up.flavor, pins=pins,
                             reuse=settings.reuse_cluster, external=external)
         if not (settings.keep_cluster or settings.reuse_cluster):  # armed first: a failed create leaves nothing
+            state.write_private(KIND_CLUSTER_MARK, name)  # a run killed outright: the next run's reaper sees it
             stack.callback(runner, [str(tools["kind"]), "delete", "cluster", "--name", name], timeout=300)
         for number in range(len(plan)):
             step = plan[number]

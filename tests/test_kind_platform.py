@@ -304,3 +304,18 @@ def test_the_kind_reaper_deletes_only_clusters_of_dead_runs_recorded_here(tmp_pa
     assert reap_kind_runs(Path("/cache/kind"), recorder, said.append, tmp_path) == ["trustgrid-dead"]
     assert recorder.calls == [["/cache/kind", "delete", "cluster", "--name", "trustgrid-dead"]]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tg-live"] and "dead run tg-dead" in said[0]
+
+
+def test_a_renewal_on_kind_waits_for_the_proxys_scheduled_one(kind_platform: tuple[KindPlatform, Recorder],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    kind, _ = kind_platform
+    serials = iter(["a1", "a1", "a1", "b2"])
+    seen: list[str] = []
+
+    def status(wl: Workload) -> dict[str, str]:
+        seen.append(next(serials))
+        return {"serial": seen[-1]}
+
+    monkeypatch.setattr(kind, "sidecar_status", status)
+    kind.renew_certificate(SERVER)
+    assert seen == ["a1", "a1", "a1", "b2"]

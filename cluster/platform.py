@@ -158,7 +158,7 @@ class Platform(Protocol):
         ...
 
     def renew_certificate(self, wl: Workload) -> None:
-        """Have the workload's proxy fetch a new certificate now."""
+        """Have the workload's proxy hold a new certificate on return (now, or at its next scheduled renewal)."""
         ...
 
     def peer_certificate(self, wl: Workload) -> bytes:

@@ -6,6 +6,7 @@ someone else configured. Each finding says what was found, where, and the fix.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -191,23 +192,97 @@ def role_scope_findings(roles: Mapping[str, Mapping[str, Any]], mount: str, poli
 
 
 # -- PKI -----------------------------------------------------------------------
-def pki_scope_findings(admin: hvac.Client, mount: str, trust_domain: str) -> list[Finding]:
-    """Ask every PKI role, for real, to sign a SPIFFE ID of a namespace that exists nowhere."""
+_POLICY_PATH = re.compile(r'path\s+"([^"]+)"\s*\{[^}]*?capabilities\s*=\s*\[([^\]]*)\]', re.S)
+_SIGNING = {"create", "update", "sudo"}
+
+
+def policy_grants(pattern: str, path: str) -> bool:
+    """Vault's path matching: ``+`` is one segment, a trailing ``*`` any suffix."""
+    glob = pattern.endswith("*")
+    body = re.escape(pattern[:-1] if glob else pattern).replace(r"\+", "[^/]+")
+    return re.fullmatch(body + (".*" if glob else ""), path) is not None
+
+
+def signing_policies(admin: hvac.Client, path: str) -> set[str]:
+    """The ACL policies that let their holder write to ``path`` (root aside: it is not for workloads)."""
+    found = set()
+    for name in admin.sys.list_acl_policies()["data"]["keys"]:
+        if name == "root":
+            continue
+        text = str(admin.sys.read_acl_policy(name)["data"]["policy"])
+        for pattern, capabilities in _POLICY_PATH.findall(text):
+            if policy_grants(pattern, path) and _SIGNING & set(re.findall(r'"([a-z]+)"', capabilities)):
+                found.add(name)
+    return found
+
+
+def pki_scope_findings(admin: hvac.Client, mount: str, trust_domain: str, *,
+                       ca_identities: Mapping[str, Mapping[str, Any]] | None = None) -> list[Finding]:
+    """Ask every PKI role, for real, to sign a SPIFFE ID of a namespace that exists nowhere.
+
+    A role that signs it is still fine when only the mesh CA can use it: istio-csr signs every
+    namespace through one role and authenticates each workload itself. ``ca_identities`` are the
+    mesh CA's Kubernetes-auth roles as Vault has them (name -> role data, found from the live
+    Issuers); the role is exempt only if every policy that lets anyone sign through it is held
+    by those identities and nobody else.
+    """
     try:
         names = admin.adapter.list(f"/v1/{mount}/roles")["data"]["keys"]
     except hvac.exceptions.InvalidPath:
         return []
     stranger = f"spiffe://{trust_domain}/ns/tg-nobody-{secrets.token_hex(4)}/sa/app"
+    ca = dict(ca_identities or {})
     findings = []
     for name in names:
         try:
             admin.adapter.post(f"/v1/{mount}/sign/{name}", json={"csr": csr_and_key(stranger)[0], "ttl": "10s"})
         except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden, hvac.exceptions.InvalidPath):
             continue  # refused (or the role went away meanwhile): as it must be
+        if ca and _only_the_ca_signs_with(admin, f"{mount}/sign/{name}", ca):
+            continue
         allowed = admin.adapter.get(f"/v1/{mount}/roles/{name}")["data"].get("allowed_uri_sans")
-        findings.append(Finding(f"signed {stranger} (allowed_uri_sans {allowed})", f"{mount}/roles/{name}",
-                                "limit allowed_uri_sans to spiffe://<trust domain>/ns/<its namespace>/sa/*"))
+        findings.append(Finding(f"signed {stranger} (allowed_uri_sans {allowed}) and is not the mesh CA's alone",
+                                f"{mount}/roles/{name}",
+                                "limit allowed_uri_sans to spiffe://<trust domain>/ns/<its namespace>/sa/*, or "
+                                "let only the mesh CA's policy sign through it"))
     return findings
+
+
+def mesh_ca_identities(admin: hvac.Client, api: client.ApiClient) -> dict[str, dict[str, Any]]:
+    """The mesh CA's Kubernetes-auth roles as Vault has them, found from the live Issuers that log in."""
+    found = {}
+    for dependency in renewal_dependencies(api):
+        try:
+            path = f"/v1/auth/{dependency.mount}/role/{dependency.role}"
+            found[dependency.role] = dict(admin.adapter.get(path)["data"])
+        except hvac.exceptions.InvalidPath:
+            continue  # renewal safety reports a missing role
+    return found
+
+
+def _only_the_ca_signs_with(admin: hvac.Client, sign_path: str, ca: Mapping[str, Mapping[str, Any]]) -> bool:
+    granting = signing_policies(admin, sign_path)
+    ca_policies = {str(p) for role in ca.values() for p in (role.get("token_policies") or role.get("policies") or [])}
+    if not granting or not granting <= ca_policies:
+        return False
+    # ...and no other Kubernetes-auth role holds one of those policies.
+    for mount in _kubernetes_mounts(admin):
+        try:
+            others = admin.adapter.list(f"/v1/auth/{mount}/role")["data"]["keys"]
+        except hvac.exceptions.InvalidPath:
+            continue
+        for other in others:
+            if other in ca:
+                continue
+            data = admin.adapter.get(f"/v1/auth/{mount}/role/{other}")["data"]
+            if granting & {str(p) for p in (data.get("token_policies") or data.get("policies") or [])}:
+                return False
+    return True
+
+
+def _kubernetes_mounts(admin: hvac.Client) -> list[str]:
+    methods = admin.sys.list_auth_methods()["data"]
+    return [path.rstrip("/") for path, method in methods.items() if method.get("type") == "kubernetes"]
 
 
 def cert_lifetime_findings(where: str, cert: x509.Certificate, backdate_s: float, policy: Policy) -> list[Finding]:

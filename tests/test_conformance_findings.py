@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from cluster.conformance import (
     RenewalDependency,
     TokenLimits,
+    policy_grants,
     renewal_safety_findings,
     role_scope_findings,
     ttl_ceiling_findings,
@@ -60,3 +63,17 @@ def test_the_mesh_config_falls_back_to_istios_defaults() -> None:
     default = parse_mesh_config("")
     assert (default.trust_domain, default.grace_ratio) == ("cluster.local", 0.5)
     assert parse_mesh_config("trustDomain: example.org\n").trust_domain == "example.org"
+
+
+@pytest.mark.parametrize(("pattern", "path", "grants"), [
+    ("pki_int/sign/*", "pki_int/sign/mesh", True),
+    ("pki_int/sign/mesh", "pki_int/sign/mesh", True),
+    ("pki_int/sign/mesh", "pki_int/sign/mesh-2", False),
+    ("pki_int/+/mesh", "pki_int/sign/mesh", True),
+    ("pki_int/+/mesh", "pki_int/a/b/mesh", False),
+    ("pki*", "pki_int/sign/mesh", True),
+    ("pki_int/issue/*", "pki_int/sign/mesh", False),
+    ("pki.int/sign/mesh", "pkiXint/sign/mesh", False),
+])
+def test_vault_policy_paths_match_as_vault_matches_them(pattern: str, path: str, grants: bool) -> None:
+    assert policy_grants(pattern, path) is grants

@@ -108,7 +108,43 @@ def test_no_pki_role_issues_a_spiffe_id_outside_its_namespace(platform: Platform
     listed = platform.vault_admin().adapter.list(f"/v1/{mount}/roles")["data"]["keys"]
     assert tenant.role in listed, f"the tenant's PKI role {tenant.role} is missing from {mount}/roles"
     trust_domain = read_mesh_config(platform.kube).trust_domain
-    assert_no_findings(conformance.pki_scope_findings(platform.vault_admin(), mount, trust_domain))
+    admin = platform.vault_admin()
+    ca = conformance.mesh_ca_identities(admin, platform.kube)
+    assert ca, "no Issuer of the mesh CA logs in to Vault: the CA's own role cannot be told apart"
+    assert_no_findings(conformance.pki_scope_findings(admin, mount, trust_domain, ca_identities=ca))
+
+
+@pytest.mark.cluster_fault  # adds a PKI role and Vault identities that every PKI check would see
+def test_a_role_that_signs_any_namespace_passes_only_while_the_mesh_ca_alone_may_use_it(
+        platform: Platform, vault_config: VaultConfigurator) -> None:
+    """istio-csr's shape: one PKI role for every namespace, behind the CA's own policy; then a leak."""
+    admin, layout = platform.vault_admin(), platform.vault_layout
+    mount, auth = layout.pki_int_path, layout.kubernetes_path
+    name = f"tg-any-{secrets.token_hex(3)}"
+    trust_domain = read_mesh_config(platform.kube).trust_domain
+    role = {"bound_service_account_names": [name], "bound_service_account_namespaces": ["istio-system"],
+            "token_policies": [name], "token_ttl": 60}
+    try:
+        vault_config.configure_mesh_pki_role(name)  # the role the kind platform gives istio-csr
+        admin.sys.create_or_update_acl_policy(name, f'path "{mount}/sign/{name}" {{ capabilities = ["update"] }}')
+        admin.adapter.post(f"/v1/auth/{auth}/role/{name}", json=role)
+        # The live mesh CA's policy signs through every role (pki_int/sign/*), so it is part of the CA too.
+        ca = {**conformance.mesh_ca_identities(admin, platform.kube),
+              name: dict(admin.adapter.get(f"/v1/auth/{auth}/role/{name}")["data"])}
+
+        def ours(findings: list[conformance.Finding]) -> list[conformance.Finding]:
+            return [f for f in findings if f.where == f"{mount}/roles/{name}"]
+
+        assert ours(conformance.pki_scope_findings(admin, mount, trust_domain)), \
+            "without knowing the CA, a role that signs any namespace is a finding (the check can fail)"
+        assert not ours(conformance.pki_scope_findings(admin, mount, trust_domain, ca_identities=ca))
+        admin.adapter.post(f"/v1/auth/{auth}/role/{name}-leak", json={**role, "token_policies": [name, "default"]})
+        leaked = ours(conformance.pki_scope_findings(admin, mount, trust_domain, ca_identities=ca))
+        assert leaked and "not the mesh CA's alone" in leaked[0].what
+    finally:
+        for path in (f"/v1/auth/{auth}/role/{name}-leak", f"/v1/auth/{auth}/role/{name}", f"/v1/{mount}/roles/{name}"):
+            admin.adapter.delete(path)
+        admin.sys.delete_acl_policy(name)
 
 
 def answers_from_every_namespace(platform: Platform, kube: Kube, settings: Settings, caller: Workload,

@@ -339,12 +339,18 @@ class MeshCaVaultAccessLost(_Base):
         self.platform.faults().revoke_mesh_ca_vault_access()
 
     def took_effect(self) -> str:
-        errors = [str(e) for e in self.platform.faults().mesh_ca_status().get("vault_recent_errors", [])]
-        token_refused = [e for e in errors if "403" in e and "token" in e]
-        login_refused = [e for e in errors if "login of the CA refused" in e]
-        if token_refused and login_refused:
-            return f"the mesh CA reports: {token_refused[-1]}; then: {login_refused[-1]}"
-        return ""
+        """The CA's re-login is refused; a CA that holds a token must also have had that token refused.
+
+        The local CA keeps a token and renews it (the TTL-mismatch trap itself); cert-manager logs in
+        afresh for each request, so on kind the refused login is the whole evidence.
+        """
+        status = self.platform.faults().mesh_ca_status()
+        token_refused = [str(e) for e in status.get("vault_token_refused", [])]
+        login_refused = [str(e) for e in status.get("vault_login_refused", [])]
+        if not login_refused or (status.get("vault_holds_token") and not token_refused):
+            return ""
+        first = f"{token_refused[-1]}; then: " if token_refused else ""
+        return f"the mesh CA reports: {first}{login_refused[-1]}"
 
     def fail_closed_in(self) -> float | None:
         return _cert_expiry(self.platform, self.client, self.server)

@@ -319,3 +319,31 @@ def test_a_renewal_on_kind_waits_for_the_proxys_scheduled_one(kind_platform: tup
     monkeypatch.setattr(kind, "sidecar_status", status)
     kind.renew_certificate(SERVER)
     assert seen == ["a1", "a1", "a1", "b2"]
+
+
+def test_the_mesh_ca_losing_vault_is_read_from_the_issuers_logs_on_kind(
+        kind_platform: tuple[KindPlatform, Recorder]) -> None:
+    kind, recorder = kind_platform
+    recorder.answers["logs deploy/cert-manager "] = (
+        'E1128 sign.go:1] "failed to sign" err="while requesting a Vault token using the Kubernetes auth: '
+        'Code: 400. Errors: * invalid role name \\"mesh-ca\\""\nI1128 all fine\n')
+    status = kind.faults().mesh_ca_status()
+    assert status["vault_holds_token"] is False and status["vault_token_refused"] == []
+    assert len(status["vault_login_refused"]) == 1 and "invalid role name" in status["vault_login_refused"][0]
+
+
+@pytest.mark.parametrize(("status", "proven"), [
+    ({"vault_holds_token": True, "vault_token_refused": ["renewal refused (403): permission denied, token"],
+      "vault_login_refused": ["login of the CA refused (400): invalid role name"]}, True),
+    ({"vault_holds_token": True, "vault_token_refused": [],
+      "vault_login_refused": ["login of the CA refused (400): invalid role name"]}, False),
+    ({"vault_holds_token": False, "vault_token_refused": [], "vault_login_refused": ["invalid role name"]}, True),
+    ({"vault_holds_token": False, "vault_token_refused": ["403"], "vault_login_refused": []}, False),
+])
+def test_mesh_ca_vault_access_lost_needs_the_refused_login_and_a_held_tokens_refusal(
+        status: dict[str, Any], proven: bool) -> None:
+    from scenarios.faults import fault_class
+
+    platform = SimpleNamespace(faults=lambda: SimpleNamespace(mesh_ca_status=lambda: status))
+    fault = fault_class("mesh-ca-vault-access-lost")(platform, SimpleNamespace(setup=None), None, None)  # type: ignore[arg-type]
+    assert bool(fault.took_effect()) is proven

@@ -292,11 +292,23 @@ class KindFaults:
             client.sys.submit_unseal_key(key)
 
     def mesh_ca_status(self) -> dict[str, Any]:
-        """istio-csr keeps no status; its recent log lines that mention Vault stand in for the CA's errors."""
+        """istio-csr and cert-manager keep no status of their Vault access; their recent log lines do.
+
+        cert-manager's Vault issuer logs in for each request, so a removed role shows as a refused
+        login ("invalid role name", or a 403 on the Kubernetes auth login) and there is no held token.
+        Not yet matched against a live cluster's log lines (no kind run where this was written).
+        """
         namespace, deployment = self.platform.mesh_ca
         text = self.platform.kubectl("-n", namespace, "logs", deployment, "--since=120s", timeout=30)
-        errors = [redact(line) for line in text.splitlines() if "403" in line or "permission denied" in line]
-        return {"vault_recent_errors": errors[-20:]}
+        with contextlib.suppress(PlatformUnavailable):
+            text += self.platform.kubectl("-n", "cert-manager", "logs", "deploy/cert-manager", "--since=120s",
+                                          timeout=30)
+        lines = [redact(line) for line in text.splitlines()]
+        login = [line for line in lines if "invalid role name" in line
+                 or ("auth" in line and "login" in line and ("403" in line or "permission denied" in line))]
+        denied = [line for line in lines if ("403" in line or "permission denied" in line) and line not in login]
+        return {"vault_recent_errors": (denied + login)[-20:], "vault_holds_token": False,
+                "vault_token_refused": denied[-10:], "vault_login_refused": login[-10:]}
 
     def _mesh_ca_role_path(self) -> str:
         return f"/v1/auth/{self.platform.vault_layout.kubernetes_path}/role/{self.platform.mesh_ca_role}"

@@ -139,8 +139,14 @@ class LocalFaults:
         self._platform.vault.unseal()
 
     def mesh_ca_status(self) -> dict[str, Any]:
+        """The CA's own status, plus its Vault refusals sorted the way scenarios read them."""
         path = self._platform.state.file("meshca/status.json")
-        return dict(json.loads(path.read_text())) if path.exists() else {}
+        status: dict[str, Any] = dict(json.loads(path.read_text())) if path.exists() else {}
+        errors = [str(e) for e in status.get("vault_recent_errors", [])]
+        status["vault_holds_token"] = True  # it logs in once and renews, as a Vault agent would
+        status["vault_token_refused"] = [e for e in errors if "403" in e and "token" in e]
+        status["vault_login_refused"] = [e for e in errors if "login of the CA refused" in e]
+        return status
 
     def revoke_mesh_ca_vault_access(self) -> None:
         """Remove the CA's Vault role (re-login refused) and revoke its current token."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from cluster.errors import TrustgridError
 from cluster.local.binaries import CONTROLPLANE_MODULE, find_control_plane, find_crds, find_vault
 from cluster.local.platform import reap_local, remove_run
-from cluster.runstate import cache_dir, runs_root
+from cluster.runstate import EXISTING_CLUSTER_MARK, KIND_CLUSTER_MARK, cache_dir, run_is_live, runs_root
 from cluster.versions import load_pins
 
 
@@ -35,6 +35,23 @@ def down(run_id: str) -> None:
     remove_run(run_id)
     reaped = reap_local()
     _say(f"removed {', '.join(reaped) or 'nothing'}")
+
+
+def reap() -> None:
+    """Dead local runs; dead kind runs' clusters; and a word on existing-cluster runs (they need credentials)."""
+    reaped = reap_local()
+    if any(runs_root().glob(f"*/{KIND_CLUSTER_MARK}")):
+        from cluster.kind.bringup import reap_kind_runs
+        from cluster.kind.commands import run
+        from cluster.kind.tools import ensure_tool, load_tools
+
+        reaped += reap_kind_runs(ensure_tool(load_tools()["kind"], cache_dir() / "bin"), run, _say)
+    _say(f"reaped {', '.join(reaped) or 'nothing'}")
+    waiting = [mark.parent.name for mark in runs_root().glob(f"*/{EXISTING_CLUSTER_MARK}")
+               if not run_is_live(mark.parent)]
+    if waiting:
+        _say(f"left for the next --platform kubeconfig run on their cluster, which has the credentials to clean "
+             f"up: {', '.join(waiting)}")
 
 
 def gomod() -> None:
@@ -72,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build":
             build()
         elif args.command == "reap":
-            _say(f"reaped {', '.join(reap_local()) or 'nothing'}")
+            reap()
         elif args.command == "down":
             down(args.run_id)
         elif args.command == "gomod":

@@ -140,6 +140,7 @@ class RenewalDependency:
     where: str
     mount: str
     role: str
+    sign_path: str = ""  # the issuer's spec.vault.path: "<pki mount>/sign/<role>", or a per-namespace template
 
 
 def renewal_dependencies(api: client.ApiClient) -> list[RenewalDependency]:
@@ -154,7 +155,8 @@ def renewal_dependencies(api: client.ApiClient) -> list[RenewalDependency]:
             meta = obj["metadata"]
             name = f"{meta['namespace']}/{meta['name']}" if meta.get("namespace") else meta["name"]
             mount = str(auth.get("mountPath") or "/v1/auth/kubernetes").strip("/").removeprefix("v1/")
-            found.append(RenewalDependency(f"{kind} {name}", mount.removeprefix("auth/"), str(auth["role"])))
+            found.append(RenewalDependency(f"{kind} {name}", mount.removeprefix("auth/"), str(auth["role"]),
+                                           str(obj["spec"]["vault"].get("path") or "")))
     return found
 
 
@@ -209,55 +211,70 @@ def signing_policies(admin: hvac.Client, path: str) -> set[str]:
     for name in admin.sys.list_acl_policies()["data"]["keys"]:
         if name == "root":
             continue
-        text = str(admin.sys.read_acl_policy(name)["data"]["policy"])
+        try:
+            text = str(admin.sys.read_acl_policy(name)["data"]["policy"])
+        except hvac.exceptions.InvalidPath:
+            continue  # removed since the list (a finished tenant's)
         for pattern, capabilities in _POLICY_PATH.findall(text):
             if policy_grants(pattern, path) and _SIGNING & set(re.findall(r'"([a-z]+)"', capabilities)):
                 found.add(name)
     return found
 
 
+@dataclass(frozen=True)
+class MeshCaIdentity:
+    """The mesh CA as Vault and the API server show it: its Kubernetes-auth roles (name -> role data)
+    and the PKI roles its issuers sign every namespace through (none where it signs per namespace)."""
+
+    auth_roles: Mapping[str, Mapping[str, Any]]
+    pki_roles: frozenset[str]
+
+
 def pki_scope_findings(admin: hvac.Client, mount: str, trust_domain: str, *,
-                       ca_identities: Mapping[str, Mapping[str, Any]] | None = None) -> list[Finding]:
+                       ca: MeshCaIdentity | None = None) -> list[Finding]:
     """Ask every PKI role, for real, to sign a SPIFFE ID of a namespace that exists nowhere.
 
-    A role that signs it is still fine when only the mesh CA can use it: istio-csr signs every
-    namespace through one role and authenticates each workload itself. ``ca_identities`` are the
-    mesh CA's Kubernetes-auth roles as Vault has them (name -> role data, found from the live
-    Issuers); the role is exempt only if every policy that lets anyone sign through it is held
-    by those identities and nobody else.
+    One role may: the one a CA-wide issuer signs through (istio-csr signs every namespace through
+    one role and authenticates each workload itself), and only while every policy that lets anyone
+    sign through it is held by the CA's own identities and nobody else. A per-namespace role that
+    signs outside its namespace is always a finding: it is the scope Vault itself enforces.
     """
     try:
         names = admin.adapter.list(f"/v1/{mount}/roles")["data"]["keys"]
     except hvac.exceptions.InvalidPath:
         return []
     stranger = f"spiffe://{trust_domain}/ns/tg-nobody-{secrets.token_hex(4)}/sa/app"
-    ca = dict(ca_identities or {})
     findings = []
     for name in names:
         try:
             admin.adapter.post(f"/v1/{mount}/sign/{name}", json={"csr": csr_and_key(stranger)[0], "ttl": "10s"})
         except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden, hvac.exceptions.InvalidPath):
             continue  # refused (or the role went away meanwhile): as it must be
-        if ca and _only_the_ca_signs_with(admin, f"{mount}/sign/{name}", ca):
+        if ca and name in ca.pki_roles and _only_the_ca_signs_with(admin, f"{mount}/sign/{name}", ca.auth_roles):
             continue
         allowed = admin.adapter.get(f"/v1/{mount}/roles/{name}")["data"].get("allowed_uri_sans")
-        findings.append(Finding(f"signed {stranger} (allowed_uri_sans {allowed}) and is not the mesh CA's alone",
-                                f"{mount}/roles/{name}",
-                                "limit allowed_uri_sans to spiffe://<trust domain>/ns/<its namespace>/sa/*, or "
-                                "let only the mesh CA's policy sign through it"))
+        alone = "" if ca and name in ca.pki_roles else "; it is not a CA-wide issuer's role"
+        findings.append(Finding(f"signed {stranger} (allowed_uri_sans {allowed}){alone}", f"{mount}/roles/{name}",
+                                "limit allowed_uri_sans to spiffe://<trust domain>/ns/<its namespace>/sa/*; a CA-wide "
+                                "role must be usable by the mesh CA's policy alone"))
     return findings
 
 
-def mesh_ca_identities(admin: hvac.Client, api: client.ApiClient) -> dict[str, dict[str, Any]]:
-    """The mesh CA's Kubernetes-auth roles as Vault has them, found from the live Issuers that log in."""
-    found = {}
+def mesh_ca_identity(admin: hvac.Client, api: client.ApiClient, mount: str) -> MeshCaIdentity:
+    """The mesh CA, found from the live Issuers that log in to Vault: their roles, and the PKI role of
+    each whose path names one role of ``mount`` (not a per-namespace template)."""
+    auth_roles: dict[str, dict[str, Any]] = {}
+    pki_roles = set()
     for dependency in renewal_dependencies(api):
+        prefix = f"{mount}/sign/"
+        if dependency.sign_path.startswith(prefix) and "{" not in dependency.sign_path:
+            pki_roles.add(dependency.sign_path.removeprefix(prefix))
         try:
             path = f"/v1/auth/{dependency.mount}/role/{dependency.role}"
-            found[dependency.role] = dict(admin.adapter.get(path)["data"])
+            auth_roles[dependency.role] = dict(admin.adapter.get(path)["data"])
         except hvac.exceptions.InvalidPath:
             continue  # renewal safety reports a missing role
-    return found
+    return MeshCaIdentity(auth_roles, frozenset(pki_roles))
 
 
 def _only_the_ca_signs_with(admin: hvac.Client, sign_path: str, ca: Mapping[str, Mapping[str, Any]]) -> bool:
@@ -274,7 +291,10 @@ def _only_the_ca_signs_with(admin: hvac.Client, sign_path: str, ca: Mapping[str,
         for other in others:
             if other in ca:
                 continue
-            data = admin.adapter.get(f"/v1/auth/{mount}/role/{other}")["data"]
+            try:
+                data = admin.adapter.get(f"/v1/auth/{mount}/role/{other}")["data"]
+            except hvac.exceptions.InvalidPath:
+                continue  # removed since the list (a finished tenant)
             if granting & {str(p) for p in (data.get("token_policies") or data.get("policies") or [])}:
                 return False
     return True

@@ -201,9 +201,12 @@ def run_is_live(path: Path) -> bool:
     return _alive(owner)
 
 
-# A run directory with this file records a kind cluster: only the kind platform's reaper (which
-# deletes the cluster first) removes it, so that no cluster is orphaned by a local run's reaping.
+# A run directory with one of these files records what the run made outside this machine (a kind
+# cluster; namespaces and Vault paths on an existing cluster): only that platform's reaper, which
+# removes those first, removes the directory, so nothing is orphaned by a local run's reaping.
 KIND_CLUSTER_MARK = "kind-cluster"
+EXISTING_CLUSTER_MARK = "existing-cluster"
+EXTERNAL_MARKS = (KIND_CLUSTER_MARK, EXISTING_CLUSTER_MARK)
 
 
 def reap_dead_runs(root: Path | None = None, *, include_kept: bool = False) -> list[str]:
@@ -219,7 +222,7 @@ def reap_dead_runs(root: Path | None = None, *, include_kept: bool = False) -> l
                 live.add(path.name)
                 continue
             terminate(our_processes(path.name))
-            if (path / KIND_CLUSTER_MARK).exists():
+            if any((path / mark).exists() for mark in EXTERNAL_MARKS):
                 continue
             shutil.rmtree(path, ignore_errors=True)
             reaped.append(path.name)

@@ -285,7 +285,12 @@ class VaultConfigurator:
         except hvac.exceptions.InvalidPath:
             return {}
         names = listed["data"]["keys"] if isinstance(listed, dict) else []
-        return {name: self.client.adapter.get(f"/v1/auth/{path}/role/{name}")["data"] for name in names}
+        roles = {}
+        for name in names:
+            # A role removed between the list and the read (a finished tenant) is simply not there.
+            with contextlib.suppress(hvac.exceptions.InvalidPath):
+                roles[name] = self.client.adapter.get(f"/v1/auth/{path}/role/{name}")["data"]
+        return roles
 
 
 def login_kubernetes(client: hvac.Client, layout: VaultLayout, role: str, jwt: str) -> str:

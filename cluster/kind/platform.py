@@ -317,16 +317,14 @@ class KindFaults:
         """Delete the mesh CA's role, kept first as it was: restore puts back exactly that, not our idea of it."""
         admin = self.platform.vault_admin()
         role = admin.adapter.get(self._mesh_ca_role_path())["data"]
-        self.platform.state.write_private(MESH_CA_ROLE_KEPT, json.dumps(role))
+        # Kept with its path: if this run dies mid-fault, the next run's reaper puts it back from here.
+        self.platform.state.write_private(MESH_CA_ROLE_KEPT, json.dumps({"path": self._mesh_ca_role_path(),
+                                                                          "data": role}))
         admin.adapter.delete(self._mesh_ca_role_path())
         admin.sys.revoke_prefix(f"auth/{self.platform.vault_layout.kubernetes_path}/login")
 
     def restore_mesh_ca_vault_access(self) -> None:
-        kept = self.platform.state.file(MESH_CA_ROLE_KEPT)
-        if not kept.exists():
-            return  # never revoked (the fault failed before it): nothing to put back
-        self.platform.vault_admin().adapter.post(self._mesh_ca_role_path(), json=json.loads(kept.read_text()))
-        kept.unlink()
+        put_back_kept_role(self.platform.vault_admin(), self.platform.state.file(MESH_CA_ROLE_KEPT))
 
     def stop_mesh_ca(self) -> None:
         self._scale(*self.platform.mesh_ca, 0)
@@ -335,6 +333,16 @@ class KindFaults:
         namespace, deployment = self.platform.mesh_ca
         self._scale(namespace, deployment, 1)
         self.platform.kubectl("-n", namespace, "rollout", "status", deployment, "--timeout=120s", timeout=130)
+
+
+def put_back_kept_role(admin: hvac.Client, kept: Path) -> bool:
+    """Write a role kept by revoke_mesh_ca_vault_access back where it was; False when none was kept."""
+    if not kept.exists():
+        return False  # never revoked (the fault failed before it): nothing to put back
+    saved = json.loads(kept.read_text())
+    admin.adapter.post(saved["path"], json=saved["data"])
+    kept.unlink()
+    return True
 
 
 def _answers(client: hvac.Client) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,14 +22,15 @@ from cluster.errors import PlatformUnavailable, SettingsError
 from cluster.kind import manifests
 from cluster.kind.commands import Kubectl, Runner, run
 from cluster.kind.plan import load_kind_pins
-from cluster.kind.platform import KindPlatform, KindVault
+from cluster.kind.platform import MESH_CA_ROLE_KEPT, KindPlatform, KindVault, put_back_kept_role
 from cluster.kind.tools import ensure_tool, load_tools
 from cluster.kube import Kube
-from cluster.kubeconfig.guard import kubeconfig_path
+from cluster.kubeconfig.guard import current_context, kubeconfig_path
 from cluster.kubeconfig.targets import ExistingCluster
-from cluster.runstate import RunState
+from cluster.runstate import EXISTING_CLUSTER_MARK, RunState, run_is_live, runs_root
 from cluster.secrets import register
 from cluster.settings import Settings
+from cluster.vault import VaultConfigurator
 
 Progress = Callable[[str], None]
 
@@ -94,10 +96,44 @@ def pinned_tools(settings: Settings) -> dict[str, Path]:
     return {name: ensure_tool(wanted[name], settings.cache_dir / "bin") for name in ("kubectl", "istioctl")}
 
 
+def remove_run(platform: ExistingClusterPlatform, run_id: str) -> list[str]:
+    """Everything a run made here: its labelled namespaces, the Vault roles, policies and KV paths
+    named after them, and the mesh CA's role put back if the run took it away."""
+    configurator = VaultConfigurator(platform.vault_admin(), platform.vault_layout, platform.settings.profile.setup,
+                                     run_id)
+    removed = Kube(platform.kube).delete_namespaces_of_run(run_id)
+    for namespace in removed:
+        configurator.remove_namespace(namespace)
+    return removed
+
+
+def attachment_target(settings: Settings) -> str:
+    """Which cluster and Vault a run attached to: a dead run is reaped only by a run on the same pair."""
+    existing = settings.existing
+    return json.dumps({"context": settings.context or current_context(kubeconfig_path()),
+                       "vault_addr": existing.vault_addr if existing else ""}, sort_keys=True)
+
+
+def reap_existing_runs(platform: ExistingClusterPlatform, progress: Progress, root: Path | None = None) -> list[str]:
+    """Runs on this cluster that were killed outright: remove what they made, restore what they took."""
+    target = attachment_target(platform.settings)
+    reaped = []
+    for mark in sorted((root or runs_root()).glob("*/" + EXISTING_CLUSTER_MARK)):
+        run_dir = mark.parent
+        if run_dir.name == platform.run_id or run_is_live(run_dir) or mark.read_text() != target:
+            continue
+        progress(f"cleaning up after dead run {run_dir.name} on this cluster")
+        put_back_kept_role(platform.vault_admin(), run_dir / MESH_CA_ROLE_KEPT)
+        remove_run(platform, run_dir.name)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        reaped.append(run_dir.name)
+    return reaped
+
+
 @contextlib.contextmanager
 def attach_existing(settings: Settings, progress: Progress, runner: Runner = run,
                     tools: dict[str, Path] | None = None) -> Iterator[ExistingClusterPlatform]:
-    """Attach; at the end delete the namespaces that carry this run's label, and nothing else."""
+    """Attach; at the end remove what carries this run's label, and nothing else."""
     if settings.existing is None:
         raise SettingsError("--platform kubeconfig needs its targets", fix="pass --vault-addr and --workload-image")
     progress(f"attaching to context {settings.context or '(current)'}; Vault at {settings.existing.vault_addr}")
@@ -107,9 +143,11 @@ def attach_existing(settings: Settings, progress: Progress, runner: Runner = run
         state = RunState.create(settings.run_id)
         stack.callback(state.remove)
         platform = build_platform(settings, state, runner, found)
+        reap_existing_runs(platform, progress)
         if not settings.keep_cluster:
-            stack.callback(Kube(platform.kube).delete_namespaces_of_run, settings.run_id)
-            stack.callback(platform.faults().restore_mesh_ca_vault_access)  # a no-op unless a run died mid-fault
+            state.write_private(EXISTING_CLUSTER_MARK, attachment_target(settings))  # for the next run's reaper
+            stack.callback(remove_run, platform, settings.run_id)
+            stack.callback(platform.faults().restore_mesh_ca_vault_access)  # a no-op unless a fault is still on
         yield platform
 
 

@@ -109,9 +109,9 @@ def test_no_pki_role_issues_a_spiffe_id_outside_its_namespace(platform: Platform
     assert tenant.role in listed, f"the tenant's PKI role {tenant.role} is missing from {mount}/roles"
     trust_domain = read_mesh_config(platform.kube).trust_domain
     admin = platform.vault_admin()
-    ca = conformance.mesh_ca_identities(admin, platform.kube)
-    assert ca, "no Issuer of the mesh CA logs in to Vault: the CA's own role cannot be told apart"
-    assert_no_findings(conformance.pki_scope_findings(admin, mount, trust_domain, ca_identities=ca))
+    ca = conformance.mesh_ca_identity(admin, platform.kube, mount)
+    assert ca.auth_roles, "no Issuer of the mesh CA logs in to Vault: the CA's own identity cannot be told apart"
+    assert_no_findings(conformance.pki_scope_findings(admin, mount, trust_domain, ca=ca))
 
 
 @pytest.mark.cluster_fault  # adds a PKI role and Vault identities that every PKI check would see
@@ -128,19 +128,23 @@ def test_a_role_that_signs_any_namespace_passes_only_while_the_mesh_ca_alone_may
         vault_config.configure_mesh_pki_role(name)  # the role the kind platform gives istio-csr
         admin.sys.create_or_update_acl_policy(name, f'path "{mount}/sign/{name}" {{ capabilities = ["update"] }}')
         admin.adapter.post(f"/v1/auth/{auth}/role/{name}", json=role)
-        # The live mesh CA's policy signs through every role (pki_int/sign/*), so it is part of the CA too.
-        ca = {**conformance.mesh_ca_identities(admin, platform.kube),
-              name: dict(admin.adapter.get(f"/v1/auth/{auth}/role/{name}")["data"])}
+        # As an istio-csr Issuer would declare it: this role CA-wide, these identities the CA's. The live
+        # mesh CA's policy signs through every role (pki_int/sign/*), so its identity is the CA's too.
+        live = conformance.mesh_ca_identity(admin, platform.kube, mount)
+        ca = conformance.MeshCaIdentity(
+            {**live.auth_roles, name: dict(admin.adapter.get(f"/v1/auth/{auth}/role/{name}")["data"])},
+            live.pki_roles | {name})
 
         def ours(findings: list[conformance.Finding]) -> list[conformance.Finding]:
             return [f for f in findings if f.where == f"{mount}/roles/{name}"]
 
-        assert ours(conformance.pki_scope_findings(admin, mount, trust_domain)), \
-            "without knowing the CA, a role that signs any namespace is a finding (the check can fail)"
-        assert not ours(conformance.pki_scope_findings(admin, mount, trust_domain, ca_identities=ca))
+        not_ca_wide = ours(conformance.pki_scope_findings(admin, mount, trust_domain, ca=live))
+        assert not_ca_wide and "not a CA-wide issuer's role" in not_ca_wide[0].what, \
+            "a role no issuer names as CA-wide is a finding when it signs any namespace (the check can fail)"
+        assert not ours(conformance.pki_scope_findings(admin, mount, trust_domain, ca=ca))
         admin.adapter.post(f"/v1/auth/{auth}/role/{name}-leak", json={**role, "token_policies": [name, "default"]})
-        leaked = ours(conformance.pki_scope_findings(admin, mount, trust_domain, ca_identities=ca))
-        assert leaked and "not the mesh CA's alone" in leaked[0].what
+        assert ours(conformance.pki_scope_findings(admin, mount, trust_domain, ca=ca)), \
+            "a CA-wide role that another identity may sign through is a finding"
     finally:
         for path in (f"/v1/auth/{auth}/role/{name}-leak", f"/v1/auth/{auth}/role/{name}", f"/v1/{mount}/roles/{name}"):
             admin.adapter.delete(path)

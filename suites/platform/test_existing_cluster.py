@@ -10,6 +10,9 @@ asked to do anything but report a version.
 
 from __future__ import annotations
 
+import json
+import secrets
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,13 +22,15 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from cluster.errors import PlatformUnavailable
+from cluster.kind.platform import MESH_CA_ROLE_KEPT
 from cluster.kube import Kube
-from cluster.kubeconfig.platform import ExistingClusterPlatform, attach_existing
+from cluster.kubeconfig.platform import ExistingClusterPlatform, attach_existing, attachment_target
 from cluster.local.platform import LocalPlatform
 from cluster.platform import Platform
-from cluster.runstate import RUN_LABEL
+from cluster.runstate import EXISTING_CLUSTER_MARK, RUN_LABEL, runs_root
 from cluster.settings import Settings, build_settings
 from cluster.tenancy import open_tenant
+from cluster.vault import VaultConfigurator
 
 TOOLS = {"kubectl": Path("/nonexistent/kubectl"), "istioctl": Path("/nonexistent/istioctl")}
 
@@ -116,3 +121,39 @@ def test_the_attached_platform_reads_the_live_cluster(
     assert existing.vault_admin().sys.read_health_status(method="GET")["sealed"] is False
     with pytest.raises(PlatformUnavailable, match="--vault-unseal-keys"):
         existing.unseal_keys()
+
+
+@pytest.mark.cluster_fault  # takes the mesh CA's Vault role away, as a run killed mid-fault would have left it
+def test_the_next_run_cleans_up_after_a_run_killed_on_the_cluster(
+        local: LocalPlatform, existing_settings: Settings) -> None:
+    kube = Kube(local.kube)
+    admin = local.vault_admin()
+    role_path = f"/v1/auth/{local.vault_layout.kubernetes_path}/role/mesh-ca"
+    mesh_ca_role = _role(admin, role_path)
+    assert mesh_ca_role
+    # What `kill -9` in the middle of mesh-ca-vault-access-lost leaves: a run directory whose owner is gone,
+    # the CA's role kept there and missing from Vault, and a tenant namespace with its Vault role.
+    dead = f"tg-dead-{secrets.token_hex(3)}"
+    run_dir = runs_root() / dead
+    run_dir.mkdir(parents=True)
+    (run_dir / "owner").write_text(str(2**22 + 4242))  # above pid_max's default: no such process
+    (run_dir / EXISTING_CLUSTER_MARK).write_text(attachment_target(existing_settings))
+    (run_dir / MESH_CA_ROLE_KEPT).write_text(json.dumps({"path": role_path, "data": mesh_ca_role}))
+    namespace = f"t-killed-{dead.removeprefix('tg-')}"
+    configurator = VaultConfigurator(admin, local.vault_layout, existing_settings.profile.setup, dead)
+    try:
+        kube.ensure_namespace(namespace, dead)
+        configurator.configure_namespace(namespace, ["app"])
+        admin.adapter.delete(role_path)
+        said: list[str] = []
+        with attach_existing(existing_settings, said.append, runner=Recorder(), tools=TOOLS):
+            assert _role(admin, role_path) == mesh_ca_role, "the dead run's fault was undone"
+            assert _gone_or_going(kube, namespace)
+            assert _role(admin, f"/v1/auth/{local.vault_layout.kubernetes_path}/role/{namespace}") is None
+            assert not run_dir.exists() and any(dead in line for line in said), said
+    finally:
+        if _role(admin, role_path) is None:
+            admin.adapter.post(role_path, json=mesh_ca_role)
+        configurator.remove_namespace(namespace)
+        kube.delete_namespace(namespace)
+        shutil.rmtree(run_dir, ignore_errors=True)

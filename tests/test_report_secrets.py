@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cluster.runstate import runs_root
-from cluster.secrets import find_secrets
+from cluster.secrets import find_secrets, redact
 from scenarios.faults import FAULTS
 from tests.lifecycle import ROOT
 
@@ -38,7 +38,12 @@ def test_a_whole_suite_run_has_complete_reports_and_no_secret_in_them(tmp_path: 
     runs = [p for p in reports.glob("tg-*") if p.is_dir()]
     assert len(runs) == 1, f"expected one run directory in {reports}: {runs}\n{output[-3000:]}"
     run_dir = runs[0]
+    kept = runs_root() / run_dir.name
     try:
+        assert (kept / "vault-init.json").exists(), (
+            f"the kept run {kept} has no vault-init.json (exit {result.returncode}; state directories now: "
+            f"{sorted(p.name for p in runs_root().iterdir()) if runs_root().is_dir() else []}; kept: "
+            f"{sorted(p.name for p in kept.iterdir()) if kept.is_dir() else 'gone'})\n{redact(output[-4000:])}")
         exact = _kept_secrets(run_dir.name)
     finally:
         subprocess.run([sys.executable, "-m", "cluster", "down", run_dir.name], cwd=ROOT, check=False,

@@ -22,7 +22,7 @@ from cluster.kind import manifests
 from cluster.kind.commands import Kubectl, Runner, documents, run
 from cluster.kind.external import ExternalVault, external_vault
 from cluster.kind.plan import SA_ISSUER, KindPins, Step, cluster_name, install_plan, load_kind_pins
-from cluster.kind.platform import ISTIO_CSR, VAULT_INIT, KindPlatform, KindVault, port_forward
+from cluster.kind.platform import ISTIO_CSR, VAULT_INIT, KindPlatform, KindVault, port_forward, vault_answers
 from cluster.kind.tools import ensure_tool, load_tools
 from cluster.runstate import KIND_CLUSTER_MARK, RunState, run_is_live, runs_root
 from cluster.secrets import register
@@ -126,7 +126,7 @@ class KindBringUp:
         self.vault_addr = self.external.local_addr
         self.kubectl.apply(step.documents)
         client = hvac.Client(url=self.vault_addr, timeout=10)
-        wait_until(lambda: _vault_answers(client), timeout=120, interval=1, describe=f"{self.flavor} to answer")
+        wait_until(lambda: vault_answers(client), timeout=120, interval=1, describe=f"{self.flavor} to answer")
         answer = client.sys.initialize(secret_shares=3, secret_threshold=2)
         init = {"root_token": register(answer["root_token"]),
                 "unseal_keys_b64": [register(key) for key in answer["keys_base64"]]}
@@ -248,11 +248,3 @@ def attach_kind(settings: Settings, state_path: Path, runner: Runner = run) -> K
 def mesh_ca(settings: Settings) -> tuple[str, str]:
     """What signs workload certificates, scaled for mesh-ca-down: istio-csr, or istiod with ca: plugin."""
     return (manifests.ISTIO_NS, "deployment/istiod") if settings.profile.setup.mesh.ca == "plugin" else ISTIO_CSR
-
-
-def _vault_answers(client: hvac.Client) -> bool:
-    try:
-        client.sys.read_seal_status()
-    except (hvac.exceptions.VaultError, OSError, ValueError):
-        return False
-    return True

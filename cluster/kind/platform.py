@@ -285,7 +285,7 @@ class KindFaults:
     def unseal_vault(self) -> None:
         keys = self.platform.unseal_keys()
         client = self.platform.vault_client()
-        wait_until(lambda: _answers(client), timeout=180, interval=1, describe="Vault to answer after its start")
+        wait_until(lambda: vault_answers(client), timeout=180, interval=1, describe="Vault to answer after its start")
         for key in keys:
             if not client.sys.read_seal_status()["sealed"]:
                 break
@@ -345,7 +345,8 @@ def put_back_kept_role(admin: hvac.Client, kept: Path) -> bool:
     return True
 
 
-def _answers(client: hvac.Client) -> bool:
+def vault_answers(client: hvac.Client) -> bool:
+    """True once Vault answers its seal status (sealed or not)."""
     try:
         client.sys.read_seal_status()
     except (hvac.exceptions.VaultError, OSError, ValueError):

@@ -73,11 +73,15 @@ def _check_vault(existing: ExistingCluster) -> None:
                                   fix="check --vault-addr (a port-forward to the Vault service works)") from None
 
 
+def targets(settings: Settings) -> ExistingCluster:
+    if settings.existing is None:  # build_settings fills it for --platform kubeconfig
+        raise SettingsError("--platform kubeconfig needs its targets", fix="pass --vault-addr and --workload-image")
+    return settings.existing
+
+
 def build_platform(settings: Settings, state: RunState, runner: Runner,
                    tools: dict[str, Path]) -> ExistingClusterPlatform:
-    existing = settings.existing
-    if existing is None:
-        raise SettingsError("--platform kubeconfig needs its targets", fix="pass --vault-addr and --workload-image")
+    existing = targets(settings)
     layout = existing.layout
     target = manifests.VaultTarget("", existing.vault_cluster_addr, settings.kind_vault,
                                    pki_int_path=layout.pki_int_path, kubernetes_path=layout.kubernetes_path,
@@ -134,10 +138,9 @@ def reap_existing_runs(platform: ExistingClusterPlatform, progress: Progress, ro
 def attach_existing(settings: Settings, progress: Progress, runner: Runner = run,
                     tools: dict[str, Path] | None = None) -> Iterator[ExistingClusterPlatform]:
     """Attach; at the end remove what carries this run's label, and nothing else."""
-    if settings.existing is None:
-        raise SettingsError("--platform kubeconfig needs its targets", fix="pass --vault-addr and --workload-image")
-    progress(f"attaching to context {settings.context or '(current)'}; Vault at {settings.existing.vault_addr}")
-    _check_vault(settings.existing)
+    existing = targets(settings)
+    progress(f"attaching to context {settings.context or '(current)'}; Vault at {existing.vault_addr}")
+    _check_vault(existing)
     found = tools or pinned_tools(settings)
     with contextlib.ExitStack() as stack:
         state = RunState.create(settings.run_id)

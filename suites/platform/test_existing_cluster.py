@@ -68,6 +68,15 @@ def _role(admin: hvac.Client, path: str) -> dict[str, Any] | None:
         return None
 
 
+def _mesh_ca_role(local: LocalPlatform) -> tuple[Kube, hvac.Client, str, dict[str, Any]]:
+    """The live cluster's mesh CA role (what a fault takes away), and the clients to check it with."""
+    admin = local.vault_admin()
+    role_path = f"/v1/auth/{local.vault_layout.kubernetes_path}/role/mesh-ca"
+    role = _role(admin, role_path)
+    assert role, "the local platform's mesh CA has a Kubernetes-auth role to take away"
+    return Kube(local.kube), admin, role_path, role
+
+
 def _gone_or_going(kube: Kube, name: str) -> bool:
     try:
         return kube.core.read_namespace(name).metadata.deletion_timestamp is not None
@@ -85,11 +94,7 @@ def attached(existing_settings: Settings) -> Iterator[tuple[ExistingClusterPlatf
 @pytest.mark.cluster_fault  # taking the mesh CA's role away revokes every Kubernetes-auth login
 def test_a_run_on_an_existing_cluster_leaves_nothing_of_its_own_and_touches_nothing_else(
         local: LocalPlatform, existing_settings: Settings) -> None:
-    kube = Kube(local.kube)
-    admin = local.vault_admin()
-    role_path = f"/v1/auth/{local.vault_layout.kubernetes_path}/role/mesh-ca"
-    mesh_ca_role = _role(admin, role_path)
-    assert mesh_ca_role, "the local platform's mesh CA has a Kubernetes-auth role to take away"
+    kube, admin, role_path, mesh_ca_role = _mesh_ca_role(local)
     # The cluster's own namespaces, minus those already on their way out (a finished test's tenant).
     theirs = [ns.metadata.name for ns in kube.core.list_namespace(label_selector=f"{RUN_LABEL}={local.run_id}").items
               if ns.metadata.deletion_timestamp is None]
@@ -126,11 +131,7 @@ def test_the_attached_platform_reads_the_live_cluster(
 @pytest.mark.cluster_fault  # takes the mesh CA's Vault role away, as a run killed mid-fault would have left it
 def test_the_next_run_cleans_up_after_a_run_killed_on_the_cluster(
         local: LocalPlatform, existing_settings: Settings) -> None:
-    kube = Kube(local.kube)
-    admin = local.vault_admin()
-    role_path = f"/v1/auth/{local.vault_layout.kubernetes_path}/role/mesh-ca"
-    mesh_ca_role = _role(admin, role_path)
-    assert mesh_ca_role
+    kube, admin, role_path, mesh_ca_role = _mesh_ca_role(local)
     # What `kill -9` in the middle of mesh-ca-vault-access-lost leaves: a run directory whose owner is gone,
     # the CA's role kept there and missing from Vault, and a tenant namespace with its Vault role.
     dead = f"tg-dead-{secrets.token_hex(3)}"

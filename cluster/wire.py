@@ -8,6 +8,7 @@ The payload stays in memory, for the canary search; it is never written out.
 from __future__ import annotations
 
 import re
+import secrets
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -15,6 +16,14 @@ from dataclasses import dataclass, field
 from cluster.platform import FlowSummary
 
 _TCP = 6
+# Captures are synchronized by UDP marker datagrams to the discard port; they are never part of a flow.
+MARKER_PORT = 9
+CAPTURE_FILTER = f"tcp or (udp and dst port {MARKER_PORT})"
+
+
+def new_marker(which: str) -> bytes:
+    """A marker datagram's text: unique, so that seeing it proves this capture saw this moment."""
+    return f"trustgrid-capture-{which}-{secrets.token_hex(8)}".encode()
 
 
 @dataclass

@@ -37,7 +37,7 @@ def timeline(data: dict[str, Any]) -> None:
                   attachment_type=allure.attachment_type.JSON)
     allure.attach(timeline_svg(data), name=f"{scenario} outcomes over time",
                   attachment_type=allure.attachment_type.SVG)
-    lines = [f"t={s['t']:8.3f}s {s['probe']:<6} {s['outcome']:<12} {s.get('detail', '')}"
+    lines = [f"t={s['t']:8.3f}..{s.get('end', s['t']):8.3f}s {s['probe']:<6} {s['outcome']:<12} {s.get('detail', '')}"
              for s in data.get("samples") or []]
     allure.attach(redact("\n".join(lines)), name=f"{scenario} probe transcript",
                   attachment_type=allure.attachment_type.TEXT)

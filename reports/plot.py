@@ -19,7 +19,7 @@ MOMENTS = (("fault_at", "fault", "#b00020"), ("expected_fail_closed_at", "expect
 def timeline_svg(timeline: dict[str, Any]) -> str:
     samples = timeline.get("samples") or []
     probes = sorted({s["probe"] for s in samples}) or ["mesh", "vault"]
-    end = float(max([s["t"] for s in samples] + [timeline.get(k) or 0 for k, _, _ in MOMENTS] + [1.0]))
+    end = float(max([s.get("end", s["t"]) for s in samples] + [timeline.get(k) or 0 for k, _, _ in MOMENTS] + [1.0]))
     height = TOP + ROW * len(probes) + BOTTOM
     span = WIDTH - LEFT - 10
 
@@ -36,8 +36,12 @@ def timeline_svg(timeline: dict[str, Any]) -> str:
         parts.append(f'<line x1="{LEFT}" y1="{y + ROW / 2}" x2="{WIDTH - 10}" y2="{y + ROW / 2}" stroke="#ddd"/>')
         for sample in (s for s in samples if s["probe"] == probe):
             colour = COLOURS.get(sample["outcome"], FAILED)
-            parts.append(f'<rect x="{x(sample["t"])}" y="{y + 6}" width="2" height="{ROW - 12}" fill="{colour}">'
-                         f'<title>t={sample["t"]:.2f}s {escape(sample["outcome"])}</title></rect>')
+            # Each sample is drawn over the interval it took (older timelines carry no end).
+            answered = float(sample.get("end", sample["t"]))
+            width = max(2.0, round(x(answered) - x(sample["t"]), 1))
+            parts.append(f'<rect x="{x(sample["t"])}" y="{y + 6}" width="{width}" height="{ROW - 12}" '
+                         f'fill="{colour}" fill-opacity="0.8"><title>t={sample["t"]:.3f}..{answered:.3f}s '
+                         f'{escape(sample["outcome"])}</title></rect>')
     axis = TOP + ROW * len(probes)
     for tick in range(0, int(end) + 1, max(1, int(end // 8) or 1)):
         parts.append(f'<text x="{x(tick)}" y="{axis + 14}" text-anchor="middle" fill="#555">{tick}s</text>')

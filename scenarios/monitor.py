@@ -1,11 +1,15 @@
 """The Monitor: samples mesh calls and Vault reads through the workloads, continuously.
 
 Each probe runs in its own thread at ``hz`` or more, so a slow or hanging
-probe (Vault down) never starves the other one. Every sample is kept.
+probe (Vault down) never starves the other one. Every sample is kept, with
+the interval it took: when the probe started and when its answer came back.
+The system decided the outcome at some moment inside that interval, and
+nothing tells which; scenarios/timeline.py judges samples by that rule.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 import threading
 import time
@@ -21,7 +25,13 @@ PLAINTEXT = "plaintext"
 
 @dataclass(frozen=True)
 class Sample:
+    """One probe: started at ``t``, answered at ``end`` (seconds on the monitor's clock, t <= end).
+
+    A success proves access was open at some moment in [t, end]; a failure, that it was closed.
+    """
+
     t: float
+    end: float
     probe: str
     outcome: str
     detail: str
@@ -84,8 +94,11 @@ class Monitor:
                 outcome, detail = probe()
             except Exception as err:  # noqa: BLE001 - a probe that raises is a failed sample, never a gap
                 outcome, detail = "other", f"{type(err).__name__}: {err}"[:200]
+            ended = self.now()
+            # Milliseconds, rounded outwards: the recorded interval always contains the real one.
+            sample = Sample(math.floor(started * 1000) / 1000, math.ceil(ended * 1000) / 1000, name, outcome, detail)
             with self._lock:
-                self._samples.append(Sample(round(started, 3), name, outcome, detail))
+                self._samples.append(sample)
             next_at += self.period
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
@@ -106,6 +119,7 @@ class Monitor:
             return sorted(self._samples, key=lambda s: s.t)
 
     def recent(self, probe: str, count: int, since: float = 0.0) -> list[Sample]:
+        """The last ``count`` samples of ``probe`` that started at or after ``since``."""
         return [s for s in self.samples if s.probe == probe and s.t >= since][-count:]
 
     def all_recent(self, probes: tuple[str, ...], count: int, outcome_ok: bool, since: float = 0.0) -> bool:

@@ -1,12 +1,14 @@
 """A scenario's timeline: every sample, the moments, the measured times and the verdict.
 
 Written as ``reports/out/<run-id>/timelines/<scenario-id>.json``; the
-figures are computed from the samples alone, so anyone can recheck them.
+figures are computed from the samples alone, so anyone can recheck them
+(``Timeline.from_json`` reads one back).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,18 +38,28 @@ class Timeline:
     notes: list[str] = field(default_factory=list)
 
     # -- figures, from the samples -----------------------------------------
-    def _of(self, probe: str, start: float, end: float) -> list[Sample]:
-        return [s for s in self.samples if s.probe == probe and start <= s.t <= end]
+    # A sample is an interval [t, end]: the system decided its outcome at some moment inside it.
+    # So a sample is on one side of a moment only when its whole interval is; one that straddles
+    # the fault or the restore proves nothing about either side and is left out of both.
+    def _during_fault(self, probe: str) -> list[Sample]:
+        """Samples of ``probe`` that started at or after the fault and ended by the restore."""
+        assert self.fault_at is not None
+        end = self.restored_at if self.restored_at is not None else math.inf
+        return [s for s in self.samples if s.probe == probe and s.t >= self.fault_at and s.end <= end]
+
+    def _after_restore(self, probe: str) -> list[Sample]:
+        assert self.restored_at is not None
+        return [s for s in self.samples if s.probe == probe and s.t >= self.restored_at]
 
     @property
     def time_to_fail_closed_s(self) -> float | None:
-        """From the fault to the moment every must-fail probe failed and stayed failed until the restore."""
+        """From the fault to the start of the first failure after which every must-fail probe
+        failed until the restore (the latest such moment over the must-fail probes)."""
         if self.fault_at is None or self.zero_failures or not self.must_fail:
             return None
-        end = self.restored_at if self.restored_at is not None else float("inf")
         moments = []
         for probe in self.must_fail:
-            window = self._of(probe, self.fault_at, end)
+            window = self._during_fault(probe)
             last_ok = max((s.t for s in window if s.ok), default=None)
             after = [s.t for s in window if not s.ok and (last_ok is None or s.t > last_ok)]
             if not after:
@@ -57,13 +69,13 @@ class Timeline:
 
     @property
     def time_to_recover_s(self) -> float | None:
-        """From the restore to the first of CONVERGE successes in a row on every probe."""
+        """From the restore to the start of the first of CONVERGE successes in a row, on every probe."""
         if self.restored_at is None:
             return None
         probes = sorted({s.probe for s in self.samples})
         moments = []
         for probe in probes:
-            window = self._of(probe, self.restored_at, float("inf"))
+            window = self._after_restore(probe)
             found = None
             for i in range(len(window) - CONVERGE + 1):
                 if all(s.ok for s in window[i:i + CONVERGE]):
@@ -76,7 +88,9 @@ class Timeline:
 
     @property
     def violations(self) -> list[str]:
-        """Zero tolerance: plaintext anywhere, successes after the fail-closed moment, failures where none may be."""
+        """Zero tolerance: plaintext anywhere, a success that proves access open after the
+        fail-closed deadline (it started after the deadline and answered before the restore),
+        and, where none may be, any failure."""
         found = [f"t={s.t}: {s.probe} succeeded in plaintext" for s in self.samples if s.outcome == PLAINTEXT]
         if self.zero_failures:
             found += [f"t={s.t}: {s.probe} failed ({s.outcome}: {s.detail}) where no failure is allowed"
@@ -85,8 +99,7 @@ class Timeline:
             deadline = self.expected_fail_closed_at + self.tolerance_s
             for probe in self.must_fail:
                 found += [f"t={s.t}: {probe} succeeded after the fail-closed deadline t={deadline:.3f}"
-                          for s in self._of(probe, deadline, self.restored_at)
-                          if s.outcome == OK and s.t < self.restored_at]
+                          for s in self._during_fault(probe) if s.outcome == OK and s.t >= deadline]
         return found
 
     @property
@@ -117,6 +130,33 @@ class Timeline:
             "steady_again": self.steady_again, "steady_evidence": self.steady_evidence, "notes": self.notes,
             "samples": [asdict(s) for s in self.samples],
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Timeline:
+        """A timeline as written by ``as_json``; figures and verdict are computed afresh.
+
+        Timelines written before samples carried their ``end`` are read with each sample ending
+        when the next sample of its probe started: a probe runs one sample at a time, so that is
+        the latest it can have answered (the widest interval, which judges conservatively).
+        """
+        raw = sorted(data["samples"], key=lambda s: float(s["t"]))
+        samples = []
+        for i, item in enumerate(raw):
+            end = item.get("end")
+            if end is None:
+                later = [float(n["t"]) for n in raw[i + 1:] if n["probe"] == item["probe"]]
+                end = later[0] if later else math.inf
+            samples.append(Sample(float(item["t"]), float(end), str(item["probe"]), str(item["outcome"]),
+                                  str(item.get("detail", ""))))
+        return cls(
+            scenario=data["scenario"], platform=data["platform"], must_fail=tuple(data["must_fail"]),
+            zero_failures=bool(data["zero_failures"]), tolerance_s=float(data["tolerance_s"]),
+            recovery_bound_s=float(data["recovery_bound_s"]), samples=samples, fault_at=data["fault_at"],
+            restored_at=data["restored_at"], expected_fail_closed_at=data["expected_fail_closed_at"],
+            fault_evidence=data.get("fault_evidence", ""), fault_took_effect=bool(data["fault_took_effect"]),
+            steady_again=bool(data["steady_again"]), steady_evidence=data.get("steady_evidence", ""),
+            notes=list(data.get("notes", [])),
+        )
 
     def write(self, run_dir: Path) -> Path:
         folder = run_dir / "timelines"

@@ -16,6 +16,13 @@ def _frame(src: str, dst: str, sport: int, dport: int, flags: int, payload: byte
     return b"\x00" * 12 + b"\x08\x00" + ip + tcp
 
 
+def _udp_frame(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                     bytes(map(int, src.split("."))), bytes(map(int, dst.split("."))))
+    return b"\x00" * 12 + b"\x08\x00" + ip + udp
+
+
 def _pcap(*frames: bytes) -> bytes:
     out = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
     for frame in frames:
@@ -66,3 +73,12 @@ def test_a_tcpdump_hex_dump_gives_the_same_flows_as_the_pcap() -> None:
     packets = ip_packets_from_hex_dump(_tcpdump_hex(*frames))
     assert packets == [frame[14:] for frame in frames]
     assert flows_from_ip_packets(packets) == read_pcap(_pcap(*frames))
+
+
+def test_marker_datagrams_are_never_flows_nor_payload() -> None:
+    data = _pcap(_udp_frame("10.0.0.1", "10.0.0.2", 40999, 9, b"trustgrid-capture-start-00"),
+                 _frame("10.0.0.3", "10.0.0.2", 40000, 8080, 0x02, b""),
+                 _udp_frame("10.0.0.1", "10.0.0.2", 40999, 9, b"trustgrid-capture-end-00"))
+    flows, payload = read_pcap(data)
+    assert [f.client for f in flows] == ["10.0.0.3:40000"]
+    assert b"trustgrid-capture" not in payload

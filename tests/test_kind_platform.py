@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,7 +28,8 @@ from cluster.kind.platform import KindPlatform, KindVault, parse_proxy_secret
 from cluster.platform import Workload
 from cluster.runstate import RunState
 from cluster.settings import build_settings
-from tests.test_capture import _frame, _tcpdump_hex
+from cluster.wire import MARKER_PORT
+from tests.test_capture import _frame, _tcpdump_hex, _udp_frame
 
 KUBECONFIG = """apiVersion: v1
 kind: Config
@@ -39,15 +40,22 @@ current-context: kind-x
 """
 
 
+Answer = str | Callable[[Sequence[str]], str]
+
+
 class Recorder:
-    def __init__(self, answers: dict[str, str]) -> None:
+    """Records each command; answers with the first answer whose key is in the command line
+    (a string, or a function of the command for answers that change as the test goes)."""
+
+    def __init__(self, answers: dict[str, Answer]) -> None:
         self.answers = answers
         self.calls: list[list[str]] = []
 
     def __call__(self, argv: Sequence[str], *, stdin: str | None = None, timeout: float = 120) -> str:
         self.calls.append(list(argv))
         line = " ".join(argv)
-        return next((answer for key, answer in self.answers.items() if key in line), "")
+        answer = next((answer for key, answer in self.answers.items() if key in line), "")
+        return answer if isinstance(answer, str) else answer(argv)
 
 
 def certificate() -> x509.Certificate:
@@ -106,14 +114,25 @@ def test_a_capture_runs_tcpdump_on_eth0_in_an_ephemeral_container_and_judges_the
         kind_platform: tuple[KindPlatform, Recorder], monkeypatch: pytest.MonkeyPatch) -> None:
     kind, recorder = kind_platform
     monkeypatch.setattr(kind, "_pod", lambda ns, name: type("P", (), {"metadata": type("M", (), {"name": "srv-1"})}))
-    dump = _tcpdump_hex(_frame("10.0.0.3", "10.0.0.2", 40000, 8080, 0x02, b""),
-                        _frame("10.0.0.3", "10.0.0.2", 40000, 8080, 0x18, b"GET /?canary=tg-canary-9 HTTP/1.1"))
-    recorder.answers[" logs "] = dump
+    frames: list[bytes] = []
+
+    def mark(argv: Sequence[str]) -> str:
+        """Each `tgpod mark` sends a datagram out of eth0, and tcpdump's log shows it."""
+        frames.append(_udp_frame("10.0.0.2", "192.0.2.1", 40999, MARKER_PORT, argv[-1].encode()))
+        return ""
+
+    recorder.answers[" mark "] = mark
+    recorder.answers[" logs "] = lambda _: _tcpdump_hex(*frames)
     with kind.capture(SERVER) as wire:
-        pass
+        assert len(frames) == 1  # the start marker was seen before the block ran
+        frames.append(_frame("10.0.0.3", "10.0.0.2", 40000, 8080, 0x02, b""))
+        frames.append(_frame("10.0.0.3", "10.0.0.2", 40000, 8080, 0x18, b"GET /?canary=tg-canary-9 HTTP/1.1"))
+    assert len(frames) == 4  # ...and the end marker after it, before the capture was judged
     debug = next(c for c in recorder.calls if "debug" in c)
     assert "--image=netshoot@sha256:abc" in debug and "--profile=netadmin" in debug
     assert debug[debug.index("--") + 1:][:3] == ["tcpdump", "-i", "eth0"]  # never loopback: plaintext by design
+    assert debug[-1] == "tcp or (udp and dst port 9)"  # every TCP flow, Vault's too, and the markers
+    assert len(wire.flows) == 1  # markers are never flows
     assert wire.plaintext_flows and wire.contains("tg-canary-9")
 
 

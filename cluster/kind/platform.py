@@ -42,7 +42,7 @@ from cluster.secrets import redact, register
 from cluster.settings import Settings
 from cluster.vault import VaultLayout
 from cluster.wait import wait_until
-from cluster.wire import flows_from_ip_packets, ip_packets_from_hex_dump
+from cluster.wire import CAPTURE_FILTER, flows_from_ip_packets, ip_packets_from_hex_dump, new_marker
 
 ISTIO_CSR = ("cert-manager", "deploy/cert-manager-istio-csr")
 VAULT_INIT = "vault-init.json"
@@ -189,30 +189,34 @@ class KindPlatform:
 
     @contextlib.contextmanager
     def capture(self, wl: Workload) -> Iterator[Capture]:
-        """tcpdump on eth0 only: the loopback between Istio's proxy and the app is plaintext by design."""
+        """tcpdump on eth0 only (the loopback between Istio's proxy and the app is plaintext by design),
+        every TCP flow (the app's Vault traffic too), synchronized by marker datagrams that the app
+        container sends out of eth0 (`tgpod mark`): the start marker is in the log before the block
+        runs, the end marker before the capture is judged."""
         capture = Capture()
-        pod, container = self._ephemeral(wl, ["tcpdump", "-i", "eth0", "-nn", "-l", "-x", "-s", "0",
-                                              f"tcp port {APP_PORT}"])
+        pod, container = self._ephemeral(wl, ["tcpdump", "-i", "eth0", "-nn", "-l", "-x", "-s", "0", CAPTURE_FILTER])
 
         def logs() -> str:
             return self.kubectl("-n", wl.namespace, "logs", pod, "-c", container, timeout=30)
 
+        def synchronized(which: str) -> str:
+            marker = new_marker(which)
+
+            def seen() -> str:
+                self.kubectl("-n", wl.namespace, "exec", pod, "-c", "app", "--", "/tgpod", "mark", marker.decode(),
+                             timeout=30)
+                text = logs()
+                return text if any(marker in packet for packet in ip_packets_from_hex_dump(text)) else ""
+
+            return str(wait_until(seen, timeout=60, interval=0.5,
+                                  describe=f"the capture in {wl.namespace}/{pod} to see its {which} marker"))
+
         wait_until(lambda: "listening on" in logs(), timeout=60, interval=0.5,
                    describe=f"tcpdump in {wl.namespace}/{pod}")
-        try:
-            yield capture
-        finally:
-            # The last packets' lines reach the log a moment later: read until it stops growing.
-            seen: list[int] = []
-
-            def settled() -> str:
-                text = logs()
-                seen.append(len(text))
-                return text if len(seen) > 1 and seen[-1] == seen[-2] else ""
-
-            text = wait_until(settled, timeout=10, interval=0.3, describe="the capture's log to settle")
-            flows, payload = flows_from_ip_packets(ip_packets_from_hex_dump(text))
-            capture.fill(flows, payload)
+        synchronized("start")
+        yield capture
+        flows, payload = flows_from_ip_packets(ip_packets_from_hex_dump(synchronized("end")))
+        capture.fill(flows, payload)
 
     def peer_certificate(self, wl: Workload) -> bytes:
         """A TLS handshake with the pod's proxy from outside the mesh (an ephemeral container in a naked pod)."""

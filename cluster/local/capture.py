@@ -1,21 +1,26 @@
 """Wire capture on a pod's host-side veth with tcpdump, and a pcap reader.
 
-The pcap reader unwraps Ethernet frames; cluster/wire.py judges the flows.
+The capture is synchronized by marker datagrams (live before the block,
+drained after it); the pcap reader unwraps Ethernet frames; cluster/wire.py
+judges the flows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import struct
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from cluster.errors import PlatformUnavailable, WaitTimeout
 from cluster.platform import Capture, FlowSummary
-from cluster.wait import wait_until
-from cluster.wire import flows_from_ip_packets
+from cluster.wait import Abort, wait_until
+from cluster.wire import CAPTURE_FILTER, MARKER_PORT, flows_from_ip_packets, new_marker
+
+MARKER_TIMEOUT_S = 20.0
 
 _ETHERNET = 1
 _IPV4 = 0x0800
@@ -41,41 +46,57 @@ def read_pcap(data: bytes) -> tuple[list[FlowSummary], bytes]:
     return flows_from_ip_packets(packets)
 
 
+def _send_marker(to: str, marker: bytes) -> None:
+    """One UDP datagram from the node to the pod, across the captured veth (port 9: discard)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.sendto(marker, (to, MARKER_PORT))
+
+
 @contextlib.contextmanager
-def tcpdump(interface: str, into: Path) -> Iterator[Capture]:
-    """Capture TCP on an interface for the duration of the block."""
+def tcpdump(interface: str, into: Path, *, marker_to: str) -> Iterator[Capture]:
+    """Capture TCP on an interface for the duration of the block, synchronized by markers.
+
+    Before the block starts, a start marker sent across the interface (to ``marker_to``, a
+    pod address behind it) must be in the capture file: the capture is live, so the block's
+    first packet cannot be missed. After the block, an end marker must be in the file before
+    tcpdump is stopped: everything that crossed before it has been read. Either marker
+    missing is PlatformUnavailable, never a capture judged on partial evidence.
+    """
     capture = Capture()
     process = subprocess.Popen(
         # -Z root: Debian's tcpdump otherwise drops to its own user, who cannot
-        # write into our private temporary directory. --immediate-mode: without
-        # it, packets still in the kernel's ring block are lost at SIGINT.
-        ["tcpdump", "-i", interface, "-Z", "root", "--immediate-mode", "-U", "-s", "0", "-n", "-w", str(into), "tcp"],
+        # write into our private temporary directory. --immediate-mode with -U:
+        # each packet reaches the file as it is captured, so markers show at once.
+        ["tcpdump", "-i", interface, "-Z", "root", "--immediate-mode", "-U", "-s", "0", "-n", "-w", str(into),
+         CAPTURE_FILTER],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    assert process.stderr is not None
-    lines: list[str] = []
 
-    def listening() -> bool:
-        if process.poll() is not None:
-            raise PlatformUnavailable(f"tcpdump on {interface} exited: {process.stderr.read().strip()}",  # type: ignore[union-attr]
-                                      fix="apt-get install tcpdump")
-        line = process.stderr.readline()  # type: ignore[union-attr]
-        lines.append(line)
-        return "listening on" in line
+    def seen(marker: bytes) -> Callable[[], bool]:
+        def check() -> bool:
+            if process.poll() is not None:
+                raise Abort(f"tcpdump on {interface} exited: {process.stderr.read().strip()}")  # type: ignore[union-attr]
+            if into.exists() and marker in into.read_bytes():
+                return True
+            _send_marker(marker_to, marker)  # again: the first may have gone before tcpdump was live
+            return False
+        return check
 
-    def drained() -> bool:
-        sizes.append(into.stat().st_size if into.exists() else 0)
-        return len(sizes) >= 3 and sizes[-1] == sizes[-2] == sizes[-3]
+    def synchronized(which: str) -> None:
+        marker = new_marker(which)
+        try:
+            wait_until(seen(marker), timeout=MARKER_TIMEOUT_S, interval=0.05,
+                       describe=f"the capture on {interface} to see its {which} marker")
+        except (Abort, WaitTimeout) as err:
+            raise PlatformUnavailable(f"the capture on {interface} never saw its {which} marker: {err}",
+                                      fix="check that tcpdump runs here (apt-get install tcpdump) and that the "
+                                          "pod's interface is up") from None
 
-    sizes: list[int] = []
     try:
-        wait_until(listening, timeout=10, interval=0.0, describe=f"tcpdump to listen on {interface}")
+        synchronized("start")
         yield capture
+        synchronized("end")
     finally:
-        # SIGINT ends tcpdump at once: packets still in the kernel's ring are lost. Under load tcpdump
-        # may not have read the last exchange yet, so let its file stop growing first (-U writes each packet).
-        with contextlib.suppress(WaitTimeout):
-            wait_until(drained, timeout=3, interval=0.05, describe="tcpdump to write what crossed")
         process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=10)

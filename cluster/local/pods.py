@@ -199,7 +199,7 @@ class LocalPods:
     def capture(self, workload: Workload) -> Iterator[Capture]:
         pod = self.pod(workload)
         with tempfile.TemporaryDirectory(prefix="tg-capture-") as folder, \
-                tcpdump(pod.net.host_veth, Path(folder) / "wire.pcap") as capture:
+                tcpdump(pod.net.host_veth, Path(folder) / "wire.pcap", marker_to=pod.net.ip) as capture:
             yield capture
 
     # -- internals ---------------------------------------------------------------

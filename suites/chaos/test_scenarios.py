@@ -24,6 +24,7 @@ pytestmark = pytest.mark.chaos
 def _established_mtls_outlived_the_fault(timeline: Timeline) -> None:
     """Vault sealed or down: calls kept working until the certificates expired."""
     assert timeline.fault_at is not None and timeline.expected_fail_closed_at is not None
+    # A success proves the mesh open somewhere in [t, end]: its start is the moment that is surely after.
     last_ok = max((s.t for s in timeline.samples if s.probe == "mesh" and s.ok and s.t >= timeline.fault_at),
                   default=None)
     assert last_ok is not None, "no successful mesh call after the fault: mTLS broke at once"

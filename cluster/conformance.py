@@ -6,6 +6,7 @@ someone else configured. Each finding says what was found, where, and the fix.
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -21,6 +22,7 @@ from cluster.kube import Kube
 from cluster.meshconfig import MeshConfig
 from cluster.pkitools import csr_and_key
 from cluster.profile import Policy
+from cluster.tokenlife import TOKEN_REVIEW_CACHE_S, TokenLifetime, token_lifetime
 
 # Namespaces Kubernetes itself owns; never application namespaces.
 SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
@@ -90,16 +92,6 @@ def application_namespaces(kube: Kube, policy: Policy) -> list[str]:
 
 
 # -- Vault tokens --------------------------------------------------------------
-@dataclass(frozen=True)
-class TokenLimits:
-    """A role's effective token TTLs: the role's own, else its auth mount's (Vault's rule)."""
-
-    where: str
-    ttl_s: float
-    max_ttl_s: float
-    period_s: float
-
-
 def read_role(admin: hvac.Client, mount: str, name: str) -> dict[str, Any] | None:
     try:
         return dict(admin.adapter.get(f"/v1/auth/{mount}/role/{name}")["data"])
@@ -107,30 +99,63 @@ def read_role(admin: hvac.Client, mount: str, name: str) -> dict[str, Any] | Non
         return None
 
 
-def token_limits(admin: hvac.Client, mount: str, roles: Mapping[str, Mapping[str, Any]]) -> list[TokenLimits]:
+def token_lifetimes(admin: hvac.Client, mount: str, roles: Mapping[str, Mapping[str, Any]]) -> list[TokenLifetime]:
+    """Each role's tokens by Vault's rule (cluster/tokenlife.py), against its mount's live tune."""
     tune = admin.adapter.get(f"/v1/sys/auth/{mount}/tune")["data"]
-    mount_ttl, mount_max = float(tune["default_lease_ttl"]), float(tune["max_lease_ttl"])
-    limits = []
-    for name, role in sorted(roles.items()):
-        max_ttl = float(role.get("token_max_ttl") or 0) or mount_max
-        ttl = min(float(role.get("token_ttl") or 0) or mount_ttl, max_ttl)
-        limits.append(TokenLimits(f"auth/{mount}/role/{name}", ttl, max_ttl, float(role.get("token_period") or 0)))
-    return limits
+    return [token_lifetime(f"auth/{mount}/role/{name}", role, tune) for name, role in sorted(roles.items())]
 
 
-def ttl_ceiling_findings(limits: Iterable[TokenLimits], policy: Policy) -> list[Finding]:
+def _shortened_by(found: TokenLifetime) -> str:
+    return " (token_explicit_max_ttl)" if found.explicit_max_s and found.max_s == found.explicit_max_s else ""
+
+
+def ttl_ceiling_findings(lifetimes: Iterable[TokenLifetime], policy: Policy) -> list[Finding]:
+    """Tokens whose effective max TTL (the mount clamps the role) passes the ceiling, or that never end."""
     ceiling = policy.max_vault_token_ttl.total_seconds()
     findings = []
-    for found in limits:
-        if found.period_s:
-            findings.append(Finding(f"periodic tokens (token_period {_seconds(found.period_s)}) never reach a max TTL",
-                                    found.where, "drop token_period and set token_max_ttl"))
-        elif found.max_ttl_s > ceiling:
+    for found in lifetimes:
+        if found.max_s is None:
+            findings.append(Finding(f"periodic tokens (token_period {_seconds(found.period_s)}) with no "
+                                    "token_explicit_max_ttl are renewable for ever", found.where,
+                                    f"set token_explicit_max_ttl to {_seconds(ceiling)} or less, or drop token_period"))
+        elif found.max_s > ceiling:
             findings.append(Finding(
-                f"tokens live up to {_seconds(found.max_ttl_s)} (token_max_ttl, or the mount's max_lease_ttl), "
-                f"above the ceiling {_seconds(ceiling)}", found.where,
+                f"tokens live up to {_seconds(found.max_s)} (the smallest of the mount's max_lease_ttl, "
+                f"token_max_ttl and token_explicit_max_ttl), above the ceiling {_seconds(ceiling)}", found.where,
                 f"set token_max_ttl to {_seconds(ceiling)} or less"))
     return findings
+
+
+def revocation_latency_findings(lifetimes: Iterable[TokenLifetime], policy: Policy) -> list[Finding]:
+    """Roles whose tokens outlive the revocation latency ceiling once their identity is taken away.
+
+    Renewal re-checks only that the role exists (path_login.go pathLoginRenew): a token keeps its
+    policies and survives its service account's deletion until its max TTL. A deleted service
+    account may also still log in while the API server's token cache holds it (10 s).
+    """
+    ceiling = policy.max_revocation_latency.total_seconds()
+    findings = []
+    for found in lifetimes:
+        latency = math.inf if found.max_s is None else found.max_s + TOKEN_REVIEW_CACHE_S
+        if latency > ceiling:
+            keeps = "for ever (periodic, no explicit max)" if found.max_s is None else (
+                f"up to {_seconds(latency)}: its tokens' max TTL {_seconds(found.max_s)}{_shortened_by(found)}, "
+                f"plus the API server's {_seconds(TOKEN_REVIEW_CACHE_S)} token cache")
+            findings.append(Finding(
+                f"an identity whose role policies or service account are taken away keeps access {keeps}, "
+                f"above the revocation latency ceiling {_seconds(ceiling)}", found.where,
+                f"lower token_max_ttl (or token_explicit_max_ttl) to "
+                f"{_seconds(max(ceiling - TOKEN_REVIEW_CACHE_S, 1))} or less"))
+    return findings
+
+
+def audience_findings(roles: Mapping[str, Mapping[str, Any]], mount: str) -> list[Finding]:
+    """Roles that check no audience: a token minted for any audience (the API server's own, another
+    service's) logs in. The plugin then sends the TokenReview with the token's own audiences
+    (path_login.go serviceAccount.lookup: "wantAud := s.Audience")."""
+    return [Finding("checks no audience: a service-account token minted for any audience logs in",
+                    f"auth/{mount}/role/{name}", "set audience to the one audience workloads mint for Vault")
+            for name, role in sorted(roles.items()) if not str(role.get("audience") or "").strip()]
 
 
 @dataclass(frozen=True)
@@ -160,21 +185,22 @@ def renewal_dependencies(api: client.ApiClient) -> list[RenewalDependency]:
     return found
 
 
-def renewal_safety_findings(dependency: RenewalDependency, limits: TokenLimits | None,
+def renewal_safety_findings(dependency: RenewalDependency, lifetime: TokenLifetime | None,
                             cert_lifetime_s: float, mesh: MeshConfig) -> list[Finding]:
-    """The token must outlive the renewal window, or be renewable to a max TTL beyond it."""
-    if limits is None:
+    """The token must outlive the renewal window, or be renewable to an effective max beyond it
+    (the mount's max and token_explicit_max_ttl count: cluster/tokenlife.py)."""
+    if lifetime is None:
         return [Finding(f"{dependency.where} logs in with role {dependency.role!r}, which Vault does not have",
                         f"auth/{dependency.mount}/role", "create the role or point the issuer at an existing one")]
     window = cert_lifetime_s * mesh.grace_ratio
-    if limits.ttl_s >= window or limits.period_s or limits.max_ttl_s > window:
+    if lifetime.max_s is None or lifetime.ttl_s >= window or lifetime.max_s > window:
         return []
     return [Finding(
-        f"the token of {dependency.where}, which renews the mesh certificates, lives {_seconds(limits.ttl_s)} "
-        f"and renews only to {_seconds(limits.max_ttl_s)}, inside the renewal window of {_seconds(window)} "
-        f"(certificates live {_seconds(cert_lifetime_s)} on the wire and renew with {mesh.grace_ratio:g} of it "
-        f"left, per {mesh.found_at})", limits.where,
-        f"set token_ttl to at least {_seconds(window)}, or token_max_ttl above it")]
+        f"the token of {dependency.where}, which renews the mesh certificates, lives {_seconds(lifetime.ttl_s)} "
+        f"and renews only to {_seconds(lifetime.max_s)}{_shortened_by(lifetime)}, inside the renewal window of "
+        f"{_seconds(window)} (certificates live {_seconds(cert_lifetime_s)} on the wire and renew with "
+        f"{mesh.grace_ratio:g} of it left, per {mesh.found_at})", lifetime.where,
+        f"set token_ttl to at least {_seconds(window)}, or its effective max TTL above it")]
 
 
 def role_scope_findings(roles: Mapping[str, Mapping[str, Any]], mount: str, policy: Policy) -> list[Finding]:

@@ -127,16 +127,19 @@ class Kube:
         namespace: str,
         service_account: str,
         *,
-        audience: str,
+        audience: str | None,
         seconds: int = 600,
         bound_pod: tuple[str, str] | None = None,
     ) -> str:
-        """A TokenRequest JWT, as a kubelet would project it; registered as a secret."""
+        """A TokenRequest JWT, as a kubelet would project it; registered as a secret.
+
+        ``audience`` None asks for the API server's own audiences (its --api-audiences)."""
         bound = None
         if bound_pod is not None:
             name, uid = bound_pod
             bound = client.V1BoundObjectReference(api_version="v1", kind="Pod", name=name, uid=uid)
-        spec = client.V1TokenRequestSpec(audiences=[audience], expiration_seconds=seconds, bound_object_ref=bound)
+        spec = client.V1TokenRequestSpec(audiences=[audience] if audience else [], expiration_seconds=seconds,
+                                         bound_object_ref=bound)
         response = self.core.create_namespaced_service_account_token(
             service_account, namespace, client.AuthenticationV1TokenRequest(spec=spec)
         )

@@ -73,6 +73,9 @@ class Setup:
 @dataclass(frozen=True)
 class Policy:
     max_vault_token_ttl: timedelta = timedelta(hours=1)
+    # The longest an identity may keep Vault access after its role, policies or service account
+    # are taken away: its tokens' effective max TTL, plus the API server's 10 s token cache.
+    max_revocation_latency: timedelta = timedelta(minutes=10)
     max_cert_ttl: timedelta = timedelta(hours=24)
     require_strict_mtls: bool = True
     require_namespace_scoped_roles: bool = True

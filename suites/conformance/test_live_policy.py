@@ -67,8 +67,24 @@ def test_vault_token_ttls_are_within_the_ceiling(
 ) -> None:
     roles = vault_config.kubernetes_roles()
     assert tenant.role in roles, f"the tenant's role {tenant.role} is missing from live Vault"
-    limits = conformance.token_limits(platform.vault_admin(), platform.vault_layout.kubernetes_path, roles)
-    assert_no_findings(conformance.ttl_ceiling_findings(limits, settings.profile.policy))
+    lifetimes = conformance.token_lifetimes(platform.vault_admin(), platform.vault_layout.kubernetes_path, roles)
+    assert_no_findings(conformance.ttl_ceiling_findings(lifetimes, settings.profile.policy))
+
+
+def test_no_identity_keeps_vault_access_past_the_revocation_latency_ceiling(
+    platform: Platform, settings: Settings, vault_config: VaultConfigurator, tenant: Tenant
+) -> None:
+    """A token outlives the removal of its role's policies or of its service account until its max TTL."""
+    roles = vault_config.kubernetes_roles()
+    assert tenant.role in roles, f"the tenant's role {tenant.role} is missing from live Vault"
+    lifetimes = conformance.token_lifetimes(platform.vault_admin(), platform.vault_layout.kubernetes_path, roles)
+    assert_no_findings(conformance.revocation_latency_findings(lifetimes, settings.profile.policy))
+
+
+def test_every_kubernetes_auth_role_checks_an_audience(vault_config: VaultConfigurator, tenant: Tenant) -> None:
+    roles = vault_config.kubernetes_roles()
+    assert tenant.role in roles, f"the tenant's role {tenant.role} is missing from live Vault"
+    assert_no_findings(conformance.audience_findings(roles, vault_config.layout.kubernetes_path))
 
 
 def test_the_mesh_ca_token_outlives_the_renewal_window(
@@ -88,8 +104,9 @@ def test_the_mesh_ca_token_outlives_the_renewal_window(
     findings = []
     for dependency in dependencies:
         role = conformance.read_role(admin, dependency.mount, dependency.role)
-        limits = conformance.token_limits(admin, dependency.mount, {dependency.role: role}) if role else []
-        findings += conformance.renewal_safety_findings(dependency, limits[0] if limits else None, lifetime, mesh)
+        lifetimes = conformance.token_lifetimes(admin, dependency.mount, {dependency.role: role}) if role else []
+        findings += conformance.renewal_safety_findings(dependency, lifetimes[0] if lifetimes else None, lifetime,
+                                                        mesh)
     assert_no_findings(findings)
 
 

@@ -154,7 +154,8 @@ class Platform(Protocol):
         ...
 
     def sidecar_status(self, wl: Workload) -> dict[str, Any]:
-        """The workload certificate the proxy holds: serial, not_before, not_after, issuer, last_error."""
+        """The workload certificate the proxy holds: serial, not_before, not_after, issuer, obtained_at (when
+        the proxy took it: its last renewal), last_error. Instants are ISO 8601 strings."""
         ...
 
     def renew_certificate(self, wl: Workload) -> None:

@@ -14,14 +14,16 @@ now (``vault/request_handling.go`` ``LoginCreateToken``), renewal with the lease
   after its creation.
 
 Renewal through Kubernetes auth (``path_login.go`` ``pathLoginRenew`` in
-vault-plugin-auth-kubernetes and in OpenBao's copy) checks only that the role still exists. It
-does not review the service-account JWT again and keeps the policies the token got at login, so
-a deleted service account or a policy taken off the role stops a running token only at its max.
+vault-plugin-auth-kubernetes v0.23.1, and in OpenBao's copy up to v2.6.2) checks only that the
+role still exists and keeps the policies the token got at login: a policy taken off the role
+stops a running token only at its max. Whether renewal reviews the service-account JWT again
+depends on the server (``renewal_reviews_the_jwt``).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -90,3 +92,18 @@ def token_end(lookup: Mapping[str, Any], lifetime: TokenLifetime) -> float | Non
     if lifetime.max_s is None:
         return None
     return created + min(lifetime.max_s, explicit) if explicit else created + lifetime.max_s
+
+
+def renewal_reviews_the_jwt(flavor: str, version: str) -> bool:
+    """Whether renewing a Kubernetes-auth token sends its service-account JWT to TokenReview again.
+
+    HashiCorp Vault: no (vault-plugin-auth-kubernetes v0.23.1, path_login.go pathLoginRenew checks
+    only the role), so a deleted service account keeps renewing until the token's max TTL. OpenBao:
+    not in v2.6.2 nor in main of 2026-08-21 (the same pathLoginRenew); OpenBao 2.7.2 does, and its
+    renewal fails with "failed to validate token and secret still exist for "<account>" during
+    renewal" once the account is gone and the API server's cache has run out (observed live here;
+    the 2.7 source is not served by the Go module proxy, so this is taken as from 2.7.0).
+    ``flavor``: "openbao" or "vault"; ``version``: as sys/seal-status reports it ("2.7.2", "v1.21.4").
+    """
+    match = re.match(r"v?(\d+)\.(\d+)", version.strip())
+    return flavor == "openbao" and match is not None and (int(match[1]), int(match[2])) >= (2, 7)

@@ -21,6 +21,8 @@ EFFECT_TIMEOUT_S = 60.0
 # Chaos waits for certificates and tokens to run out; longer than this is a test profile's job.
 MAX_TTL_WAIT_S = 300.0
 CERT_BOUND = frozenset({"vault-seal", "vault-down", "mesh-ca-vault-access-lost", "mesh-ca-down", "sa-deletion"})
+# These fail closed on the Vault side only when the app's token reaches its max TTL.
+TOKEN_MAX_BOUND = frozenset({"sa-deletion", "role-policy-detach"})
 
 
 class ScenarioConfigError(TrustgridError):
@@ -57,6 +59,11 @@ def check_possible(scenario_id: str, profile: Profile) -> None:
             f"{where}: setup.mesh.cert_ttl {_s(setup.mesh.cert_ttl)} x renew_fraction {setup.mesh.renew_fraction:g} "
             f"puts the first renewal (when the CA meets the refusal) after the {_s(EFFECT_TIMEOUT_S)} that "
             f"{scenario_id} waits for it", fix="use a test profile with a shorter cert_ttl")
+    if scenario_id in TOKEN_MAX_BOUND and setup.vault.token_max_ttl.total_seconds() > MAX_TTL_WAIT_S:
+        raise ScenarioConfigError(
+            f"{where}: setup.vault.token_max_ttl {_s(setup.vault.token_max_ttl)}: {scenario_id} fails closed on the "
+            f"Vault side only when the app's token reaches its max TTL, beyond the {_s(MAX_TTL_WAIT_S)} a chaos run "
+            "waits", fix="use a test profile with token_max_ttl of 5m or less (the default profile uses 60s)")
     if scenario_id in CERT_BOUND and setup.mesh.cert_ttl.total_seconds() > MAX_TTL_WAIT_S:
         raise ScenarioConfigError(
             f"{where}: setup.mesh.cert_ttl {_s(setup.mesh.cert_ttl)}: {scenario_id} fails closed only when the "

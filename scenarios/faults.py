@@ -1,10 +1,12 @@
-"""The twelve faults. Each one breaks one thing, says how it knows it broke,
+"""The thirteen faults. Each one breaks one thing, says how it knows it broke,
 when access must have failed closed, and how to undo it."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -15,9 +17,11 @@ from kubernetes.client.exceptions import ApiException
 
 from cluster.errors import TrustgridError
 from cluster.kube import Kube
+from cluster.meshconfig import read_mesh_config
 from cluster.pkitools import csr_and_key
 from cluster.platform import Platform, Workload
 from cluster.tenancy import Tenant
+from cluster.tokenlife import DELETION_MARGIN_S, TOKEN_REVIEW_CACHE_S, TokenLifetime, token_end, token_lifetime
 from cluster.vault import PkiRotation, VaultConfigurator
 from cluster.wait import wait_until
 from scenarios.scenario import Fault
@@ -35,6 +39,28 @@ def _cert_expiry(platform: Platform, *workloads: Workload) -> float:
 
 def _token_expiry(platform: Platform, app: Workload) -> float:
     return max(0.0, float(platform.read_vault(app).get("expires_in") or 0.0))
+
+
+def _instant(text: str) -> float:
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+
+
+class UnboundedFault(TrustgridError):
+    """The live setup gives the fault no end to wait for (a periodic token without an explicit max)."""
+
+
+def while_cached(end: float, next_at: float, life: float, every: float, *, cached_until: float) -> float:
+    """When a credential whose identity was taken away really ends (Unix seconds).
+
+    It ends at ``end``, unless it is renewed (or its holder logs in again) at ``next_at`` and every
+    ``every`` seconds after, each success living ``life``: those still succeed while the API server
+    holds the last review of the identity's token, made at ``cached_until``, in its cache.
+    """
+    cache_ends = cached_until + TOKEN_REVIEW_CACHE_S + DELETION_MARGIN_S
+    while next_at < cache_ends and every > 0:
+        end = next_at + life
+        next_at += every
+    return end
 
 
 def _accessor_gone(admin: hvac.Client, accessor: str) -> bool:
@@ -66,6 +92,25 @@ class _Base:
     @property
     def configurator(self) -> VaultConfigurator:
         return VaultConfigurator(self.admin, self.platform.vault_layout, self.tenant.setup, self.platform.run_id)
+
+    def _role_lifetime(self) -> TokenLifetime:
+        """The app's role's tokens, by Vault's rule, from the live role and mount (cluster/tokenlife.py)."""
+        mount = self.platform.vault_layout.kubernetes_path
+        where = f"auth/{mount}/role/{self.tenant.role}"
+        role = self.admin.adapter.get(f"/v1/{where}")["data"]
+        return token_lifetime(where, role, self.admin.adapter.get(f"/v1/sys/auth/{mount}/tune")["data"])
+
+    def _app_token_end(self, lifetime: TokenLifetime) -> float:
+        """When the app's current token stops being renewable (Unix seconds): its creation, as Vault's
+        lookup reports it, plus its effective max. Not its current TTL: renewals go on until then."""
+        accessor = self.platform.read_vault(self.client)["accessor"]
+        looked_up = self.admin.adapter.post("/v1/auth/token/lookup-accessor", json={"accessor": accessor})["data"]
+        end = token_end(looked_up, lifetime)
+        if end is None:
+            raise UnboundedFault(f"{lifetime.where} issues periodic tokens with no explicit max: the app's token "
+                                 f"renews for ever, so {self.id} can never fail closed on the Vault side",
+                                 fix="set token_explicit_max_ttl on the role (conformance flags it too)")
+        return end
 
     def inject(self) -> None:
         raise NotImplementedError
@@ -155,15 +200,21 @@ class PolicyRevocation(_Base):
 
 
 class ServiceAccountDeletion(_Base):
-    """The client's service account is deleted: Vault logins and certificate renewals are refused."""
+    """The client's service account is deleted: Vault logins and certificate renewals are refused.
+
+    Neither running credential notices at once. On HashiCorp Vault the app's token renews until
+    its effective max TTL (renewal never reviews the JWT again); OpenBao 2.7 reviews it at each
+    renewal and fails earlier (cluster/tokenlife.py renewal_reviews_the_jwt), so the max TTL bounds
+    both. The client's certificate lives until its notAfter. And while the API server's token cache
+    still holds the account's last review (10 s), a login or a certificate renewal may still
+    succeed, with a full new lifetime.
+    """
 
     must_fail: ClassVar[tuple[str, ...]] = ("vault", "mesh")
 
     def inject(self) -> None:
-        kube = Kube(self.platform.kube)
-        self.memo["bound"] = max(_token_expiry(self.platform, self.client),
-                                 _cert_expiry(self.platform, self.client, self.server))
-        kube.delete_service_account(self.client.namespace, self.client.service_account)
+        self.memo["deleted_at"] = time.time()
+        Kube(self.platform.kube).delete_service_account(self.client.namespace, self.client.service_account)
 
     def took_effect(self) -> str:
         try:
@@ -175,12 +226,68 @@ class ServiceAccountDeletion(_Base):
         return ""
 
     def fail_closed_in(self) -> float | None:
-        return float(self.memo["bound"])
+        lifetime = self._role_lifetime()
+        accessor = self.platform.read_vault(self.client)["accessor"]
+        created = float(self.admin.adapter.post("/v1/auth/token/lookup-accessor",
+                                                json={"accessor": accessor})["data"]["creation_time"])
+        token_ends = self._app_token_end(lifetime)
+        max_s = float(lifetime.max_s or 0)
+        # The agent logs in again when its token ends; that login passes only while the review of its
+        # JWT, made at its last login (the token's creation), is still cached.
+        vault_end = while_cached(token_ends, token_ends, max_s, max_s, cached_until=created)
+        status = self.platform.sidecar_status(self.client)
+        obtained, not_after = _instant(status["obtained_at"]), _instant(status["not_after"])
+        life = not_after - obtained
+        # The proxy renews with grace_ratio of its lifetime left (SECRET_GRACE_PERIOD_RATIO, with a
+        # jitter of a percent); the CA reviewed its token when it signed the current certificate.
+        grace = read_mesh_config(self.platform.kube).grace_ratio
+        renews_at = not_after - life * grace - 1
+        mesh_end = while_cached(not_after, renews_at, life, life * (1 - grace), cached_until=obtained)
+        now = time.time()
+        self.memo["bounds"] = {"vault": round(vault_end - now, 1), "mesh": round(mesh_end - now, 1)}
+        return max(0.0, max(vault_end, mesh_end) - now)
 
     def restore(self) -> None:
         kube = Kube(self.platform.kube)
         kube.ensure_service_account(self.client.namespace, self.client.service_account, self.platform.run_id)
         self.platform.refresh_tokens(self.client)  # the kubelet's part: new tokens for the new account
+
+
+class RolePolicyDetach(_Base):
+    """A GitOps-style edit takes the namespace's KV policy off its role.
+
+    New logins lose access at once; the running token keeps the policies it got at login
+    and renews until its effective max TTL (renewal does not re-read the role's policies:
+    path_login.go pathLoginRenew). That revocation latency is what this measures and bounds.
+    The restore puts the policy back and revokes the token minted while it was off, as an
+    operator would; otherwise the agent would renew a token without it until its max TTL.
+    """
+
+    def inject(self) -> None:
+        self.memo["end"] = self._app_token_end(self._role_lifetime())
+        where = f"/v1/auth/{self.platform.vault_layout.kubernetes_path}/role/{self.tenant.role}"
+        role = self.admin.adapter.get(where)["data"]
+        kept = [p for p in role.get("token_policies") or [] if p != self.tenant.binding.policy] or ["default"]
+        self.admin.adapter.post(where, json={"token_policies": kept})
+
+    def took_effect(self) -> str:
+        jwt = self.tenant.token(self.client.service_account)
+        try:
+            self.tenant.read_secret(self.tenant.login(jwt))
+        except hvac.exceptions.Forbidden:
+            return (f"a new login through {self.tenant.role} is refused {self.tenant.binding.secret_path}; "
+                    f"the app's running token keeps its policies until its max TTL")
+        return ""
+
+    def fail_closed_in(self) -> float | None:
+        return max(0.0, float(self.memo["end"]) - time.time())
+
+    def restore(self) -> None:
+        self.configurator.configure_namespace(self.tenant.namespace, self.tenant.binding.service_accounts)
+        accessor = self.platform.read_vault(self.client).get("accessor")
+        if accessor:
+            with contextlib.suppress(hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden):
+                self.admin.adapter.post("/v1/auth/token/revoke-accessor", json={"accessor": accessor})
 
 
 class CertRotation(_Base):
@@ -383,6 +490,7 @@ FAULTS: dict[str, type[_Base]] = {
     "role-revocation": RoleRevocation,
     "policy-revocation": PolicyRevocation,
     "sa-deletion": ServiceAccountDeletion,
+    "role-policy-detach": RolePolicyDetach,
     "cert-rotation": CertRotation,
     "intermediate-rotation": IntermediateRotation,
     "root-rotation": RootRotation,
@@ -396,7 +504,7 @@ CLUSTER_WIDE = frozenset({"intermediate-rotation", "root-rotation", "vault-seal"
 
 
 class UnknownScenario(TrustgridError):
-    """A scenario id that is not one of the twelve."""
+    """A scenario id that is not one of the thirteen."""
 
 
 def fault_class(scenario_id: str) -> type[_Base]:

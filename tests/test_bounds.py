@@ -75,3 +75,21 @@ def test_with_a_plugged_in_ca_the_vault_mesh_ca_scenarios_do_not_apply_and_seal_
             assert fault.must_fail == expected
     seal = fault_class("vault-seal")(None, SimpleNamespace(setup=plugin.setup), None, None)  # type: ignore[arg-type]
     assert seal.fail_closed_in() == 0.0  # Vault reads fail at once; nothing waits for a certificate
+
+
+def test_a_credential_taken_away_ends_when_no_cached_review_can_renew_it() -> None:
+    from scenarios.faults import while_cached
+
+    # 30 s certificates renewed with 15 s left, last signed at t=100: the next renewal (t=115) comes after
+    # the API server's cache of that review has run out (t=100 + 10 s + margin): it ends at notAfter.
+    assert while_cached(130.0, 115.0, 30.0, 15.0, cached_until=100.0) == 130.0
+    # 8 s tokens, last login at t=100: the login at t=108 still passes through the cache and lives 8 s
+    # more; the one at t=116 is refused.
+    assert while_cached(108.0, 108.0, 8.0, 8.0, cached_until=100.0) == 116.0
+
+
+def test_token_max_bound_scenarios_refuse_a_max_ttl_they_cannot_wait_for(default: Profile) -> None:
+    long_tokens = with_changes(default, vault={"token_max_ttl": timedelta(hours=12), "token_ttl": timedelta(hours=1)})
+    for scenario in ("sa-deletion", "role-policy-detach"):
+        with pytest.raises(ScenarioConfigError, match="token_max_ttl 43200s"):
+            check_possible(scenario, long_tokens)

@@ -144,3 +144,14 @@ def test_the_mesh_config_falls_back_to_istios_defaults() -> None:
 ])
 def test_vault_policy_paths_match_as_vault_matches_them(pattern: str, path: str, grants: bool) -> None:
     assert policy_grants(pattern, path) is grants
+
+
+@pytest.mark.parametrize(("flavor", "version", "reviews"), [
+    ("vault", "1.21.4", False), ("vault", "2.0.4", False), ("openbao", "2.6.2", False),
+    ("openbao", "2.7.2", True), ("openbao", "v2.8.0", True), ("openbao", "3.0.0", True),
+])
+def test_whether_renewal_reviews_the_jwt_again_depends_on_the_server(flavor: str, version: str,
+                                                                     reviews: bool) -> None:
+    from cluster.tokenlife import renewal_reviews_the_jwt
+
+    assert renewal_reviews_the_jwt(flavor, version) is reviews

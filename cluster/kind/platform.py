@@ -65,9 +65,12 @@ def parse_proxy_secret(config_dump: dict[str, Any]) -> dict[str, Any]:
             continue
         chain = secret["tlsCertificate"]["certificateChain"]["inlineBytes"]
         cert = x509.load_pem_x509_certificates(base64.b64decode(chain))[0]
+        # lastUpdated: when the proxy took this certificate (Envoy's SecretsConfigDump), i.e. its renewal.
+        obtained = entry.get("lastUpdated") or cert.not_valid_before_utc.astimezone(UTC).isoformat()
         return {"serial": format(cert.serial_number, "x"), "issuer": cert.issuer.rfc4514_string(),
                 "not_before": cert.not_valid_before_utc.astimezone(UTC).isoformat(),
-                "not_after": cert.not_valid_after_utc.astimezone(UTC).isoformat(), "last_error": ""}
+                "not_after": cert.not_valid_after_utc.astimezone(UTC).isoformat(), "obtained_at": obtained,
+                "last_error": ""}
     raise PlatformUnavailable("the proxy holds no workload certificate (secret 'default')",
                               fix="check istio-csr's logs: the proxy's CSR was not signed")
 

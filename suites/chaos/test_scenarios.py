@@ -97,5 +97,11 @@ def test_chaos(scenario_id: str, stage: tuple[Stage, Tenant]) -> None:
     assert timeline.steady_again, f"{timeline.steady_evidence} ({where})"
     if scenario_id in EXTRA_CHECKS:
         EXTRA_CHECKS[scenario_id](timeline)
+    if scenario_id == "role-policy-detach":
+        # The revocation latency measured: a detached policy stopped the running token within the ceiling.
+        ceiling = scene.policy.max_revocation_latency.total_seconds()
+        assert timeline.time_to_fail_closed_s is not None and timeline.time_to_fail_closed_s <= ceiling, (
+            f"the running token kept access {timeline.time_to_fail_closed_s}s after its policy was detached, "
+            f"above policy.max_revocation_latency {ceiling:g}s ({where})")
     assert timeline.verdict == "passed"
     assert {s.outcome for s in timeline.samples} & {OK}

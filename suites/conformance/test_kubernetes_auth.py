@@ -10,6 +10,7 @@ import requests
 
 from cluster.platform import Platform
 from cluster.tenancy import Tenant
+from cluster.tokenlife import DELETION_MARGIN_S, TOKEN_REVIEW_CACHE_S
 from cluster.wait import wait_until
 
 pytestmark = pytest.mark.conformance
@@ -49,9 +50,11 @@ def test_deleted_service_account_fails_closed_and_a_new_one_gets_in(tenant: Tena
     tenant.login(old_token)
 
     tenant.kube.delete_service_account(tenant.namespace, "app")
-    # The fault took effect: the API server itself no longer accepts the token.
+    # The fault took effect: the API server itself no longer accepts the token, once its cached
+    # review (10 s, cluster/tokenlife.py) has run out.
     wait_until(lambda: not tenant.kube.review_token(old_token, tenant.setup.vault.audience),
-               timeout=10, describe="the API server to refuse the deleted account's token")
+               timeout=TOKEN_REVIEW_CACHE_S + DELETION_MARGIN_S, interval=0.2,
+               describe="the API server to refuse the deleted account's token")
     with pytest.raises(REFUSED):
         tenant.login(old_token)
 

@@ -25,7 +25,14 @@ from cluster.meshconfig import parse_mesh_config
 from cluster.platform import Platform
 from cluster.profile import Policy
 from cluster.tenancy import Tenant
-from cluster.tokenlife import DELETION_MARGIN_S, TOKEN_REVIEW_CACHE_S, TokenLifetime, token_end, token_lifetime
+from cluster.tokenlife import (
+    DELETION_MARGIN_S,
+    TOKEN_REVIEW_CACHE_S,
+    TokenLifetime,
+    renewal_reviews_the_jwt,
+    token_end,
+    token_lifetime,
+)
 from cluster.wait import wait_until
 
 # A mount whose own max (10 s) is shorter than what the roles ask for: it must clamp them.
@@ -118,11 +125,16 @@ def test_a_periodic_token_outlives_every_max_unless_an_explicit_max_ends_it(plat
             finite.auth.token.lookup_self()  # the explicit max ended it
 
 
-def test_renewal_rechecks_only_that_the_role_exists(platform: Platform, tenant: Tenant) -> None:
-    """path_login.go pathLoginRenew: no new TokenReview, no new policies; only the role must still be there."""
+def server(platform: Platform) -> tuple[str, str]:
+    """The live server's flavor and version (sys/seal-status reports the version alone)."""
+    flavor = "openbao" if "openbao" in platform.versions.vault.lower() else "vault"
+    return flavor, str(platform.vault_client().sys.read_seal_status()["version"])
+
+
+def test_renewal_keeps_the_policies_of_the_login_and_needs_the_role(platform: Platform, tenant: Tenant) -> None:
+    """path_login.go pathLoginRenew: no new policies on renewal; a deleted role refuses it."""
     admin = platform.vault_admin()
-    mount = platform.vault_layout.kubernetes_path
-    role_path = f"/v1/auth/{mount}/role/{tenant.role}"
+    role_path = f"/v1/auth/{platform.vault_layout.kubernetes_path}/role/{tenant.role}"
     client = tenant.login(tenant.token())
     # The role loses the namespace's policy: new logins lose access at once...
     admin.adapter.post(role_path, json={"token_policies": ["default"]})
@@ -133,15 +145,38 @@ def test_renewal_rechecks_only_that_the_role_exists(platform: Platform, tenant: 
     renew(client, 20)
     assert tenant.binding.policy in client.auth.token.lookup_self()["data"]["policies"]
     assert tenant.read_secret(client) == {"canary": tenant.canary}
-    # The service account goes: renewal goes on all the same (the JWT is never reviewed again).
-    tenant.kube.delete_service_account(tenant.namespace, "app")
-    renew(client, 20)
-    assert tenant.read_secret(client) == {"canary": tenant.canary}
     # The role goes: renewal is refused, the token itself lives on until its current TTL.
     admin.adapter.delete(role_path)
-    with pytest.raises(hvac.exceptions.VaultError):
+    with pytest.raises(hvac.exceptions.VaultError, match="does not exist during renewal"):
         renew(client, 20)
     assert tenant.read_secret(client) == {"canary": tenant.canary}
+
+
+def test_whether_renewal_reviews_a_deleted_accounts_jwt_is_the_servers_rule(
+        platform: Platform, tenant: Tenant) -> None:
+    """Vault renews a deleted account's token until its max TTL; OpenBao 2.7 reviews the JWT again
+    and refuses once the API server's cached review has run out (cluster/tokenlife.py)."""
+    flavor, version = server(platform)
+    client = tenant.login(tenant.token())
+    deleted_at = time.monotonic()
+    tenant.kube.delete_service_account(tenant.namespace, "app")
+    outcomes: list[str] = []
+
+    def renewed_past_the_cache() -> bool:
+        try:
+            renew(client, 30)
+            outcomes.append("renewed")
+        except hvac.exceptions.VaultError as err:
+            outcomes.append(f"refused: {err}")
+        return time.monotonic() - deleted_at > TOKEN_REVIEW_CACHE_S + DELETION_MARGIN_S
+
+    wait_until(renewed_past_the_cache, timeout=TOKEN_REVIEW_CACHE_S + DELETION_MARGIN_S + 10, interval=1,
+               describe="renewals of a deleted account's token past the API server's cache")
+    if renewal_reviews_the_jwt(flavor, version):
+        assert "still exist" in outcomes[-1] and "during renewal" in outcomes[-1], (flavor, version, outcomes)
+    else:
+        assert outcomes[-1] == "renewed", (flavor, version, outcomes)
+        assert tenant.read_secret(client) == {"canary": tenant.canary}
 
 
 def test_a_deleted_accounts_token_is_accepted_while_the_api_server_caches_its_review(tenant: Tenant) -> None:

@@ -126,6 +126,7 @@ func (m *certManager) writeStatus(lastError string) {
 		status["not_after"] = id.leaf.NotAfter.UTC().Format(time.RFC3339Nano)
 		status["not_before"] = id.leaf.NotBefore.UTC().Format(time.RFC3339Nano)
 		status["issuer"] = id.leaf.Issuer.CommonName
+		status["obtained_at"] = id.issued.UTC().Format(time.RFC3339Nano)
 		status["roots"] = len(id.roots.Subjects()) //lint:ignore SA1019 counting a pool we built
 	}
 	data, _ := json.Marshal(status)

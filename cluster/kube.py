@@ -145,9 +145,9 @@ class Kube:
         )
         return register(str(response.status.token))
 
-    def review_token(self, token: str, audience: str) -> bool:
-        """Ask the API server itself whether a token is valid for an audience."""
-        spec = client.V1TokenReviewSpec(token=token, audiences=[audience])
+    def review_token(self, token: str, audience: str | None) -> bool:
+        """Ask the API server itself whether a token is valid for an audience (None or "": its own)."""
+        spec = client.V1TokenReviewSpec(token=token, audiences=[audience] if audience else None)
         review = self.authn.create_token_review(client.V1TokenReview(spec=spec))
         return bool(review.status.authenticated)
 

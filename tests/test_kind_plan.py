@@ -153,3 +153,11 @@ def test_an_external_vault_replaces_the_chart_and_gets_its_address_once_it_runs(
         return {address for address in (EXTERNAL_PLACEHOLDER, "http://172.18.0.9:8200") if address in text}
 
     assert addresses(before) == {EXTERNAL_PLACEHOLDER} and addresses(after) == {"http://172.18.0.9:8200"}
+
+
+def test_the_kind_api_server_keeps_its_own_audience_alone() -> None:
+    """A token minted for Vault must never be an API credential: --api-audiences stays the issuer."""
+    patch = manifests.kind_config("tg-1", "https://kubernetes.default.svc.cluster.local", "kindest/node@x")
+    text = patch["nodes"][0]["kubeadmConfigPatches"][0]
+    assert "service-account-issuer" in text
+    assert "api-audiences" not in text and SETUP.vault.audience not in text

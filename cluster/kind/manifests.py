@@ -45,14 +45,17 @@ class VaultTarget:
     kv_path: str = "secret"
 
 
-def kind_config(cluster_name: str, issuer: str, audience: str, node_image: str) -> Manifest:
-    """The service-account issuer and audiences, as an unversioned ClusterConfiguration patch.
+def kind_config(cluster_name: str, issuer: str, node_image: str) -> Manifest:
+    """The service-account issuer, as an unversioned ClusterConfiguration patch.
 
-    Unversioned on purpose: kind applies a patch pinned to an older kubeadm
+    The API server's audiences stay its default, the issuer alone
+    (pkg/kubeapiserver/options/authentication.go: --api-audiences defaults to the issuers):
+    adding Vault's audience there would make every token minted for Vault a valid API
+    credential. Unversioned on purpose: kind applies a patch pinned to an older kubeadm
     apiVersion silently not at all on v1beta4 node images (Kubernetes >= 1.36).
     """
     patch = (f"kind: ClusterConfiguration\napiServer:\n  extraArgs:\n"
-             f'    service-account-issuer: "{issuer}"\n    api-audiences: "{issuer},{audience}"\n')
+             f'    service-account-issuer: "{issuer}"\n')
     return {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4", "name": cluster_name,
             "nodes": [{"role": "control-plane", "image": node_image, "kubeadmConfigPatches": [patch]}]}
 

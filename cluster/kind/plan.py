@@ -105,7 +105,7 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
 
     cluster = Step(f"kind cluster {name}", ("kind", "create", "cluster", "--name", name, "--config", "-",
                                              "--wait", "120s"),
-                   (manifests.kind_config(name, SA_ISSUER, setup.vault.audience, pins.node_image),),
+                   (manifests.kind_config(name, SA_ISSUER, pins.node_image),),
                    notes=("--reuse-cluster: if it exists, reset it to the baseline instead of creating it"
                           if reuse else ""),
                    action="cluster", reset=reset_commands(flavor, vault_ns) if reuse else ())

@@ -74,9 +74,11 @@ class PlatformSession:
 
 
 def raise_keyboard_interrupt_on_sigterm() -> None:
-    """Make SIGTERM unwind like Ctrl-C, so that every context manager tears down."""
+    """Make SIGTERM and SIGHUP (a closed terminal) unwind like Ctrl-C, so that every context
+    manager tears down. What no handler can catch (SIGKILL) the run's janitor reaps."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)

@@ -168,3 +168,17 @@ def test_ctrl_c_during_a_chaos_fault_restores_then_leaves_nothing(nothing_left: 
     assert timeline["restored_at"] is not None, timeline["notes"]
     assert any(note.startswith("interrupted: KeyboardInterrupt") for note in timeline["notes"]), timeline["notes"]
     assert not any("restore failed" in note for note in timeline["notes"]), timeline["notes"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGKILL], ids=["closed-terminal", "sigkill"])
+def test_an_owner_that_dies_in_a_wait_leaves_nothing(sig: signal.Signals) -> None:
+    """SIGHUP unwinds like Ctrl-C; SIGKILL cannot be caught, and the run's janitor reaps at once what
+    the next run would have: the state directory with the unseal keys, the pod files, the bridge."""
+    before = snapshot()
+    child = Child.start(SUITE, "-v")
+    wait_until(lambda: child.said("PASSED"), timeout=120, describe="the first test to pass")
+    assert new_since(before).run_dirs and new_since(before).links, "the platform is not up"
+    child.process.send_signal(sig)
+    child.process.wait(timeout=60)
+    wait_until(lambda: not new_since(before).problems(), timeout=30, interval=0.2,
+               describe=f"nothing left after {sig.name}: {new_since(before).problems()}")

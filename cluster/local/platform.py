@@ -35,6 +35,7 @@ from cluster.local.apiserver import ApiServerEndpoint, apiserver_process, apiser
 from cluster.local.binaries import VaultBinary, find_control_plane, find_crds, find_pod_binary, find_vault
 from cluster.local.crds import install_crds
 from cluster.local.etcd import etcd_healthy, etcd_process
+from cluster.local.janitor import janitor
 from cluster.local.meshservices import (
     MESH_CA_ACCOUNT,
     MESH_NAMESPACE,
@@ -353,6 +354,7 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
     with contextlib.ExitStack() as stack:
         state = RunState.create(settings.run_id)
         stack.callback(state.remove)
+        stack.enter_context(janitor(state))  # reaps the run if this process dies without its teardown
         if settings.keep_cluster:
             state.mark_kept({"kubeconfig": str(state.file("kubeconfig"))})
         network = NodeNetwork(settings.run_id, cidr, state.file("ipam.json"))

@@ -71,11 +71,18 @@ def mtls_findings(kube: Kube, policy: Policy, namespaces: list[str] | None = Non
 
 
 def _seconds(value: float) -> str:
-    """Durations the way Vault and Istio write them: 720h, 5m, 15s."""
+    """Durations the way Vault and Istio write them (Go's time.Duration): 720h, 5m, 15s, 12h0m10s."""
+    if value == math.inf:
+        return "for ever"
     for unit, size in (("h", 3600), ("m", 60)):
         if value >= size and value % size == 0:
             return f"{int(value // size)}{unit}"
-    return f"{value:g}s"
+    hours, rest = divmod(value, 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = f"{seconds:g}s"
+    if hours or minutes:
+        text = f"{int(minutes)}m{text}"
+    return f"{int(hours)}h{text}" if hours else text
 
 
 def application_namespaces(kube: Kube, policy: Policy) -> list[str]:

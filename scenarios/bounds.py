@@ -20,6 +20,9 @@ RETRY_S = 1.0
 EFFECT_TIMEOUT_S = 60.0
 # Chaos waits for certificates and tokens to run out; longer than this is a test profile's job.
 MAX_TTL_WAIT_S = 300.0
+# The longest a conformance test waits for a live lifetime (a renewal, a rotation); beyond it the
+# test drives the event itself or skips, saying why and how long it would have taken.
+WAIT_BUDGET_S = 90.0
 CERT_BOUND = frozenset({"vault-seal", "vault-down", "mesh-ca-vault-access-lost", "mesh-ca-down", "sa-deletion"})
 # These fail closed on the Vault side only when the app's token reaches its max TTL.
 TOKEN_MAX_BOUND = frozenset({"sa-deletion", "role-policy-detach"})
@@ -85,3 +88,11 @@ def inapplicable(scenario_id: str, profile: Profile) -> str:
     if profile.setup.mesh.ca == "plugin" and scenario_id in NOT_WITH_PLUGIN_CA:
         return f"{scenario_id} does not apply with setup.mesh.ca plugin: {NOT_WITH_PLUGIN_CA[scenario_id]}"
     return ""
+
+
+def over_budget(wait_s: float, what: str, fix: str) -> str:
+    """Why a test must not wait ``wait_s`` seconds for ``what`` ('' when it is within WAIT_BUDGET_S)."""
+    if wait_s <= WAIT_BUDGET_S:
+        return ""
+    return (f"waiting for {what} would take {_s(round(wait_s))}, beyond the {_s(WAIT_BUDGET_S)} a test may wait on "
+            f"a live lifetime; {fix}")

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from cluster.local.platform import start_local
+from cluster.local.bringup import start_local
 from cluster.runstate import RunState
 from cluster.settings import build_settings
 

@@ -10,19 +10,12 @@ clock), so the harness's Python overhead is not counted.
 from __future__ import annotations
 
 import argparse
-import json
-import ssl
 import statistics
 import sys
 import time
 
-import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from cluster.kube import Kube
-from cluster.local.platform import LocalPlatform, start_local
+from cluster.local.bringup import start_local
+from cluster.local.platform import LocalPlatform
 from cluster.settings import build_settings
 from cluster.tenancy import open_tenant
 
@@ -39,28 +32,6 @@ def latency(platform: LocalPlatform, src, dst, calls: int) -> list[float]:  # ty
         if result.status != 200:
             raise SystemExit(f"call {index} failed: {result}")
         samples.append(result.elapsed * 1000)
-    return samples
-
-
-def issue_latency(platform: LocalPlatform, namespace: str, rounds: int = 20) -> list[float]:
-    """Round trips of a CSR through the mesh CA (TokenReview, Vault sign), as a sidecar makes them."""
-    token = Kube(platform.kube).request_token(namespace, "app", audience="istio-ca")
-    domain = platform.settings.profile.setup.trust_domain
-    context = ssl.create_default_context(cafile=platform.connection.ca)
-    samples = []
-    with httpx.Client(verify=context, timeout=10) as client:
-        for _ in range(rounds):
-            key = ec.generate_private_key(ec.SECP256R1())
-            uri = x509.UniformResourceIdentifier(f"spiffe://{domain}/ns/{namespace}/sa/app")
-            csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
-                   .add_extension(x509.SubjectAlternativeName([uri]), critical=False).sign(key, hashes.SHA256()))
-            pem = csr.public_bytes(serialization.Encoding.PEM).decode()
-            started = time.monotonic()
-            response = client.post(f"{platform.connection.mesh_ca_url}/v1/sign", json={"csr": pem},
-                                   headers={"Authorization": f"Bearer {token}"})
-            samples.append((time.monotonic() - started) * 1000)
-            if response.status_code != 200:
-                raise SystemExit(f"sign failed: {response.status_code} {json.dumps(response.json())[:200]}")
     return samples
 
 
@@ -84,14 +55,11 @@ def main() -> int:
         naked_a = platform.deploy(tenant.namespace, "naked-a", "app", meshed=False)
         naked_b = platform.deploy(tenant.namespace, "naked-b", "app", meshed=False)
         direct = latency(platform, naked_a, naked_b, args.calls)
-        issue = issue_latency(platform, tenant.namespace)
     print(f"pods: {args.pods} meshed pods up in {all_pods:.2f} s; per pod median {statistics.median(per_pod):.3f} s, "
           f"max {max(per_pod):.3f} s")
     for name, samples in (("through two sidecars", meshed), ("direct (no sidecars)", direct)):
         print(f"latency {name:22}: p50 {percentile(samples, 0.5):6.2f} ms  p99 {percentile(samples, 0.99):6.2f} ms"
               f"  ({len(samples)} calls)")
-    print(f"certificate issue (CSR -> mesh CA -> Vault): p50 {percentile(issue, 0.5):.1f} ms, "
-          f"p99 {percentile(issue, 0.99):.1f} ms ({len(issue)} CSRs)")
     met = all_pods <= 20 and percentile(meshed, 0.99) <= 25
     print(f"targets: {args.pods} pods <= 20 s and p99 <= 25 ms -> {'met' if met else 'MISSED'}")
     return 0 if met else 1

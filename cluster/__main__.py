@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from cluster.errors import TrustgridError
+from cluster.local import caproto
 from cluster.local.binaries import CONTROLPLANE_MODULE, find_control_plane, find_crds, find_vault
-from cluster.local.platform import reap_local, remove_run
+from cluster.local.bringup import reap_local, remove_run
 from cluster.runstate import EXISTING_CLUSTER_MARK, KIND_CLUSTER_MARK, cache_dir, run_is_live, runs_root
 from cluster.versions import load_pins
 
@@ -22,8 +23,10 @@ def build() -> None:
     binaries = find_control_plane(cache_dir(), pins, progress=_say)
     crds = find_crds(cache_dir(), pins, progress=_say)
     vault = find_vault(None)
+    stubs = caproto.ensure_stubs(cache_dir(), pins, progress=_say)
     _say(f"kube-apiserver and etcd from {binaries.source}: {binaries.kube_apiserver.parent}")
     _say(f"{len(crds)} CRD files; {vault.flavor} {vault.version} at {vault.path}")
+    _say(f"Istio certificate API stubs ({caproto.API_MODULE} {pins.istio_ca_api}) in {stubs}")
 
 
 def down(run_id: str) -> None:

@@ -39,6 +39,14 @@ class MeshConfig:
         return f"ConfigMap {ROOT_NAMESPACE}/{CONFIGMAP} (key mesh)"
 
 
+def proxy_metadata(setup: Setup) -> dict[str, str]:
+    """The proxies' certificate settings (meshConfig.defaultConfig.proxyMetadata): pilot-agent asks the
+    CA for SECRET_TTL and renews with SECRET_GRACE_PERIOD_RATIO of the lifetime left
+    (pilot/cmd/pilot-agent/options/options.go)."""
+    return {GRACE_RATIO: str(round(1 - setup.mesh.renew_fraction, 6)),
+            "SECRET_TTL": f"{int(setup.mesh.cert_ttl.total_seconds())}s"}
+
+
 def mesh_config_text(setup: Setup) -> str:
     grace = round(1 - setup.mesh.renew_fraction, 6)
     return yaml.safe_dump(

@@ -40,11 +40,15 @@ class Versions:
 
 @dataclass(frozen=True)
 class Workload:
+    """A deployed sample workload. ``ip`` is its pod's address; ``address`` the one clients use (its
+    Service: a ClusterIP on the local platform, a DNS name on a cluster); ``meshed``: it has a sidecar."""
+
     namespace: str
     name: str
     service_account: str
     ip: str
     meshed: bool
+    address: str = ""
 
     @property
     def spiffe_id(self) -> str:
@@ -67,12 +71,17 @@ class CallResult:
 
 @dataclass(frozen=True)
 class FlowSummary:
-    """One TCP flow seen on the wire; client is the side that opened it."""
+    """One TCP flow seen on the wire; client is the side that opened it. ``client_records``: the TLS
+    application_data records the client sent (each request a proxy forwards is at least one)."""
 
     client: str
     server: str
     tls: bool
     payload_bytes: int
+    client_records: int = 0
+
+    def to(self, address: str) -> bool:
+        return self.server == address
 
 
 class Capture:
@@ -87,6 +96,11 @@ class Capture:
         self.flows = tuple(flows)
         self._payload = payload
         self.done = True
+
+    def requests_to(self, address: str) -> int:
+        """How many TLS records clients sent to ``address`` (ip:port): at least one per request, however
+        the proxies pooled their connections."""
+        return sum(f.client_records for f in self.flows if f.to(address))
 
     @property
     def plaintext_flows(self) -> tuple[FlowSummary, ...]:

@@ -73,7 +73,7 @@ def open_platform(name: str, settings: Settings, progress: Progress) -> Abstract
         from cluster.kubeconfig.platform import attach_existing
 
         return attach_existing(settings, progress)
-    from cluster.local.platform import start_local
+    from cluster.local.bringup import start_local
 
     return start_local(settings, progress)
 
@@ -89,6 +89,6 @@ def attach_platform(name: str, settings: Settings, state_path: Path) -> Platform
         from cluster.kubeconfig.platform import attach_existing_worker
 
         return attach_existing_worker(settings, state_path)
-    from cluster.local.platform import attach_local
+    from cluster.local.bringup import attach_local
 
     return attach_local(settings, state_path)

@@ -16,6 +16,8 @@ class Pins:
     istio: str
     cert_manager: str
     openbao: str
+    # istio.io/api at the version the pinned istio.io/istio requires: its certificate API (cluster/local/caproto.py).
+    istio_ca_api: str
 
     @property
     def staging(self) -> str:
@@ -25,4 +27,5 @@ class Pins:
 
 def load_pins(path: Path = VERSIONS_FILE) -> Pins:
     data = tomllib.loads(path.read_text())
-    return Pins(**{key: str(data[key]["version"]) for key in Pins.__dataclass_fields__})
+    tables = ("kubernetes", "etcd", "istio", "cert_manager", "openbao")
+    return Pins(**{key: str(data[key]["version"]) for key in tables}, istio_ca_api=str(data["istio"]["ca_api"]))

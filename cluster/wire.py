@@ -28,10 +28,17 @@ def new_marker(which: str) -> bytes:
 
 @dataclass
 class _Flow:
-    client: tuple[str, int]
-    server: tuple[str, int]
-    client_payload: bytearray = field(default_factory=bytearray)
-    server_payload: bytearray = field(default_factory=bytearray)
+    first: tuple[str, int]  # the side whose packet the capture saw first
+    other: tuple[str, int]
+    syn_from: tuple[str, int] | None = None  # the side that opened the connection, if the capture saw it
+    payload: dict[tuple[str, int], bytearray] = field(default_factory=dict)
+
+    def sides(self) -> tuple[tuple[str, int], tuple[str, int]]:
+        """(client, server): the side that sent the SYN; for a connection opened before the capture
+        (an Envoy's pooled connection, a proxy's xDS stream), the side with the higher port."""
+        if self.syn_from is not None:
+            return self.syn_from, self.other if self.syn_from == self.first else self.first
+        return (self.first, self.other) if self.first[1] > self.other[1] else (self.other, self.first)
 
 
 def _ip(raw: bytes) -> str:
@@ -43,8 +50,29 @@ def is_tls_record(data: bytes) -> bool:
     return len(data) >= 3 and data[0] in (20, 21, 22, 23) and data[1] == 3 and data[2] <= 4
 
 
+_APPLICATION_DATA = 23
+_MAX_RECORD = 16384 + 2048  # RFC 8446 5.2: a TLSCiphertext fragment is at most 2^14 + 256; some slack
+
+
+def application_records(stream: bytes) -> int:
+    """TLS application_data records in one direction of a flow, walked from its first byte (RFC 8446
+    section 5.1: 1 byte type, 2 bytes version, 2 bytes length). Each request a proxy sends is at least
+    one record. A stream that does not start at a record boundary counts 0: nothing is guessed."""
+    count = offset = 0
+    while offset + 5 <= len(stream):
+        if not is_tls_record(stream[offset:offset + 3]):
+            return 0 if offset == 0 else count
+        length = struct.unpack("!H", stream[offset + 3:offset + 5])[0]
+        if length > _MAX_RECORD:
+            return count
+        if stream[offset] == _APPLICATION_DATA and offset + 5 + length <= len(stream):
+            count += 1
+        offset += 5 + length
+    return count
+
+
 def flows_from_ip_packets(packets: Iterable[bytes]) -> tuple[list[FlowSummary], bytes]:
-    """Flows (client = the side that sent the first packet, the SYN) and all payload bytes."""
+    """Flows (client = the side that opened it) and all payload bytes."""
     flows: dict[frozenset[tuple[str, int]], _Flow] = {}
     for ip in packets:
         if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != _TCP:
@@ -56,22 +84,27 @@ def flows_from_ip_packets(packets: Iterable[bytes]) -> tuple[list[FlowSummary], 
         if len(tcp) < 20:
             continue
         sport, dport = struct.unpack("!HH", tcp[:4])
+        flags = tcp[13]
         payload = tcp[(tcp[12] >> 4) * 4:]
         key = frozenset({(src, sport), (dst, dport)})
         flow = flows.get(key)
         if flow is None:
-            # The capture starts before any probe, so the first packet is the SYN.
             flow = flows[key] = _Flow((src, sport), (dst, dport))
-        (flow.client_payload if (src, sport) == flow.client else flow.server_payload).extend(payload)
+        if flags & 0x02 and not flags & 0x10:  # SYN without ACK: the opener
+            flow.syn_from = (src, sport)
+        flow.payload.setdefault((src, sport), bytearray()).extend(payload)
     summaries = []
     everything = bytearray()
     for flow in flows.values():
-        first = bytes(flow.client_payload[:3]) or bytes(flow.server_payload[:3])
+        client, server = flow.sides()
+        sent, answered = bytes(flow.payload.get(client, b"")), bytes(flow.payload.get(server, b""))
+        first = sent[:3] or answered[:3]
         summaries.append(FlowSummary(
-            client=f"{flow.client[0]}:{flow.client[1]}", server=f"{flow.server[0]}:{flow.server[1]}",
-            tls=is_tls_record(first), payload_bytes=len(flow.client_payload) + len(flow.server_payload),
+            client=f"{client[0]}:{client[1]}", server=f"{server[0]}:{server[1]}",
+            tls=is_tls_record(first), payload_bytes=len(sent) + len(answered),
+            client_records=application_records(sent),
         ))
-        everything += flow.client_payload + flow.server_payload
+        everything += sent + answered
     return summaries, bytes(everything)
 
 

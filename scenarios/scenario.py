@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from cluster.agent import APP_PORT
 from cluster.errors import WaitTimeout
 from cluster.platform import Platform, Workload
 from cluster.profile import Policy
@@ -82,8 +83,9 @@ def steady_with_mtls(stage: Stage, calls: int = 5) -> tuple[bool, str]:
         results = [stage.platform.call(stage.client, stage.server, canary=p, timeout=5) for p in probes]
     statuses = [r.status for r in results]
     leaked = [p for p in probes if wire.contains(p)]
-    ok = statuses == [200] * calls and len(wire.flows) >= calls and not wire.plaintext_flows and not leaked
-    return ok, (f"{calls} calls {statuses}; {len(wire.flows)} flows on the wire, "
+    seen = wire.requests_to(f"{stage.server.ip}:{APP_PORT}")  # Envoy pools connections: count requests
+    ok = statuses == [200] * calls and seen >= calls and not wire.plaintext_flows and not leaked
+    return ok, (f"{calls} calls {statuses}; {seen} requests and {len(wire.flows)} flows on the wire, "
                 f"{len(wire.plaintext_flows)} plaintext, canaries leaked: {len(leaked)}")
 
 

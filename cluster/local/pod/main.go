@@ -1,7 +1,8 @@
-// Command tgpod is what runs inside a local pod: the echo app with its
-// client agent and Vault agent ("tgpod app"), and the mesh sidecar
-// ("tgpod sidecar"). Standard library only, so it builds in seconds and
-// runs as any uid (the sidecar runs as 1337, which iptables exempts).
+// Command tgpod is the sample workload's app container: the echo app with its
+// client agent and Vault agent ("tgpod app"), the agent client for platforms
+// that reach pods through `kubectl exec` ("tgpod agent"), and capture markers
+// ("tgpod mark"). Istio's own sidecar (pilot-agent and Envoy) does the mesh part.
+// Standard library only, so it builds in seconds.
 package main
 
 import (
@@ -14,15 +15,13 @@ var extraCommands = map[string]func([]string) error{}
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: tgpod app|sidecar|agent [flags]")
+		fmt.Fprintln(os.Stderr, "usage: tgpod app|agent|mark [flags]")
 		os.Exit(2)
 	}
 	var err error
 	switch os.Args[1] {
 	case "app":
 		err = runApp(os.Args[2:])
-	case "sidecar":
-		err = runSidecar(os.Args[2:])
 	default:
 		if command, ok := extraCommands[os.Args[1]]; ok {
 			err = command(os.Args[2:])

@@ -1,0 +1,41 @@
+"""The proxy's certificate, from Envoy's secrets dump, recorded from a real local proxy."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cluster.proxydump import NoWorkloadCertificate, workload_secret
+
+FIXTURES = Path(__file__).parent / "fixtures" / "istio"
+DUMP = json.loads((FIXTURES / "envoy-secrets-server.json").read_text())
+
+
+def camel(value: Any) -> Any:
+    """istioctl's protojson spelling of the same dump."""
+    if isinstance(value, dict):
+        return {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), k): camel(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [camel(v) for v in value]
+    return value
+
+
+def test_the_workload_certificate_and_its_trust_bundle_are_read_from_envoys_dump() -> None:
+    found = workload_secret(DUMP)
+    assert found["spiffe"] == "spiffe://cluster.local/ns/demo/sa/server"
+    assert found["roots"] == 1 and re.fullmatch(r"[0-9a-f]+", found["serial"])
+    assert found["obtained_at"].startswith(found["not_before"][:4])  # Envoy's last_updated
+
+
+def test_istioctls_camel_case_reads_the_same() -> None:
+    as_istioctl = {"dynamicActiveSecrets": camel(DUMP["configs"])}
+    assert workload_secret(as_istioctl) == workload_secret(DUMP)
+
+
+def test_no_workload_certificate_is_its_own_error() -> None:
+    with pytest.raises(NoWorkloadCertificate):
+        workload_secret({"configs": []})

@@ -39,17 +39,33 @@ def authorization_policy(namespace: str, name: str, run_id: str, *, action: str 
             "metadata": {"name": name, "namespace": namespace, "labels": labels(run_id)}, "spec": spec}
 
 
+NETWORKING = "networking.istio.io"
+
+
+def destination_rule(namespace: str, name: str, host: str, run_id: str, *,
+                     traffic_policy: Mapping[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": f"{NETWORKING}/{VERSION}", "kind": "DestinationRule",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels(run_id)},
+            "spec": {"host": host, "trafficPolicy": dict(traffic_policy)}}
+
+
 def _plural(obj: Mapping[str, Any]) -> str:
-    return {"PeerAuthentication": "peerauthentications", "AuthorizationPolicy": "authorizationpolicies"}[obj["kind"]]
+    return {"PeerAuthentication": "peerauthentications", "AuthorizationPolicy": "authorizationpolicies",
+            "DestinationRule": "destinationrules"}[obj["kind"]]
+
+
+def _group(obj: Mapping[str, Any]) -> tuple[str, str]:
+    group, _, version = str(obj["apiVersion"]).partition("/")
+    return group, version
 
 
 def apply(kube: Kube, obj: Mapping[str, Any]) -> None:
     """Create or replace an Istio object (server-side, so the real CRD schema validates it)."""
-    kube.apply_custom(GROUP, VERSION, _plural(obj), obj)
+    kube.apply_custom(*_group(obj), _plural(obj), obj)
 
 
 def delete(kube: Kube, obj: Mapping[str, Any]) -> None:
-    kube.delete_custom(GROUP, VERSION, _plural(obj), obj)
+    kube.delete_custom(*_group(obj), _plural(obj), obj)
 
 
 def namespace_authorization(namespace: str, run_id: str) -> dict[str, Any]:

@@ -91,9 +91,10 @@ def workload_secret(dump: Mapping[str, Any]) -> dict[str, Any]:
     return {**found, "roots": roots}
 
 
-# pilot-agent's certificate errors (security/pkg/nodeagent/caclient/providers/citadel: "failed to sign
-# CSR"; security/pkg/nodeagent/cache: "failed to generate workload certificate"; the CA client's retries).
-_CERT_ERRORS = ("failed to sign", "ca request failed", "failed to generate workload certificate")
+# pilot-agent's certificate errors, with their cause (security/pkg/nodeagent/caclient/providers/citadel:
+# "failed to sign CSR"; security/pkg/nodeagent/cache: "failed to sign"). Its retry notices ("ca request
+# failed, starting attempt N") say no more than that, so they are not the last error.
+_CERT_ERRORS = ("failed to sign",)
 
 
 def last_certificate_error(log: str) -> str:

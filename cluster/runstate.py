@@ -182,6 +182,35 @@ def terminate(pids: list[int], grace: float = 5.0) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live processes of a process group (/proc/<pid>/stat field 5)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def terminate_group(pgid: int, grace: float = 5.0) -> None:
+    """SIGTERM a whole process group (a process we started in its own session, and every child it
+    made: pilot-agent's Envoy), then SIGKILL what is left after ``grace`` seconds."""
+    from cluster.wait import pause
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and group_members(pgid):
+        pause(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster.errors import PortInUse, ProcessFailed, WaitTimeout
-from cluster.runstate import OWNER_ENV, RUN_ENV, RunState, process_run_id, terminate
+from cluster.runstate import OWNER_ENV, RUN_ENV, RunState, group_members, process_run_id, terminate, terminate_group
 from cluster.secrets import redact
 from cluster.wait import Abort, wait_until
 
@@ -105,8 +105,10 @@ class ManagedProcess:
     def stop(self, grace: float = 10.0) -> None:
         if self.popen is None:
             return
-        if self.popen.poll() is None:
-            terminate([self.popen.pid], grace=grace)
+        # The whole group: it is the session we started it in, and its children (pilot-agent's Envoy)
+        # must not outlive it.
+        if self.popen.poll() is None or group_members(self.popen.pid):
+            terminate_group(self.popen.pid, grace=grace)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=1)
         with contextlib.suppress(FileNotFoundError):

@@ -118,9 +118,12 @@ class LocalPods:
             dump = self.envoy(caller, "/clusters?format=json")
             for status in dump.get("cluster_statuses") or []:
                 if status.get("name") == cluster:
-                    hosts = status.get("host_statuses") or []
+                    # Listed is not enough: a pod not yet Ready is sent as an unhealthy endpoint (its
+                    # EndpointSlice condition), and a call then gets "no healthy upstream".
                     return any(f"{h['address']['socket_address']['address']}:"
-                               f"{h['address']['socket_address']['port_value']}" == endpoint for h in hosts)
+                               f"{h['address']['socket_address']['port_value']}" == endpoint
+                               and (h.get("health_status") or {}).get("eds_health_status", "HEALTHY") == "HEALTHY"
+                               for h in status.get("host_statuses") or [])
             return False
 
         callers = [w for _, w in self._running.values() if w.meshed]

@@ -274,8 +274,9 @@ def new_tenant(request: pytest.FixtureRequest, platform: Platform,
     """Make tenants for this test; all are removed when it ends."""
     opened: list[AbstractContextManager[Tenant]] = []
 
-    def make(*service_accounts: str) -> Tenant:
-        context = open_tenant(platform, settings.profile.setup, request.node.name, service_accounts or ("app",))
+    def make(*service_accounts: str, meshed: bool = True) -> Tenant:
+        context = open_tenant(platform, settings.profile.setup, request.node.name, service_accounts or ("app",),
+                              meshed=meshed)
         opened.append(context)
         return context.__enter__()
 

@@ -17,7 +17,6 @@ import hvac
 from cryptography import x509
 from kubernetes import client
 
-from cluster.istio import GROUP, ROOT_NAMESPACE, VERSION
 from cluster.kube import Kube
 from cluster.meshconfig import MeshConfig
 from cluster.pkitools import csr_and_key
@@ -38,36 +37,6 @@ class Finding:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.what}; fix: {self.fix}"
-
-
-def mtls_findings(kube: Kube, policy: Policy, namespaces: list[str] | None = None) -> list[Finding]:
-    """Every PeerAuthentication that lets plaintext in, and a mesh without a STRICT default."""
-    if not policy.require_strict_mtls:
-        return []
-    custom = client.CustomObjectsApi(kube.api)
-    objects = custom.list_cluster_custom_object(GROUP, VERSION, "peerauthentications")["items"]
-    findings = []
-    mesh_wide = [o for o in objects if o["metadata"]["namespace"] == ROOT_NAMESPACE
-                 and not (o.get("spec") or {}).get("selector")]
-    if not any((o.get("spec") or {}).get("mtls", {}).get("mode") == "STRICT" for o in mesh_wide):
-        findings.append(Finding(
-            "no mesh-wide PeerAuthentication with mode STRICT", f"namespace {ROOT_NAMESPACE}",
-            "apply a PeerAuthentication without a selector in the root namespace, mtls.mode STRICT"))
-    for obj in objects:
-        namespace = obj["metadata"]["namespace"]
-        if namespace in policy.exempt_namespaces or (namespaces is not None and namespace not in namespaces):
-            continue
-        spec = obj.get("spec") or {}
-        where = f"PeerAuthentication {namespace}/{obj['metadata']['name']}"
-        mode = (spec.get("mtls") or {}).get("mode", "UNSET")
-        if mode in ("PERMISSIVE", "DISABLE"):
-            findings.append(Finding(f"mtls.mode is {mode}", where, "set mtls.mode to STRICT (or remove the override)"))
-        for port, setting in (spec.get("portLevelMtls") or {}).items():
-            port_mode = (setting or {}).get("mode", "UNSET")
-            if port_mode in ("PERMISSIVE", "DISABLE"):
-                findings.append(Finding(f"port {port} mtls.mode is {port_mode}", where,
-                                        "remove the port-level override or set it to STRICT"))
-    return findings
 
 
 def _seconds(value: float) -> str:
@@ -347,17 +316,7 @@ def cert_lifetime_findings(where: str, cert: x509.Certificate, backdate_s: float
                     where, "lower the PKI role's ttl and max_ttl (and the duration the CA asks for)")]
 
 
-# -- Istio authorization and Vault audit --------------------------------------------
-def authz_findings(kube: Kube, namespaces: Iterable[str]) -> list[Finding]:
-    """Every application namespace has at least one AuthorizationPolicy of its own."""
-    custom = client.CustomObjectsApi(kube.api)
-    objects = custom.list_cluster_custom_object(GROUP, VERSION, "authorizationpolicies")["items"]
-    covered = {o["metadata"]["namespace"] for o in objects}
-    return [Finding("no AuthorizationPolicy", f"namespace {ns}",
-                    "apply an ALLOW AuthorizationPolicy naming the principals or namespaces that may call in")
-            for ns in namespaces if ns not in covered]
-
-
+# -- Vault audit -----------------------------------------------------------------
 def audit_findings(admin: hvac.Client, policy: Policy) -> list[Finding]:
     if not policy.require_audit_device or admin.sys.list_enabled_audit_devices()["data"]:
         return []

@@ -57,29 +57,30 @@ class Tenant:
 
 @contextlib.contextmanager
 def open_tenant(platform: Platform, setup: Setup, label: str,
-                service_accounts: Sequence[str] = ("app",)) -> Iterator[Tenant]:
-    """Create a tenant; remove its namespace and Vault paths afterwards, even on failure."""
+                service_accounts: Sequence[str] = ("app",), *, meshed: bool = True) -> Iterator[Tenant]:
+    """Create a tenant; remove its namespace and Vault paths afterwards, even on failure. A tenant that
+    is not ``meshed`` is a legacy namespace: no injection label, so its pods get no sidecar."""
     kube = Kube(platform.kube)
     configurator = VaultConfigurator(platform.vault_admin(), platform.vault_layout, setup, platform.run_id)
     namespace = namespace_name("t", label[:40], _random.token_hex(3))
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(kube.delete_namespace, namespace)
         cleanup.callback(configurator.remove_namespace, namespace)
-        binding = install_app_namespace(kube, configurator, namespace, service_accounts)
+        binding = install_app_namespace(kube, configurator, namespace, service_accounts, meshed=meshed)
         canary = f"canary-{_random.token_hex(8)}"
         configurator.write_secret(binding, {"canary": canary})
         yield Tenant(platform, kube, setup, binding, canary)
 
 
 def install_app_namespace(kube: Kube, configurator: VaultConfigurator, namespace: str,
-                          service_accounts: Sequence[str] = ("app",)) -> NamespaceBinding:
+                          service_accounts: Sequence[str] = ("app",), *, meshed: bool = True) -> NamespaceBinding:
     """An application namespace as the profile's setup says: meshed, with its Vault role and Istio policies.
 
     Whatever the setup says is installed, also what the policy forbids, so
     that conformance can judge it; nothing here "fixes" a bad setup.
     """
     setup, run_id = configurator.setup, configurator.run_id
-    kube.ensure_namespace(namespace, run_id, {"istio-injection": "enabled"})
+    kube.ensure_namespace(namespace, run_id, {"istio-injection": "enabled"} if meshed else {})
     for name in service_accounts:
         kube.ensure_service_account(namespace, name, run_id)
     binding = configurator.configure_namespace(namespace, service_accounts)

@@ -24,8 +24,9 @@ from cryptography.x509.oid import NameOID
 from cluster.kind import manifests
 from cluster.kind.bringup import KindBringUp
 from cluster.kind.commands import CommandFailed, Kubectl, run
-from cluster.kind.platform import KindPlatform, KindVault, parse_proxy_secret
+from cluster.kind.platform import KindPlatform, KindVault
 from cluster.platform import Workload
+from cluster.proxydump import workload_secret
 from cluster.runstate import RunState
 from cluster.settings import build_settings
 from cluster.wire import MARKER_PORT
@@ -136,15 +137,23 @@ def test_a_capture_runs_tcpdump_on_eth0_in_an_ephemeral_container_and_judges_the
     assert wire.plaintext_flows and wire.contains("tg-canary-9")
 
 
-def test_the_proxy_certificate_is_read_from_istioctl(kind_platform: tuple[KindPlatform, Recorder]) -> None:
-    cert = certificate()
-    chain = base64.b64encode(cert.public_bytes(serialization.Encoding.PEM)).decode()
-    dump: dict[str, Any] = {"dynamicActiveSecrets": [
-        {"secret": {"name": "ROOTCA"}},
-        {"secret": {"name": "default", "tlsCertificate": {"certificateChain": {"inlineBytes": chain}}}}]}
-    status = parse_proxy_secret(dump)
-    assert status["serial"] == "abc" and "trustgrid test" in status["issuer"]
-    assert datetime.fromisoformat(status["not_after"]) > datetime.now(UTC)
+FIXTURES = Path(__file__).parent / "fixtures" / "istio"
+
+
+def test_the_proxy_certificate_is_read_from_istioctl_and_the_proxys_log(
+        kind_platform: tuple[KindPlatform, Recorder], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fed what istioctl really printed for a real proxy (recorded on the local platform: the same proxies)."""
+    kind, recorder = kind_platform
+    monkeypatch.setattr(kind, "_pod", lambda ns, name: type("P", (), {"metadata": type("M", (), {"name": "srv-1"})}))
+    recorder.answers["proxy-config secret"] = (FIXTURES / "istioctl-proxy-config-secret-server.json").read_text()
+    recorder.answers[" logs "] = ("2026-12-01T01:51:03.734367Z\terror\tcache\tresource:default failed to sign: "
+                                  "create certificate: rpc error: code = Unavailable desc = connection error")
+    status = kind.sidecar_status(SERVER)
+    envoy = workload_secret(json.loads((FIXTURES / "envoy-secrets-server.json").read_text()))
+    assert {k: status[k] for k in envoy} == envoy  # what the local platform reads from Envoy's admin
+    assert "Unavailable" in status["last_error"]
+    istioctl = next(c for c in recorder.calls if "proxy-config" in c)
+    assert istioctl[-4:] == ["secret", "srv-1.app", "-o", "json"]
 
 
 def test_cluster_wide_faults_scale_and_seal_the_real_components(kind_platform: tuple[KindPlatform, Recorder]) -> None:

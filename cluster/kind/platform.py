@@ -23,12 +23,10 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import hvac
-from cryptography import x509
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
@@ -37,6 +35,7 @@ from cluster.errors import PlatformUnavailable
 from cluster.kind import manifests
 from cluster.kind.commands import Kubectl, Runner
 from cluster.platform import CallResult, Capture, Versions, Workload
+from cluster.proxydump import NoWorkloadCertificate, last_certificate_error, workload_secret
 from cluster.runstate import RunState
 from cluster.secrets import redact, register
 from cluster.settings import Settings
@@ -55,24 +54,6 @@ class KindVault:
 
     target: manifests.VaultTarget
     local_addr: str
-
-
-def parse_proxy_secret(config_dump: dict[str, Any]) -> dict[str, Any]:
-    """`istioctl proxy-config secret -o json`: the workload certificate's serial, validity and issuer."""
-    for entry in config_dump.get("dynamicActiveSecrets", []):
-        secret = entry.get("secret", {})
-        if secret.get("name") != "default":
-            continue
-        chain = secret["tlsCertificate"]["certificateChain"]["inlineBytes"]
-        cert = x509.load_pem_x509_certificates(base64.b64decode(chain))[0]
-        # lastUpdated: when the proxy took this certificate (Envoy's SecretsConfigDump), i.e. its renewal.
-        obtained = entry.get("lastUpdated") or cert.not_valid_before_utc.astimezone(UTC).isoformat()
-        return {"serial": format(cert.serial_number, "x"), "issuer": cert.issuer.rfc4514_string(),
-                "not_before": cert.not_valid_before_utc.astimezone(UTC).isoformat(),
-                "not_after": cert.not_valid_after_utc.astimezone(UTC).isoformat(), "obtained_at": obtained,
-                "last_error": ""}
-    raise PlatformUnavailable("the proxy holds no workload certificate (secret 'default')",
-                              fix="check istio-csr's logs: the proxy's CSR was not signed")
 
 
 class KindPlatform:
@@ -171,7 +152,12 @@ class KindPlatform:
         context = ["--context", self.kubectl.context] if self.kubectl.context else []
         dump = self.runner([str(self.istioctl), "--kubeconfig", str(self.kubectl.kubeconfig), *context,
                             "proxy-config", "secret", f"{pod}.{wl.namespace}", "-o", "json"], timeout=30)
-        return parse_proxy_secret(json.loads(dump))
+        try:
+            status = workload_secret(json.loads(dump))
+        except NoWorkloadCertificate as err:
+            raise PlatformUnavailable(str(err), fix="check istio-csr's logs: the proxy's CSR was not signed") from None
+        log = self.kubectl("-n", wl.namespace, "logs", pod, "-c", "istio-proxy", "--tail=300", timeout=30)
+        return {**status, "last_error": last_certificate_error(log)}
 
     def renew_certificate(self, wl: Workload) -> None:
         """Istio's proxy cannot be told to renew: it renews on its own schedule (SECRET_GRACE_PERIOD_RATIO

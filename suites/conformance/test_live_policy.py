@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from cryptography import x509
 
-from cluster import conformance
+from cluster import conformance, meshchecks
 from cluster.conformance import Finding
 from cluster.kube import Kube
 from cluster.meshconfig import read_mesh_config
@@ -184,15 +184,34 @@ def test_strict_mtls_everywhere_outside_exempt_namespaces(
     platform: Platform, settings: Settings, kube: Kube, new_tenant: Callable[..., Tenant],
     deploy: Callable[..., Workload],
 ) -> None:
-    findings = conformance.mtls_findings(kube, settings.profile.policy)
-    mesh, legacy = new_tenant(), new_tenant()
+    mesh, legacy = new_tenant(), new_tenant(meshed=False)
     naked = deploy(legacy, "naked", meshed=False)
+    findings = meshchecks.mtls_findings(kube, settings.profile.policy,
+                                        conformance.application_namespaces(kube, settings.profile.policy))
     for namespace, (server, answer) in answers_from_every_namespace(platform, kube, settings, naked,
                                                                     mesh.namespace).items():
         if answer.error not in REFUSED:
-            findings.append(Finding(f"a naked (plaintext) client got an answer ({answer.status} {answer.error})",
-                                    f"namespace {namespace}, pod {server.name}", "make mTLS STRICT there"))
+            in_force = meshchecks.mode_in_force(kube, namespace, {"app": server.name})
+            findings.append(Finding(f"a naked (plaintext) client got an answer ({answer.status} {answer.error}); "
+                                    f"mode in force: {in_force}", f"namespace {namespace}, pod {server.name}",
+                                    "make mTLS STRICT there"))
     assert_no_findings(findings)
+
+
+def test_no_destination_rule_turns_tls_off_toward_an_application_namespace(
+    settings: Settings, kube: Kube, tenant: Tenant
+) -> None:
+    namespaces = conformance.application_namespaces(kube, settings.profile.policy)
+    assert tenant.namespace in namespaces
+    assert_no_findings(meshchecks.destination_rule_findings(kube, namespaces))
+
+
+def test_no_workload_bypasses_its_sidecar_in_a_meshed_namespace(
+    settings: Settings, kube: Kube, tenant: Tenant, deploy: Callable[..., Workload]
+) -> None:
+    deploy(tenant, "probe")
+    namespaces = conformance.application_namespaces(kube, settings.profile.policy)
+    assert_no_findings(meshchecks.bypass_findings(kube, namespaces))
 
 
 @pytest.mark.cluster_fault  # runs alone: it judges every namespace, so no half-made tenant of another test
@@ -203,7 +222,7 @@ def test_every_application_namespace_denies_a_foreign_principal(
     target, foreign = new_tenant(), new_tenant()
     stranger = deploy(foreign, "stranger")
     answers = answers_from_every_namespace(platform, kube, settings, stranger, target.namespace)
-    findings = conformance.authz_findings(kube, list(answers))
+    findings = meshchecks.authz_findings(kube, list(answers))
     for namespace, (server, answer) in answers.items():
         if answer.status != 403:
             findings.append(Finding(

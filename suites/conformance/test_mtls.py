@@ -11,8 +11,8 @@ from cryptography import x509
 
 from cluster import istio
 from cluster.agent import APP_PORT
-from cluster.conformance import mtls_findings
 from cluster.kube import Kube
+from cluster.meshchecks import mtls_findings
 from cluster.platform import Platform, Workload
 from cluster.settings import Settings
 from cluster.tenancy import Tenant
@@ -46,7 +46,7 @@ def test_a_mesh_client_gets_200_and_xfcc_names_both_spiffe_ids(
 def test_a_naked_client_is_refused_by_a_strict_server(
     platform: Platform, new_tenant: Callable[..., Tenant], deploy: Deploy
 ) -> None:
-    mesh, legacy = new_tenant(), new_tenant()
+    mesh, legacy = new_tenant(), new_tenant(meshed=False)
     server = deploy(mesh, "server")
     naked = deploy(legacy, "naked", meshed=False)
     for _ in range(3):
@@ -58,7 +58,7 @@ def test_a_naked_client_is_refused_by_a_strict_server(
 def test_a_permissive_namespace_is_reported_and_lets_plaintext_through(
     platform: Platform, settings: Settings, kube: Kube, new_tenant: Callable[..., Tenant], deploy: Deploy
 ) -> None:
-    mesh, legacy = new_tenant(), new_tenant()
+    mesh, legacy = new_tenant(), new_tenant(meshed=False)
     server = deploy(mesh, "server")
     naked = deploy(legacy, "naked", meshed=False)
     permissive = istio.peer_authentication(mesh.namespace, "default", "PERMISSIVE", platform.run_id)
@@ -68,8 +68,9 @@ def test_a_permissive_namespace_is_reported_and_lets_plaintext_through(
     istio.apply(kube, permissive)
     try:
         findings = mtls_findings(kube, settings.profile.policy, [mesh.namespace])
-        assert [f.what for f in findings] == ["mtls.mode is PERMISSIVE"]
-        assert f"PeerAuthentication {mesh.namespace}/default" in str(findings[0]) and "fix:" in str(findings[0])
+        assert [f.what for f in findings] == [
+            f"the namespace's mode is PERMISSIVE, decided by PeerAuthentication {mesh.namespace}/default"]
+        assert findings[0].where == f"namespace {mesh.namespace}" and "fix:" in str(findings[0])
         # The fault took effect: plaintext now gets in, and the capture sees it.
         wait_until(lambda: platform.call(naked, server, canary=canary(), timeout=5).status == 200,
                    timeout=10, describe="the sidecar to apply PERMISSIVE")

@@ -1,0 +1,55 @@
+"""Record what real local proxies answer, as fixtures for the parsers every platform shares.
+
+    .venv/bin/python scripts/record_fixtures.py
+
+Brings the local platform up, deploys a meshed server and client, and writes into
+tests/fixtures/istio/: the server's injected Pod (as istiod's webhook wrote it), its Envoy's
+secrets config dump (what the local platform reads through Envoy's admin), and what
+``istioctl proxy-config secret -f`` makes of the whole dump (what the kind platform reads
+through istioctl). Private keys are never in them: Envoy's admin redacts them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cluster.local.bringup import start_local  # noqa: E402
+from cluster.local.istiobuild import find_istio  # noqa: E402
+from cluster.settings import build_settings  # noqa: E402
+from cluster.tenancy import open_tenant  # noqa: E402
+
+OUT = ROOT / "tests" / "fixtures" / "istio"
+
+
+def main() -> int:
+    settings = build_settings({})
+    istioctl = find_istio(settings.cache_dir).istioctl
+    with start_local(settings, print) as platform, \
+            open_tenant(platform, settings.profile.setup, "fixtures", ("server", "client")) as tenant:
+        server = platform.deploy(tenant.namespace, "server", "server")
+        platform.deploy(tenant.namespace, "client", "client")
+        pod = platform.pods.run_of(server).pod
+        dump = platform.pods.envoy(server, "/config_dump?include_eds")
+        secrets = platform.pods.envoy(server, "/config_dump?resource=dynamic_active_secrets")
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as handle:
+            json.dump(dump, handle)
+            handle.flush()
+            istioctl_json = subprocess.run([str(istioctl), "proxy-config", "secret", "-f", handle.name, "-o", "json"],
+                                           capture_output=True, text=True, check=True).stdout
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "pod-server-injected.json").write_text(json.dumps(pod, indent=1))
+    (OUT / "envoy-secrets-server.json").write_text(json.dumps(secrets, indent=1))
+    (OUT / "istioctl-proxy-config-secret-server.json").write_text(istioctl_json)
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

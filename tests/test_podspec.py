@@ -13,6 +13,7 @@ from cluster.local.sandbox import inside
 
 FIXTURES = Path(__file__).parent / "fixtures" / "istio"
 POD = json.loads((FIXTURES / "pod-server-injected.json").read_text())
+NAMESPACE = POD["metadata"]["namespace"]
 
 
 def container(name: str) -> dict[str, object]:
@@ -21,14 +22,14 @@ def container(name: str) -> dict[str, object]:
 
 def test_the_proxy_gets_its_environment_as_the_kubelet_resolves_it() -> None:
     env = container_env(POD, container("istio-proxy"), node_cpus=2, node_memory=8 << 30)
-    assert env["POD_NAME"] == "server" and env["POD_NAMESPACE"] == "demo"
+    assert env["POD_NAME"] == "server" and env["POD_NAMESPACE"] == NAMESPACE
     assert env["INSTANCE_IP"] == POD["status"]["podIP"] and env["HOST_IP"] == POD["status"]["hostIP"]
     assert env["SERVICE_ACCOUNT"] == "server"
     assert env["ISTIO_CPU_LIMIT"] == "2" and env["GOMAXPROCS"] == "2"  # limits.cpu 2, divisor 1
     assert env["GOMEMLIMIT"] == str(1 << 30)  # limits.memory 1Gi
     assert json.loads(env["PROXY_CONFIG"])["proxyMetadata"]["SECRET_TTL"] == "30s"
     argv = container_argv(container("istio-proxy"), ["/usr/local/bin/pilot-agent"], env)
-    assert argv[:5] == ["/usr/local/bin/pilot-agent", "proxy", "sidecar", "--domain", "demo.svc.cluster.local"]
+    assert argv[:5] == ["/usr/local/bin/pilot-agent", "proxy", "sidecar", "--domain", f"{NAMESPACE}.svc.cluster.local"]
 
 
 def test_istio_init_runs_istio_iptables_from_the_image_entrypoint() -> None:

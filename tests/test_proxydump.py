@@ -26,7 +26,8 @@ def camel(value: Any) -> Any:
 
 def test_the_workload_certificate_and_its_trust_bundle_are_read_from_envoys_dump() -> None:
     found = workload_secret(DUMP)
-    assert found["spiffe"] == "spiffe://cluster.local/ns/demo/sa/server"
+    assert found["spiffe"].startswith("spiffe://cluster.local/ns/") and found["spiffe"].endswith("/sa/server")
+    assert found["issuer"].startswith("trustgrid intermediate")  # signed through Vault's pki_int
     assert found["roots"] == 1 and re.fullmatch(r"[0-9a-f]+", found["serial"])
     assert found["obtained_at"].startswith(found["not_before"][:4])  # Envoy's last_updated
 

@@ -295,8 +295,9 @@ def deploy(platform: Platform) -> Iterator[Callable[..., Workload]]:
     """Deploy workloads (echo app, plus a sidecar when meshed); all are removed afterwards."""
     deployed: list[Workload] = []
 
-    def make(tenant: Tenant, name: str, service_account: str = "app", *, meshed: bool = True) -> Workload:
-        workload = platform.deploy(tenant.namespace, name, service_account, meshed=meshed)
+    def make(tenant: Tenant, name: str, service_account: str = "app", *, meshed: bool = True,
+             annotations: dict[str, str] | None = None) -> Workload:
+        workload = platform.deploy(tenant.namespace, name, service_account, meshed=meshed, annotations=annotations)
         deployed.append(workload)
         return workload
 

@@ -7,6 +7,7 @@ same Pod spec after Istio's injector: a Deployment and a Service on a cluster, t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,12 +38,15 @@ class VaultTarget:
 
 
 def pod_template(ns: str, name: str, service_account: str, vault: VaultTarget, *, meshed: bool = True,
-                 audience: str = "vault", image: str = APP_IMAGE) -> Manifest:
-    """The app's Pod template: its Vault JWT is a projected token of Vault's audience, its Vault CA a ConfigMap."""
+                 audience: str = "vault", image: str = APP_IMAGE,
+                 annotations: Mapping[str, str] | None = None) -> Manifest:
+    """The app's Pod template: its Vault JWT is a projected token of Vault's audience, its Vault CA a ConfigMap.
+    ``annotations`` are added to the Pod's (Istio's traffic.sidecar.istio.io/* say what its proxy captures)."""
     # The app logs in to Vault as it starts: with a sidecar, hold it until the proxy is up (the known
     # agent-before-proxy trap); without one, say so explicitly (the label wins over the annotation).
-    annotations = ({"proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}'} if meshed
-                   else {"sidecar.istio.io/inject": "false"})
+    pod_annotations = ({"proxy.istio.io/config": '{"holdApplicationUntilProxyStarts": true}'} if meshed
+                       else {"sidecar.istio.io/inject": "false"})
+    pod_annotations.update(annotations or {})
     pod_labels = {"app": name, "trustgrid.io/workload": name}
     if not meshed:
         pod_labels["sidecar.istio.io/inject"] = "false"
@@ -63,7 +67,7 @@ def pod_template(ns: str, name: str, service_account: str, vault: VaultTarget, *
     }
     token = {"serviceAccountToken": {"path": "token", "audience": audience, "expirationSeconds": 600}} if audience \
         else {"serviceAccountToken": {"path": "token", "expirationSeconds": 600}}
-    return {"metadata": {"labels": pod_labels, "annotations": annotations},
+    return {"metadata": {"labels": pod_labels, "annotations": pod_annotations},
             "spec": {"serviceAccountName": service_account, "automountServiceAccountToken": False,
                      "containers": [container],
                      "volumes": [{"name": "vault-token", "projected": {"sources": [token]}},
@@ -79,10 +83,12 @@ def service(ns: str, name: str, run_id: str) -> Manifest:
 
 
 def workload(ns: str, name: str, service_account: str, vault: VaultTarget, run_id: str, *,
-             meshed: bool = True, audience: str = "vault", image: str = APP_IMAGE) -> list[Manifest]:
+             meshed: bool = True, audience: str = "vault", image: str = APP_IMAGE,
+             annotations: Mapping[str, str] | None = None) -> list[Manifest]:
     """The echo app (and Vault agent) as a ServiceAccount, a Deployment and a Service."""
     meta = {"namespace": ns, "labels": labels(run_id, app=name)}
-    pod = pod_template(ns, name, service_account, vault, meshed=meshed, audience=audience, image=image)
+    pod = pod_template(ns, name, service_account, vault, meshed=meshed, audience=audience, image=image,
+                       annotations=annotations)
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": service_account, **meta}},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, **meta},

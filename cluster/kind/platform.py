@@ -20,7 +20,7 @@ import json
 import secrets
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,12 +106,15 @@ class KindPlatform:
         return KindFaults(self)
 
     # -- workloads ---------------------------------------------------------------
-    def deploy(self, ns: str, name: str, sa: str, *, meshed: bool = True) -> Workload:
+    def deploy(self, ns: str, name: str, sa: str, *, meshed: bool = True,
+               annotations: Mapping[str, str] | None = None) -> Workload:
         self.kubectl.apply(manifests.workload(ns, name, sa, self.vault.target, self.run_id, meshed=meshed,
-                                              audience=self.settings.profile.setup.vault.audience, image=self.image))
+                                              audience=self.settings.profile.setup.vault.audience, image=self.image,
+                                              annotations=annotations))
         self.kubectl("-n", ns, "rollout", "status", f"deploy/{name}", "--timeout=120s", timeout=130)
         pod = self._pod(ns, name)
-        return Workload(namespace=ns, name=name, service_account=sa, ip=str(pod.status.pod_ip), meshed=meshed)
+        return Workload(namespace=ns, name=name, service_account=sa, ip=str(pod.status.pod_ip), meshed=meshed,
+                        address=f"{name}.{ns}.svc")
 
     def _pod(self, ns: str, name: str) -> Any:
         pods = k8s.CoreV1Api(self.kube).list_namespaced_pod(ns, label_selector=f"app={name}").items

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import socket
 import ssl
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,8 +222,9 @@ class LocalPlatform:
     def faults(self) -> LocalFaults:
         return LocalFaults(self)
 
-    def deploy(self, ns: str, name: str, sa: str, *, meshed: bool = True) -> Workload:
-        return self.pods.deploy(ns, name, sa, meshed=meshed)
+    def deploy(self, ns: str, name: str, sa: str, *, meshed: bool = True,
+               annotations: Mapping[str, str] | None = None) -> Workload:
+        return self.pods.deploy(ns, name, sa, meshed=meshed, annotations=annotations)
 
     def undeploy(self, wl: Workload) -> None:
         self.pods.delete(wl)

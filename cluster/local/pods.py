@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from cluster.local.kubelet import Kubelet, PodRun, PodStartError, http_in_pod
 from cluster.platform import CallResult, Capture, Workload
 from cluster.proxydump import NoWorkloadCertificate, last_certificate_error, workload_secret
 from cluster.wait import wait_until
-from cluster.workloads import AGENT_SOCKET_DIR, VaultTarget, pod_template, service
+from cluster.workloads import AGENT_SOCKET_DIR, APP_IMAGE, VaultTarget, pod_template, service
 
 ENVOY_ADMIN_PORT = 15000
 PROXY = "istio-proxy"
@@ -53,10 +53,10 @@ class LocalPods:
 
     # -- lifecycle ----------------------------------------------------------------
     def deploy(self, namespace: str, name: str, service_account: str, *, meshed: bool = True,
-               timeout: float = 60) -> Workload:
+               annotations: Mapping[str, str] | None = None, timeout: float = 60) -> Workload:
         address = self._service(namespace, name)
         template = pod_template(namespace, name, service_account, self.vault, meshed=meshed, audience=self.audience,
-                                image="trustgrid/tgpod:dev")
+                                image=APP_IMAGE, annotations=annotations)
         meta = template["metadata"]
         manifest = {"apiVersion": "v1", "kind": "Pod", "spec": template["spec"],
                     "metadata": {**meta, "name": name, "namespace": namespace,

@@ -106,6 +106,12 @@ class Capture:
     def plaintext_flows(self) -> tuple[FlowSummary, ...]:
         return tuple(f for f in self.flows if f.payload_bytes and not f.tls)
 
+    def text(self) -> str:
+        """Every payload byte, as text (for the secret scanners); never written anywhere."""
+        if not self.done:
+            raise RuntimeError("the capture is still running")
+        return self._payload.decode(errors="replace")
+
     def contains(self, text: str) -> bool:
         """Whether these bytes crossed the wire in the clear, anywhere in any flow."""
         if not self.done:
@@ -181,6 +187,10 @@ class Platform(Protocol):
 
     def peer_certificate(self, wl: Workload) -> bytes:
         """The DER certificate the workload's proxy presents to a TLS client: observed, not configured."""
+        ...
+
+    def relogin_vault(self, wl: Workload) -> dict[str, Any]:
+        """Have the workload's Vault agent log in again now: {"ok": bool, "error": str}."""
         ...
 
     def pause_vault_agent(self, wl: Workload, paused: bool) -> None:

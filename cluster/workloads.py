@@ -82,6 +82,20 @@ def service(ns: str, name: str, run_id: str) -> Manifest:
             "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": APP_PORT, "targetPort": APP_PORT}]}}
 
 
+def fresh_connections(ns: str, name: str, run_id: str) -> Manifest:
+    """A DestinationRule for the workload's Service: one request per upstream connection.
+
+    Envoy pools its mTLS connections, and an established connection keeps the certificates and the
+    listener (PeerAuthentication, AuthorizationPolicy) it was opened with until it closes, so a probe
+    on a pooled connection would judge the mesh as it was. With this every probe is a new handshake
+    under the policy in force. It sets no TLS, so auto mTLS still applies
+    (pilot/pkg/networking/core/cluster_tls.go)."""
+    return {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": f"{name}-fresh-connections", "namespace": ns, "labels": labels(run_id, app=name)},
+            "spec": {"host": f"{name}.{ns}.svc.cluster.local",
+                     "trafficPolicy": {"connectionPool": {"http": {"maxRequestsPerConnection": 1}}}}}
+
+
 def workload(ns: str, name: str, service_account: str, vault: VaultTarget, run_id: str, *,
              meshed: bool = True, audience: str = "vault", image: str = APP_IMAGE,
              annotations: Mapping[str, str] | None = None) -> list[Manifest]:
@@ -94,4 +108,5 @@ def workload(ns: str, name: str, service_account: str, vault: VaultTarget, run_i
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, **meta},
          "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": pod}},
         service(ns, name, run_id),
+        fresh_connections(ns, name, run_id),
     ]

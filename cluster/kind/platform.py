@@ -147,6 +147,9 @@ class KindPlatform:
     def pause_vault_agent(self, wl: Workload, paused: bool) -> None:
         self._agent(wl, "/vault/pause" if paused else "/vault/resume")
 
+    def relogin_vault(self, wl: Workload) -> dict[str, Any]:
+        return dict(self._agent(wl, "/vault/relogin", {}))
+
     def refresh_tokens(self, wl: Workload) -> None:
         """The kubelet projects fresh tokens itself on a real cluster."""
 

@@ -255,6 +255,9 @@ class LocalPlatform:
             raise PlatformUnavailable(f"the proxy of {wl.namespace}/{wl.name} presented no certificate")
         return der
 
+    def relogin_vault(self, wl: Workload) -> dict[str, Any]:
+        return self.pods.relogin_vault(wl)
+
     def pause_vault_agent(self, wl: Workload, paused: bool) -> None:
         self.pods.pause_vault_agent(wl, paused)
 

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 from kubernetes.client.exceptions import ApiException
 
+from cluster import istio
 from cluster.agent import APP_PORT, call_request, call_result
 from cluster.errors import TrustgridError
 from cluster.kube import Kube, labels
@@ -31,7 +32,7 @@ from cluster.local.kubelet import Kubelet, PodRun, PodStartError, http_in_pod
 from cluster.platform import CallResult, Capture, Workload
 from cluster.proxydump import NoWorkloadCertificate, last_certificate_error, workload_secret
 from cluster.wait import wait_until
-from cluster.workloads import AGENT_SOCKET_DIR, APP_IMAGE, VaultTarget, pod_template, service
+from cluster.workloads import AGENT_SOCKET_DIR, APP_IMAGE, VaultTarget, fresh_connections, pod_template, service
 
 ENVOY_ADMIN_PORT = 15000
 PROXY = "istio-proxy"
@@ -73,6 +74,7 @@ class LocalPods:
         return workload
 
     def _service(self, namespace: str, name: str) -> str:
+        istio.apply(self.kube, fresh_connections(namespace, name, self.run_id))
         body = service(namespace, name, self.run_id)
         try:
             created = self.kube.core.create_namespaced_service(namespace, body)
@@ -88,6 +90,7 @@ class LocalPods:
             self.kubelet.stop(entry[0])
         with contextlib.suppress(ApiException):
             self.kube.core.delete_namespaced_service(workload.name, workload.namespace)
+        istio.delete(self.kube, fresh_connections(workload.namespace, workload.name, self.run_id))
 
     def delete_all(self) -> None:
         for _, workload in list(self._running.values()):
@@ -153,6 +156,10 @@ class LocalPods:
     def read_vault(self, workload: Workload) -> dict[str, Any]:
         with _agent(self.agent_socket(workload), 10) as agent:
             return dict(agent.get("/vault").json())
+
+    def relogin_vault(self, workload: Workload) -> dict[str, Any]:
+        with _agent(self.agent_socket(workload), 15) as agent:
+            return dict(agent.post("/vault/relogin").json())
 
     def pause_vault_agent(self, workload: Workload, paused: bool) -> None:
         with _agent(self.agent_socket(workload), 5) as agent:

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -149,7 +150,28 @@ def stop_recorded(state: RunState, name: str, grace: float = 10.0) -> None:
     state.file(f"pids/{name}").unlink(missing_ok=True)
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
+    """A free port below the kernel's ephemeral range. A port the kernel picks (bind to 0) is from that
+    range, and between this check and the server's own bind any outgoing connection may take it as its
+    source port; below the range only another listener could, and the bind check sees those."""
+    low, _ = _ephemeral_range()
+    for _ in range(200):
+        port = random.randrange(10000, max(10001, low))  # noqa: S311 - a port, not a secret
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

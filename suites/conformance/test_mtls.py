@@ -116,7 +116,8 @@ def test_a_client_whose_spiffe_id_is_not_allowed_gets_403(
     istio.apply(kube, allow)
     wait_until(lambda: platform.call(intruder, server, canary=canary(), timeout=5).status == 403,
                timeout=10, describe="the ALLOW policy to be enforced")
-    assert platform.call(friend, server, canary=canary(), timeout=5).status == 200
+    allowed = platform.call(friend, server, canary=canary(), timeout=5)
+    assert allowed.status == 200, allowed
     denied = platform.call(intruder, server, canary=canary(), timeout=5)
     assert (denied.status, denied.error) == (403, "http_403")
 

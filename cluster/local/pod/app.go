@@ -72,8 +72,16 @@ func runApp(args []string) error {
 	mux.HandleFunc("/call", a.call)
 	mux.HandleFunc("/session", a.session)
 	mux.HandleFunc("/vault", a.readVault)
-	mux.HandleFunc("/vault/pause", func(w http.ResponseWriter, _ *http.Request) { a.vault.setPaused(true) })
-	mux.HandleFunc("/vault/resume", func(w http.ResponseWriter, _ *http.Request) { a.vault.setPaused(false) })
+	// Every answer is JSON: `tgpod agent` prints it for platforms that parse it after `kubectl exec`.
+	mux.HandleFunc("/vault/pause", func(w http.ResponseWriter, _ *http.Request) {
+		a.vault.setPaused(true)
+		_, _ = w.Write([]byte(`{"ok":true}`))
+	})
+	mux.HandleFunc("/vault/resume", func(w http.ResponseWriter, _ *http.Request) {
+		a.vault.setPaused(false)
+		_, _ = w.Write([]byte(`{"ok":true}`))
+	})
+	mux.HandleFunc("/vault/relogin", a.relogin)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	return (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(control)
 }
@@ -307,6 +315,23 @@ func (v *vaultAgent) renew() error {
 	v.renewals++
 	v.mu.Unlock()
 	return nil
+}
+
+// relogin drops the agent's token and logs in again now, so that a capture can
+// watch a login (the JWT out, a token back) happen rather than wait for one.
+func (a *app) relogin(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	if a.vault == nil {
+		w.WriteHeader(http.StatusConflict)
+		_ = json.NewEncoder(w).Encode(map[string]any{"ok": false, "error": "no vault agent"})
+		return
+	}
+	err := a.vault.login()
+	result := map[string]any{"ok": err == nil}
+	if err != nil {
+		result["error"] = err.Error()
+	}
+	_ = json.NewEncoder(w).Encode(result)
 }
 
 // setPaused stops (or resumes) renewals and logins: a stuck agent, whose

@@ -20,7 +20,8 @@ SETUP = load_profile(DEFAULT_PROFILE).setup
 
 def test_the_plan_follows_the_istio_csr_install_order() -> None:
     titles = [step.title for step in install_plan(SETUP, "tg-1", flavor="openbao")]
-    order = ["kind cluster", "cert-manager", "openbao", "initialize and unseal", "configure Vault",
+    order = ["kind cluster", "cert-manager", "openbao's TLS certificate", "openbao", "initialize and unseal",
+             "configure Vault",
              "Vault Issuer", "root CA", "cert-manager-istio-csr", "Istio with istio-csr", "workload image",
              "mesh policy and workloads"]
     assert len(titles) == len(order)
@@ -62,7 +63,8 @@ def test_dry_run_prints_the_whole_plan_redacted_and_creates_nothing(tmp_path: Pa
     assert "$ kind create cluster" in result.stdout and "$ istioctl install -y -f -" in result.stdout
     assert "kind: Issuer" in result.stdout and "serviceAccountRef" in result.stdout
     assert find_secrets(result.stdout) == []
-    assert "# 11. mesh policy and workloads" in result.stdout
+    assert "# 12. mesh policy and workloads" in result.stdout
+    assert "kind: Secret" in result.stdout and "tls.key: [REDACTED]" in result.stdout  # Vault's key, made here
     assert not (tmp_path / "reports").exists()
 
 
@@ -161,3 +163,21 @@ def test_the_kind_api_server_keeps_its_own_audience_alone() -> None:
     text = patch["nodes"][0]["kubeadmConfigPatches"][0]
     assert "service-account-issuer" in text
     assert "api-audiences" not in text and SETUP.vault.audience not in text
+
+
+def test_vault_listens_with_tls_and_everything_that_reaches_it_trusts_its_ca() -> None:
+    plan = install_plan(SETUP, "tg-1", flavor="vault")
+    values = manifests.vault_values("vault")
+    assert values["global"]["tlsDisable"] is False
+    assert 'tls_cert_file = "/vault/userconfig/vault-tls/tls.crt"' in values["server"]["standalone"]["config"]
+    assert "tls_disable" not in values["server"]["standalone"]["config"]
+    documents = [d for step in plan for d in step.documents]
+    issuer = next(d for d in documents if d.get("kind") == "Issuer")
+    assert issuer["spec"]["vault"]["server"].startswith("https://") and issuer["spec"]["vault"]["caBundle"]
+    deployments = [d for d in documents if d.get("kind") == "Deployment"]
+    assert all("--vault-addr=https://vault.vault.svc:8200" in d["spec"]["template"]["spec"]["containers"][0]["args"]
+               for d in deployments)
+    namespaces = {d["metadata"]["namespace"] for d in deployments}
+    cas = {d["metadata"]["namespace"] for d in documents if d.get("kind") == "ConfigMap"
+           and d["metadata"]["name"] == "trustgrid-vault-ca"}
+    assert namespaces <= cas  # every workload's namespace has Vault's CA

@@ -24,6 +24,7 @@ from cluster.kind.external import ExternalVault, external_vault
 from cluster.kind.plan import SA_ISSUER, KindPins, Step, cluster_name, install_plan, load_kind_pins
 from cluster.kind.platform import ISTIO_CSR, VAULT_INIT, KindPlatform, KindVault, port_forward, vault_answers
 from cluster.kind.tools import ensure_tool, load_tools
+from cluster.kind.vaulttls import make_vault_tls
 from cluster.runstate import KIND_CLUSTER_MARK, RunState, run_is_live, runs_root
 from cluster.secrets import register
 from cluster.settings import Settings
@@ -56,6 +57,14 @@ class KindBringUp:
         self.vault_addr = ""
         self.pins = pins
         self.external: ExternalVault | None = None
+        # Vault's TLS for the run: its CA is what this process, the Issuer and the workloads trust.
+        self.vault_tls = make_vault_tls(self.flavor, self.vault_ns)
+        self.vault_ca_file = state.write_private("vault-ca.crt", self.vault_tls.ca_pem)
+
+    @property
+    def verify(self) -> str | bool:
+        """Vault's CA for this process's clients (the external container listens in plaintext)."""
+        return str(self.vault_ca_file) if self.external is None else True
 
     def tool_argv(self, argv: tuple[str, ...]) -> list[str]:
         """The plan's command with the pinned binary and this run's kubeconfig."""
@@ -112,7 +121,8 @@ class KindBringUp:
         for key in init["unseal_keys_b64"]:
             register(key)
         self.state.write_private(VAULT_INIT, json.dumps(init))  # 0600, in the run's state directory
-        self.vault_addr = self.stack.enter_context(port_forward(self.kubectl, self.vault_ns, self.flavor, 8200))
+        self.vault_addr = self.stack.enter_context(port_forward(self.kubectl, self.vault_ns, self.flavor, 8200,
+                                                                scheme="https"))
         admin = self.admin()
         for key in init["unseal_keys_b64"][:2]:
             admin.sys.submit_unseal_key(key)
@@ -145,7 +155,7 @@ class KindBringUp:
 
     def admin(self) -> hvac.Client:
         token = json.loads(self.state.file(VAULT_INIT).read_text())["root_token"]
-        return hvac.Client(url=self.vault_addr, token=register(token))
+        return hvac.Client(url=self.vault_addr, token=register(token), verify=self.verify)
 
     def configure_vault(self) -> None:
         setup = self.settings.profile.setup
@@ -205,7 +215,7 @@ def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> 
         name = cluster_name(settings.run_id, reuse=settings.reuse_cluster)
         external = settings.vault_placement == "external"
         plan = install_plan(settings.profile.setup, settings.run_id, flavor=up.flavor, pins=pins,
-                            reuse=settings.reuse_cluster, external=external)
+                            reuse=settings.reuse_cluster, external=external, vault_tls=up.vault_tls)
         if not (settings.keep_cluster or settings.reuse_cluster):  # armed first: a failed create leaves nothing
             state.write_private(KIND_CLUSTER_MARK, name)  # a run killed outright: the next run's reaper sees it
             stack.callback(runner, [str(tools["kind"]), "delete", "cluster", "--name", name], timeout=300)
@@ -217,9 +227,10 @@ def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> 
                 # Vault's address on the kind network is known now: the Issuer and workloads need it.
                 plan = install_plan(settings.profile.setup, settings.run_id, flavor=up.flavor, pins=pins,
                                     reuse=settings.reuse_cluster, external=True,
-                                    external_address=up.external.cluster_addr)
-        address = up.external.cluster_addr if up.external else f"http://{up.flavor}.{up.vault_ns}.svc:8200"
-        vault = KindVault(manifests.VaultTarget(up.vault_ns, address, up.flavor), up.vault_addr)
+                                    external_address=up.external.cluster_addr, vault_tls=up.vault_tls)
+        address = up.external.cluster_addr if up.external else f"https://{up.flavor}.{up.vault_ns}.svc:8200"
+        ca_file = None if up.external else str(up.vault_ca_file)
+        vault = KindVault(manifests.VaultTarget(up.vault_ns, address, up.flavor), up.vault_addr, ca_file)
         container = up.external.container if up.external else None
         platform = KindPlatform(settings, state, kubectl=up.kubectl, istioctl=tools["istioctl"], vault=vault,
                                 debug_image=pins.debug_image, runner=runner, mesh_ca=mesh_ca(settings),
@@ -227,6 +238,7 @@ def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> 
         state.write_private(CONNECTION, json.dumps({
             "tools": {k: str(v) for k, v in tools.items()}, "vault_addr": up.vault_addr, "flavor": up.flavor,
             "vault_ns": up.vault_ns, "debug_image": pins.debug_image, "vault_cluster_addr": address,
+            "vault_ca_file": ca_file,
             "vault_container": container}))
         if settings.keep_cluster or settings.reuse_cluster:
             state.mark_kept({"kubeconfig": str(up.kubeconfig), "kind_cluster": name})
@@ -240,7 +252,8 @@ def attach_kind(settings: Settings, state_path: Path, runner: Runner = run) -> K
     tools = {k: Path(v) for k, v in data["tools"].items()}
     target = manifests.VaultTarget(data["vault_ns"], data["vault_cluster_addr"], data["flavor"])
     return KindPlatform(settings, state, kubectl=Kubectl(runner, tools["kubectl"], state.file("kubeconfig")),
-                        istioctl=tools["istioctl"], vault=KindVault(target, data["vault_addr"]),
+                        istioctl=tools["istioctl"],
+                        vault=KindVault(target, data["vault_addr"], data.get("vault_ca_file")),
                         debug_image=data["debug_image"], runner=runner, mesh_ca=mesh_ca(settings),
                         vault_container=data["vault_container"])
 

@@ -14,6 +14,7 @@ import base64
 from typing import Any
 
 from cluster import certmanager, istio
+from cluster.kind import vaulttls
 from cluster.kube import labels
 from cluster.meshconfig import configmap, proxy_metadata
 from cluster.profile import Setup
@@ -130,18 +131,25 @@ def cert_manager_values() -> dict[str, Any]:
 
 
 def vault_values(flavor: str, *, audit: bool = True) -> dict[str, Any]:
-    """Server mode (never dev: seal, unseal and restart must be real), standalone, file storage, no injector.
+    """Server mode (never dev: seal, unseal and restart must be real), standalone, file storage, no injector,
+    TLS from the Secret vault-tls (cluster/kind/vaulttls.py), which the chart mounts under userconfig.
 
     OpenBao only accepts declarative audit devices, so its audit log is declared here (to stdout).
     """
-    data = "/openbao/data" if flavor == "openbao" else "/vault/data"
-    config = ('ui = true\nlistener "tcp" {\n  tls_disable = 1\n  address = "[::]:8200"\n'
-              f'  cluster_address = "[::]:8201"\n}}\nstorage "file" {{\n  path = "{data}"\n}}\n')
+    data = f"/{flavor}/data"
+    tls = f"/{flavor}/userconfig/{vaulttls.SECRET}"
+    config = (f'ui = true\nlistener "tcp" {{\n  address = "[::]:8200"\n  cluster_address = "[::]:8201"\n'
+              f'  tls_cert_file = "{tls}/tls.crt"\n  tls_key_file = "{tls}/tls.key"\n}}\n'
+              f'storage "file" {{\n  path = "{data}"\n}}\n')
     if audit and flavor == "openbao":
         config += 'audit "file" "stdout" {\n  options {\n    file_path = "stdout"\n  }\n}\n'
-    return {"global": {"tlsDisable": True}, "injector": {"enabled": False},
+    # The CLI in the pod (operator init, unseal) talks TLS to 127.0.0.1: it trusts the run's CA.
+    ca_env = {"VAULT_CACERT": f"{tls}/ca.crt", "BAO_CACERT": f"{tls}/ca.crt"}
+    return {"global": {"tlsDisable": False}, "injector": {"enabled": False},
             "server": {"dev": {"enabled": False}, "standalone": {"enabled": True, "config": config},
-                       "dataStorage": {"enabled": True}, "authDelegator": {"enabled": True}}}
+                       "dataStorage": {"enabled": True}, "authDelegator": {"enabled": True},
+                       "extraVolumes": [{"type": "secret", "name": vaulttls.SECRET, "path": f"/{flavor}/userconfig"}],
+                       "extraEnvironmentVars": ca_env}}
 
 
 def istio_csr_values(setup: Setup) -> dict[str, Any]:
@@ -161,10 +169,12 @@ def istio_csr_values(setup: Setup) -> dict[str, Any]:
 # -- workloads: cluster/workloads.py ---------------------------------------------
 
 
-def mesh_and_workloads(setup: Setup, vault: VaultTarget, run_id: str, *, app_ns: str = "trustgrid-app",
-                       legacy_ns: str = "trustgrid-legacy") -> list[Manifest]:
-    """The mesh config and policy, a meshed namespace with server and client, a legacy one with a naked client."""
+def mesh_and_workloads(setup: Setup, vault: VaultTarget, run_id: str, *, vault_ca: str,
+                       app_ns: str = "trustgrid-app", legacy_ns: str = "trustgrid-legacy") -> list[Manifest]:
+    """The mesh config and policy, a meshed namespace with server and client, a legacy one with a naked client;
+    each namespace gets Vault's CA, which its workloads mount."""
     found = [namespace(app_ns, run_id, meshed=True), namespace(legacy_ns, run_id)]
+    found += [vaulttls.ca_configmap(ns, vault_ca, run_id) for ns in (app_ns, legacy_ns)]
     found.append(configmap(setup, run_id))  # the mesh config as conformance reads it (istiod owns it on kind)
     found.append(istio.peer_authentication(ISTIO_NS, "default", setup.mesh.mtls.default, run_id))
     found += istio.namespace_policies(app_ns, run_id, mtls_mode=setup.mesh.mtls.namespaces.get(app_ns),
@@ -175,12 +185,12 @@ def mesh_and_workloads(setup: Setup, vault: VaultTarget, run_id: str, *, app_ns:
     return found
 
 
-def all_manifests(setup: Setup, vault: VaultTarget, run_id: str, *, root_pem: str, app_ns: str = "trustgrid-app",
-                  legacy_ns: str = "trustgrid-legacy") -> list[Manifest]:
+def all_manifests(setup: Setup, vault: VaultTarget, run_id: str, *, root_pem: str, vault_ca: str,
+                  app_ns: str = "trustgrid-app", legacy_ns: str = "trustgrid-legacy") -> list[Manifest]:
     """Everything the kind platform applies itself, in order (the API server validates each)."""
     found = [namespace(name, run_id) for name in (CERT_MANAGER_NS, ISTIO_NS, vault.namespace)]
     found += issuer_identity(run_id)
     found += token_reviewer(run_id)
-    found.append(mesh_issuer(vault, MESH_CA_ROLE, run_id))
+    found.append(mesh_issuer(vault, MESH_CA_ROLE, run_id, ca_pem=vault_ca))
     found.append(root_ca_secret(root_pem, run_id))
-    return found + mesh_and_workloads(setup, vault, run_id, app_ns=app_ns, legacy_ns=legacy_ns)
+    return found + mesh_and_workloads(setup, vault, run_id, vault_ca=vault_ca, app_ns=app_ns, legacy_ns=legacy_ns)

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from cluster.kind import manifests
+from cluster.kind import manifests, vaulttls
 from cluster.profile import Setup
 from cluster.runstate import RUN_LABEL
 from cluster.secrets import redact
@@ -85,15 +85,20 @@ EXTERNAL_PLACEHOLDER = "http://<the container's address on the kind network>:820
 
 
 def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: KindPins | None = None,
-                 reuse: bool = False, external: bool = False, external_address: str | None = None) -> list[Step]:
+                 reuse: bool = False, external: bool = False, external_address: str | None = None,
+                 vault_tls: vaulttls.VaultTls | None = None) -> list[Step]:
     """The steps in order. With ``external`` Vault runs in a container beside the nodes; its address is
-    known once it runs, so bring-up builds the plan again with ``external_address`` (same steps)."""
+    known once it runs, so bring-up builds the plan again with ``external_address`` (same steps).
+    ``vault_tls``: Vault's certificate for the run (bring-up keeps its CA; one is made when not given)."""
     pins = pins or load_kind_pins()
     name = cluster_name(run_id, reuse=reuse)
     vault_ns = "openbao" if flavor == "openbao" else "vault"
-    vault = manifests.VaultTarget(vault_ns, f"http://{flavor}.{vault_ns}.svc:8200", flavor)
+    tls = vault_tls or vaulttls.make_vault_tls(flavor, vault_ns)
+    vault = manifests.VaultTarget(vault_ns, f"https://{flavor}.{vault_ns}.svc:8200", flavor)
+    vault_ca: str | None = tls.ca_pem
     if external:
         vault = manifests.VaultTarget(manifests.EXTERNAL_VAULT_NS, external_address or EXTERNAL_PLACEHOLDER, flavor)
+        vault_ca = None  # the external container listens in plaintext on the kind network (see README)
     cli = "bao" if flavor == "openbao" else "vault"
     chart = pins.charts
 
@@ -110,6 +115,9 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
                           if reuse else ""),
                    action="cluster", reset=reset_commands(flavor, vault_ns) if reuse else ())
     in_cluster = [
+        Step(f"{flavor}'s TLS certificate and its CA, made for the run",
+             documents=(manifests.namespace(vault_ns, run_id), vaulttls.tls_secret(vault_ns, tls, run_id)),
+             action="apply"),
         helm(flavor, flavor, vault_ns, manifests.vault_values(flavor, audit=setup.vault.audit)),
         Step(f"initialize and unseal {flavor}; keys kept 0600 in the run's state directory",
              ("kubectl", "-n", vault_ns, "exec", f"{flavor}-0", "--", cli, "operator", "init", "-key-shares=3",
@@ -134,7 +142,8 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
         Step("the workload image", ("kind", "load", "docker-image", manifests.APP_IMAGE, "--name", name),
              notes="built first with: docker build -t trustgrid/tgpod:dev -f cluster/kind/Dockerfile .",
              action="load-image"),
-        Step("mesh policy and workloads", documents=tuple(manifests.mesh_and_workloads(setup, vault, run_id)),
+        Step("mesh policy and workloads",
+             documents=tuple(manifests.mesh_and_workloads(setup, vault, run_id, vault_ca=tls.ca_pem)),
              action="apply"),
     ]
     if setup.mesh.ca == "plugin":
@@ -154,7 +163,8 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
         *vault_steps,
         Step("the Vault Issuer and the right to request its tokens",
              documents=(manifests.namespace(manifests.ISTIO_NS, run_id), *manifests.issuer_identity(run_id),
-                        manifests.mesh_issuer(vault, manifests.MESH_CA_ROLE, run_id)), action="apply"),
+                        manifests.mesh_issuer(vault, manifests.MESH_CA_ROLE, run_id, ca_pem=vault_ca)),
+             action="apply"),
         Step("the root CA for istio-csr (Vault returns only the intermediate)",
              documents=(manifests.root_ca_secret("<root CA PEM from pki/cert/ca>", run_id),), action="root-ca"),
         helm("cert-manager-istio-csr", "istio_csr", manifests.CERT_MANAGER_NS, manifests.istio_csr_values(setup)),

@@ -32,7 +32,7 @@ from kubernetes import config as k8s_config
 
 from cluster.agent import APP_PORT, call_request, call_result
 from cluster.errors import PlatformUnavailable
-from cluster.kind import manifests
+from cluster.kind import manifests, vaulttls
 from cluster.kind.commands import Kubectl, Runner
 from cluster.platform import CallResult, Capture, Versions, Workload
 from cluster.proxydump import NoWorkloadCertificate, last_certificate_error, workload_secret
@@ -54,6 +54,11 @@ class KindVault:
 
     target: manifests.VaultTarget
     local_addr: str
+    ca_file: str | None = None  # the CA of Vault's TLS certificate (None: it listens in plaintext)
+
+    @property
+    def verify(self) -> str | bool:
+        return self.ca_file or True
 
 
 class KindPlatform:
@@ -93,14 +98,14 @@ class KindPlatform:
     # -- Vault -----------------------------------------------------------------
     def vault_admin(self) -> hvac.Client:
         token = register(str(json.loads(self.state.file(VAULT_INIT).read_text())["root_token"]))
-        return hvac.Client(url=self.vault.local_addr, token=token)
+        return hvac.Client(url=self.vault.local_addr, token=token, verify=self.vault.verify)
 
     def unseal_keys(self) -> list[str]:
         """The keys the platform kept at init (0600 in the run's state directory)."""
         return [register(k) for k in json.loads(self.state.file(VAULT_INIT).read_text())["unseal_keys_b64"]]
 
     def vault_client(self) -> hvac.Client:
-        return hvac.Client(url=self.vault.local_addr)
+        return hvac.Client(url=self.vault.local_addr, verify=self.vault.verify)
 
     def faults(self) -> KindFaults:
         return KindFaults(self)
@@ -108,6 +113,9 @@ class KindPlatform:
     # -- workloads ---------------------------------------------------------------
     def deploy(self, ns: str, name: str, sa: str, *, meshed: bool = True,
                annotations: Mapping[str, str] | None = None) -> Workload:
+        # The workload trusts Vault through a ConfigMap of its namespace (cluster/workloads.py).
+        ca_pem = Path(self.vault.ca_file).read_text() if self.vault.ca_file else ""
+        self.kubectl.apply([vaulttls.ca_configmap(ns, ca_pem, self.run_id)])
         self.kubectl.apply(manifests.workload(ns, name, sa, self.vault.target, self.run_id, meshed=meshed,
                                               audience=self.settings.profile.setup.vault.audience, image=self.image,
                                               annotations=annotations))
@@ -354,7 +362,8 @@ def vault_answers(client: hvac.Client) -> bool:
 
 
 @contextlib.contextmanager
-def port_forward(kubectl: Kubectl, namespace: str, service: str, port: int) -> Iterator[str]:
+def port_forward(kubectl: Kubectl, namespace: str, service: str, port: int, *,
+                 scheme: str = "http") -> Iterator[str]:
     """`kubectl port-forward` to a free local port, for as long as the block runs."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -363,7 +372,7 @@ def port_forward(kubectl: Kubectl, namespace: str, service: str, port: int) -> I
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: _listening(local), timeout=30, interval=0.2, describe=f"port-forward to {service}")
-        yield f"http://127.0.0.1:{local}"
+        yield f"{scheme}://127.0.0.1:{local}"
     finally:
         process.terminate()
         process.wait(timeout=10)

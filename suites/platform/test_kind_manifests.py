@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from cluster.kind import manifests
+from cluster.kind.vaulttls import make_vault_tls, tls_secret
 from cluster.kube import Kube
 from cluster.platform import Platform
 from cluster.settings import Settings
@@ -53,9 +54,11 @@ def namespaces_for(kube: Kube, objs: list[dict[str, Any]], run_id: str) -> Itera
 
 @pytest.fixture
 def kind_objects(settings: Settings, platform: Platform) -> list[dict[str, Any]]:
-    vault = manifests.VaultTarget(namespace="vault", address="http://vault.vault.svc:8200", flavor="vault")
+    vault = manifests.VaultTarget(namespace="vault", address="https://vault.vault.svc:8200", flavor="vault")
+    tls = make_vault_tls("vault", "vault")
     objs = manifests.all_manifests(settings.profile.setup, vault, platform.run_id, root_pem=ROOT_PEM,
-                                   app_ns="tg-kind-app", legacy_ns="tg-kind-legacy")
+                                   vault_ca=tls.ca_pem, app_ns="tg-kind-app", legacy_ns="tg-kind-legacy")
+    objs.append(tls_secret("vault", tls, platform.run_id))
     objs.append(manifests.cacerts_secret(ROOT_PEM, "not-a-key", ROOT_PEM, platform.run_id))
     return objs
 

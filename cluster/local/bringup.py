@@ -34,7 +34,13 @@ from cluster.local.istiobuild import find_envoy, find_istio
 from cluster.local.janitor import janitor
 from cluster.local.kubelet import Kubelet
 from cluster.local.mesh import node_images, rendered, start_istiod, write_cacerts
-from cluster.local.meshservices import declare_mesh_ca_issuer, mesh_ca_identity, mesh_ca_process, wait_mesh_ca
+from cluster.local.meshservices import (
+    declare_mesh_ca_issuer,
+    mesh_ca_identity,
+    mesh_ca_process,
+    refresh_mesh_ca_tokens,
+    wait_mesh_ca,
+)
 from cluster.local.network import NodeNetwork, pick_pod_cidr, reap_networks, remove_run_network, run_tag
 from cluster.local.openbao import LocalVault, VaultEndpoint
 from cluster.local.platform import (
@@ -194,8 +200,6 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
         vault_pod = VaultPod(kube, settings.run_id, vault.token_dir, api_endpoint.ca.read_text())
         vault_pod.ensure_identity()
         vault_pod.new_incarnation()
-        if owner:
-            stack.enter_context(TokenRefresher(vault_pod))
 
         configure_started = time.monotonic()
         progress("configuring Vault: Kubernetes auth, KV, PKI root and intermediate, audit")
@@ -205,6 +209,7 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
         timings["vault_configure_s"] = time.monotonic() - configure_started
 
         mesh_started = time.monotonic()
+        refreshers = [vault_pod.project_token]
         vault_addr = f"https://{network.host_ip}:{vault_port}"
         xds = f"{network.host_ip}:{istiod.XDS_PORT}"
         if setup.mesh.ca == "istio-csr":
@@ -215,6 +220,7 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
             mesh_ca.start()
             stack.callback(stop_recorded, state, "mesh-ca")  # whichever incarnation is running then
             declare_mesh_ca_issuer(kube, layout, vault_addr, role, settings.run_id)
+            refreshers.append(lambda: refresh_mesh_ca_tokens(kube, setup, state))
             tls: istiod.IstiodTls | None = istiod.IstiodTls(pki.istiod.cert, pki.istiod.key, pki.ca.cert)
             cacerts, webhook_ca = None, pki.ca.cert.read_text()
         else:
@@ -233,6 +239,8 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
             wait_mesh_ca(mesh_ca)
         istiod.wait_istiod(started_istiod.process, started_istiod.endpoints)
         timings["mesh_up_s"] = time.monotonic() - mesh_started
+        if owner:
+            stack.enter_context(TokenRefresher(*refreshers))
 
         images = node_images(istio, envoy, tgpod)
         connection = Connection(

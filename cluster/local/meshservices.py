@@ -97,6 +97,12 @@ def declare_mesh_ca_issuer(kube: Kube, layout: VaultLayout, vault_addr: str, rol
         role=role, mount=layout.kubernetes_path, service_account=MESH_CA_ACCOUNT))
 
 
+def refresh_mesh_ca_tokens(kube: Kube, setup: Setup, state: RunState) -> None:
+    """New pod-bound tokens for the CA (its API token and its Vault JWT), as the kubelet projects them."""
+    uid = str(kube.core.read_namespaced_pod(MESH_CA_POD, MESH_NAMESPACE).metadata.uid)
+    project_mesh_ca_tokens(kube, setup, state, uid)
+
+
 def project_mesh_ca_tokens(kube: Kube, setup: Setup, state: RunState, uid: str) -> None:
     for name, audience in (("api-token", SERVICE_ACCOUNT_ISSUER), ("vault-token", setup.vault.audience)):
         token = kube.request_token(MESH_NAMESPACE, MESH_CA_ACCOUNT, audience=audience, seconds=3600,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,19 +79,21 @@ class VaultPod:
 
 
 class TokenRefresher:
-    """Refresh the projected token at 80% of its lifetime, like the kubelet."""
+    """Refresh projected tokens at 80% of their lifetime, like the kubelet: Vault's pod token and the
+    mesh CA's (each ``project`` writes fresh ones where the process reads them at each use)."""
 
-    def __init__(self, pod: VaultPod) -> None:
-        self._pod = pod
+    def __init__(self, *project: Callable[[], None]) -> None:
+        self._project = project
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="vault-token-refresher", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="token-refresher", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(TOKEN_SECONDS * 0.8):
-            try:
-                self._pod.project_token()
-            except Exception as err:  # noqa: BLE001 - the next period retries; Vault keeps its old token
-                log.warning("could not refresh Vault's pod token: %s", err)
+            for project in self._project:
+                try:
+                    project()
+                except Exception as err:  # noqa: BLE001 - the next period retries; the old token still works
+                    log.warning("could not refresh a projected token: %s", err)
 
     def __enter__(self) -> TokenRefresher:
         self._thread.start()

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from cluster.errors import TrustgridError
+from cluster.guard import Attachment, disruptive_refusal
 from cluster.kube import Kube
-from cluster.kubeconfig.guard import Attachment, disruptive_refusal
 from cluster.platform import Platform, Workload
 from cluster.secrets import install_record_factory, redact
 from cluster.select import check_available, resolve

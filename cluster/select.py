@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from cluster.errors import PlatformUnavailable, SettingsError
-from cluster.kubeconfig.guard import Attachment, check_context, current_context, kubeconfig_path
+from cluster.guard import Attachment, check_context, current_context, kubeconfig_path
 from cluster.platform import Platform
 from cluster.settings import Settings
 

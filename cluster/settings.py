@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.errors import SettingsError
-from cluster.kubeconfig.guard import DEFAULT_ALLOWLIST
-from cluster.kubeconfig.targets import ExistingCluster, existing_cluster
+from cluster.guard import DEFAULT_ALLOWLIST
 from cluster.profile import DEFAULT_PROFILE, Profile, load_profile
 from cluster.runstate import cache_dir, new_run_id
+from cluster.targets import ExistingCluster, existing_cluster
 
 PLATFORMS = ("auto", "local", "kind", "kubeconfig")
 

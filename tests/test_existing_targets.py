@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from cluster.errors import SettingsError
-from cluster.kubeconfig.targets import DEFAULT_MESH_CA, DEFAULT_VAULT_WORKLOAD, parse_layout
 from cluster.settings import build_settings
+from cluster.targets import DEFAULT_MESH_CA, DEFAULT_VAULT_WORKLOAD, parse_layout
 from cluster.vault import VaultLayout
 from tests.lifecycle import ROOT
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cluster.errors import SettingsError
-from cluster.kubeconfig.guard import (
+from cluster.guard import (
     DEFAULT_ALLOWLIST,
     Attachment,
     LiveClusterRefused,

@@ -19,17 +19,17 @@ from pathlib import Path
 import hvac
 
 from cluster.errors import PlatformUnavailable, SettingsError
+from cluster.guard import current_context, kubeconfig_path
 from cluster.kind import manifests
 from cluster.kind.commands import Kubectl, Runner, run
 from cluster.kind.plan import load_kind_pins
 from cluster.kind.platform import MESH_CA_ROLE_KEPT, KindPlatform, KindVault, put_back_kept_role
 from cluster.kind.tools import ensure_tool, load_tools
 from cluster.kube import Kube
-from cluster.kubeconfig.guard import current_context, kubeconfig_path
-from cluster.kubeconfig.targets import ExistingCluster
 from cluster.runstate import EXISTING_CLUSTER_MARK, RunState, run_is_live, runs_root
 from cluster.secrets import register
 from cluster.settings import Settings
+from cluster.targets import ExistingCluster
 from cluster.vault import VaultConfigurator
 
 Progress = Callable[[str], None]

@@ -102,3 +102,29 @@ def _no_strays() -> Iterator[None]:
     yield
     strays = [pid for pid in our_processes() if (process_run_id(pid) or "").startswith("tg-unit")]
     assert not strays
+
+
+def _state_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_a_process_stopped_by_its_pid_file_is_reaped_not_left_a_zombie(tmp_path: Path) -> None:
+    """Whatever object started it: a platform attached later stops Vault by its pid file."""
+    from cluster.local.process import ManagedProcess, stop_recorded
+
+    state = RunState.create("tg-unit-reap", root=tmp_path)
+    started = ManagedProcess("sleeper", ["sleep", "60"], state)
+    started.start()
+    pid = started.pid
+    stop_recorded(state, "sleeper", grace=5)
+    assert _state_of(pid) == "gone", "stopped but not reaped"
+    # A process of the run this one started without a ManagedProcess that knows it.
+    env = {**os.environ, RUN_ENV: state.run_id}
+    stray = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
+    state.record_pid("stray", stray.pid)
+    stop_recorded(state, "stray", grace=5)
+    assert _state_of(stray.pid) == "gone", "stopped but not reaped"
+    assert stray.poll() is not None

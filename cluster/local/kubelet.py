@@ -28,6 +28,7 @@ import ctypes
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -58,6 +59,30 @@ Manifest = dict[str, Any]
 
 class PodStartError(TrustgridError):
     """A pod did not start; says which part and why."""
+
+
+_WEBHOOK = re.compile(r'failed calling webhook "([^"]+)": (.*)')
+
+
+def create_refused(namespace: str, name: str, err: ApiException) -> PodStartError:
+    """The API server refused the Pod: one line, naming the admission webhook when one failed.
+
+    The API server words a webhook call that failed as ``failed calling webhook "<name>": <cause>``
+    (k8s.io/apiserver pkg/admission/plugin/webhook/errors: ErrCallingWebhook); with the injector's
+    failurePolicy Fail, a Pod cannot be created while istiod does not answer.
+    """
+    try:
+        message = str(json.loads(err.body or "{}").get("message") or err.reason)
+    except ValueError:
+        message = str(err.body or err.reason)
+    hook = _WEBHOOK.search(message)
+    if hook is not None:
+        cause = hook.group(2).strip().rstrip(".")
+        return PodStartError(f"pod {namespace}/{name}: the API server could not call the sidecar injector "
+                             f"{hook.group(1)}: {cause}",
+                             fix="istiod must be running and serve the injection webhook; its log is "
+                                 "logs/istiod.log in the run's folder under ~/.cache/trustgrid/runs")
+    return PodStartError(f"pod {namespace}/{name}: the API server refused it ({err.status}): {message}")
 
 
 @dataclass(frozen=True)
@@ -186,7 +211,10 @@ class Kubelet:
             # Bound to this node, as a scheduler would: the EndpointSlice controller lists only Pods whose
             # Node exists (pkg/controller/endpointslice reconciler: "skipping Pod ... Node ... Not Found").
             manifest = {**manifest, "spec": {**manifest["spec"], "nodeName": self.node.name}}
-            created = self.kube.core.create_namespaced_pod(namespace, manifest)
+            try:
+                created = self.kube.core.create_namespaced_pod(namespace, manifest)
+            except ApiException as err:
+                raise create_refused(namespace, name, err) from None
             pod = self.kube.api.sanitize_for_serialization(created)
             folder.mkdir(parents=True, exist_ok=True)
             run = PodRun(namespace, name, pod, net, folder)

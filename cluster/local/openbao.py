@@ -19,8 +19,8 @@ import requests
 
 from cluster.errors import ProcessFailed, VaultSealed, WaitTimeout
 from cluster.local.binaries import VaultBinary
-from cluster.local.process import ManagedProcess
-from cluster.runstate import RunState, process_run_id, terminate
+from cluster.local.process import ManagedProcess, stop_recorded
+from cluster.runstate import RunState, process_run_id
 from cluster.secrets import register
 from cluster.wait import wait_until
 
@@ -137,14 +137,9 @@ class LocalVault:
         return response.status_code in (200, 429, 472, 473, 501, 503)
 
     def stop(self) -> None:
-        """Stop the server, whichever process started it (pid file, checked label)."""
-        pid = self.state.pids().get("vault")
-        if self._process is not None and self._process.running() and self._process.pid == pid:
-            self._process.stop()  # we are its parent: stop() also reaps it
-        elif pid and process_run_id(pid) == self.state.run_id:
-            terminate([pid], grace=10)
+        """Stop the server, whichever process started it (pid file, checked label); reaped if ours."""
+        stop_recorded(self.state, "vault", grace=10)
         self._process = None
-        (self.state.file("pids/vault")).unlink(missing_ok=True)
 
     def running(self) -> bool:
         pid = self.state.pids().get("vault")

@@ -142,11 +142,15 @@ _children: dict[tuple[str, str], ManagedProcess] = {}
 def stop_recorded(state: RunState, name: str, grace: float = 10.0) -> None:
     """Stop a process of the run by its pid file, whichever process started it."""
     pid = state.pids().get(name)
-    child = _children.get((str(state.path), name))
-    if child is not None and child.popen is not None and child.popen.pid == pid:
+    # Any incarnation this process started (a restart replaces the entry by name), so it is reaped
+    # and does not linger as a zombie for the rest of the session.
+    child = next((c for c in _children.values() if c.popen is not None and c.popen.pid == pid), None)
+    if child is not None:
         child.stop(grace=grace)
     elif pid and process_run_id(pid) == state.run_id:
         terminate([pid], grace=grace)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # ours after all (started by an object since forgotten): reap it
     state.file(f"pids/{name}").unlink(missing_ok=True)
 
 

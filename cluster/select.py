@@ -8,7 +8,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from cluster.errors import PlatformUnavailable, SettingsError
+from cluster.errors import PlatformUnavailable
 from cluster.guard import Attachment, check_context, current_context, kubeconfig_path
 from cluster.platform import Platform
 from cluster.settings import Settings
@@ -49,11 +49,6 @@ def docker_host() -> str:
 
 def check_available(name: str, settings: Settings | None = None) -> None:
     """Fail fast (well under 2 s), with one line, before anything is created."""
-    if name == "local" and settings is not None and settings.profile.setup.mesh.ca != "istio-csr":
-        # The local mesh CA signs each CSR through Vault, as istio-csr does; it has no plugged-in CA mode.
-        raise SettingsError(f"profile {settings.profile.path}: setup.mesh.ca {settings.profile.setup.mesh.ca!r} "
-                            "is not run by the local platform (its mesh CA signs through Vault, like istio-csr)",
-                            fix="run ca: plugin with --platform kind, or set setup.mesh.ca: istio-csr")
     if name == "kubeconfig" and settings is not None:
         check_context(Attachment(settings.context or current_context(kubeconfig_path()), settings.context_allowlist,
                                  settings.allow_live_cluster, settings.allow_disruptive))

@@ -113,18 +113,6 @@ def test_ca_plugin_puts_a_vault_intermediate_in_cacerts_instead_of_istio_csr(tmp
     assert "components" not in istio.documents[0]["spec"]  # istiod keeps its CA server
 
 
-def test_the_local_platform_refuses_ca_plugin_in_one_line(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "pytest", "suites/", "--platform", "local", "--profile",
-                             str(_plugin_profile(tmp_path)), "-p", "no:cacheprovider",
-                             "--report-dir", str(tmp_path / "reports")],
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                            timeout=30, check=False)
-    assert result.returncode == 4, result.stdout + result.stderr
-    line = result.stderr.strip()
-    assert "\n" not in line and "setup.mesh.ca 'plugin' is not run by the local platform" in line
-    assert "--platform kind" in line and not (tmp_path / "reports").exists()
-
-
 def test_the_reuse_plan_shows_its_reset_and_keeps_one_cluster_name() -> None:
     from cluster.kind.plan import REUSED_CLUSTER, render
 

@@ -231,7 +231,7 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
         started_istiod = start_istiod(state, api, istio, objects, server=api_endpoint.url, server_ca=api_endpoint.ca,
                                       node_ip=network.host_ip, webhook_ca=webhook_ca, tls=tls, cacerts=cacerts,
                                       owner=owner)
-        stack.callback(started_istiod.process.stop)
+        stack.callback(stop_recorded, state, "istiod")  # whichever incarnation is running then
         started_istiod.process.start()
         apply(kube, peer_authentication(ROOT_NAMESPACE, "default", setup.mesh.mtls.default, settings.run_id))
         install_setup_namespaces(kube, configurator)

@@ -53,6 +53,7 @@ ISTIO_NS = "istio-system"
 HUB = "local"  # the injected images are local/proxyv2:<tag>; the local kubelet knows what they run
 XDS_PORT = 15012
 WEBHOOK_PORT = 15017
+PROCESS_FILE = "istiod/process.json"
 # Vanilla Envoy lacks istio/proxy's filters (istio.metadata_exchange, istio.alpn, istio.stats).
 VANILLA_ENVOY_ENV = {"PILOT_ENABLE_METADATA_EXCHANGE": "false", "PILOT_DISABLE_MX_ALPN": "true",
                      "PILOT_ENABLE_ALPN_FILTER": "false"}
@@ -191,8 +192,20 @@ def istiod_process(state: RunState, istio: IstioBinaries, kubeconfig: Path, *, n
     else:  # its own CA: plugged in from ``cacerts``, or self-signed when there is none
         env.update({"ENABLE_CA_SERVER": "true", "ISTIO_MULTIROOT_MESH": "true",
                     "ROOT_CA_DIR": str(cacerts or workdir / "cacerts")})
+    # Recorded so a fault can start the same istiod again, from any process of the run (no secrets:
+    # the token is in the kubeconfig file, which is 0600).
+    state.write_private(PROCESS_FILE, json.dumps({"argv": argv, "env": env, "node_ip": node_ip,
+                                                  "http_port": http_port}))
     process = ManagedProcess("istiod", argv, state, env=env, die_with_parent=owner, cwd=workdir)
     return process, IstiodEndpoints(node_ip, http_port)
+
+
+def istiod_from_record(state: RunState, *, owner: bool) -> tuple[ManagedProcess, IstiodEndpoints]:
+    """The istiod the run started, as recorded at its first start (same ports, same CA mode)."""
+    record = json.loads(state.file(PROCESS_FILE).read_text())
+    process = ManagedProcess("istiod", record["argv"], state, env=record["env"], die_with_parent=owner,
+                             cwd=state.file("istiod"))
+    return process, IstiodEndpoints(record["node_ip"], int(record["http_port"]))
 
 
 def wait_istiod(process: ManagedProcess, endpoints: IstiodEndpoints) -> None:

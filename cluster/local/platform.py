@@ -27,6 +27,7 @@ from cluster.kube import Kube
 from cluster.local.apiserver import ApiServerEndpoint
 from cluster.local.binaries import VaultBinary
 from cluster.local.istiobuild import load_istio_pins
+from cluster.local.istiod import istiod_from_record, wait_istiod
 from cluster.local.kubelet import Image, Kubelet, Node
 from cluster.local.meshservices import MESH_CA_ACCOUNT, MESH_NAMESPACE, mesh_ca_from_config, wait_mesh_ca
 from cluster.local.network import NodeNetwork
@@ -161,10 +162,18 @@ class LocalFaults:
                           platform.run_id).configure_mesh_ca(MESH_NAMESPACE, MESH_CA_ACCOUNT)
 
     def stop_mesh_ca(self) -> None:
-        stop_recorded(self._platform.state, "mesh-ca")
+        """Stop what signs workload certificates: the mesh CA, or istiod itself with ``ca: plugin``
+        (as the kind platform scales deploy/istiod)."""
+        platform = self._platform
+        stop_recorded(platform.state, "istiod" if platform.connection.ca_mode == "plugin" else "mesh-ca")
 
     def start_mesh_ca(self) -> None:
         platform = self._platform
+        if platform.connection.ca_mode == "plugin":
+            process, endpoints = istiod_from_record(platform.state, owner=platform.owner)
+            process.start()
+            wait_istiod(process, endpoints)
+            return
         process = mesh_ca_from_config(platform.state, owner=platform.owner)
         process.start()
         wait_mesh_ca(process)

@@ -1,0 +1,80 @@
+"""``ca: plugin`` on the local platform: istiod's own CA signs with an intermediate from Vault's root.
+
+The platform this test brings up runs real istiod with ``cacerts`` (Istio's plugged-in CA: the files
+ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem; security/pkg/pki/ca/ca.go NewPluggedCertIstioCAOptions).
+Without a separate mesh CA, the mesh-CA faults stop istiod itself (as the kind platform scales
+deploy/istiod), and while it is down the API server cannot call the injection webhook either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from cryptography import x509
+
+from cluster.local.bringup import start_local
+from cluster.local.platform import LocalPlatform
+from cluster.local.pods import PodStartError
+from cluster.profile import DEFAULT_PROFILE
+from cluster.settings import build_settings
+from cluster.tenancy import Tenant, open_tenant
+from cluster.wait import wait_until
+
+pytestmark = pytest.mark.platform
+
+
+@pytest.fixture(scope="module")
+def plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
+    profile = tmp_path_factory.mktemp("plugin") / "plugin.yaml"
+    profile.write_text(f"extends: {DEFAULT_PROFILE}\nsetup:\n  mesh:\n    ca: plugin\n")
+    with start_local(build_settings({"profile": str(profile)}), lambda _: None) as platform:
+        yield platform
+
+
+@pytest.fixture
+def tenant(plugin: LocalPlatform) -> Iterator[Tenant]:
+    with open_tenant(plugin, plugin.settings.profile.setup, "plugin-ca") as opened:
+        yield opened
+
+
+def test_workload_certificates_chain_through_the_plugged_in_intermediate_to_vaults_root(
+        plugin: LocalPlatform, tenant: Tenant) -> None:
+    server = plugin.deploy(tenant.namespace, "server", "app")
+    client = plugin.deploy(tenant.namespace, "client", "app")
+    assert plugin.call(client, server, canary="tg-canary-plugin", timeout=5).status == 200
+    status = plugin.sidecar_status(server)
+    assert status["issuer"] == f"trustgrid istiod CA {plugin.run_id}"
+    assert status["spiffe"] == f"spiffe://cluster.local/ns/{tenant.namespace}/sa/app"
+    # The intermediate istiod signs with is Vault's: it verifies under the live root of pki.
+    cacerts = Path(plugin.state.file("istiod/cacerts"))
+    intermediate = x509.load_pem_x509_certificate((cacerts / "ca-cert.pem").read_bytes())
+    endpoint = plugin.connection.vault_endpoint
+    answer = requests.get(f"{endpoint.addr}/v1/{plugin.vault_layout.pki_root_path}/ca/pem", verify=str(endpoint.ca),
+                          timeout=10)
+    root = x509.load_pem_x509_certificate(answer.content)
+    intermediate.verify_directly_issued_by(root)
+    leaf = x509.load_der_x509_certificate(plugin.peer_certificate(server))
+    leaf.verify_directly_issued_by(intermediate)
+
+
+def test_with_istiod_down_no_pod_is_created_and_the_proxies_cannot_renew(plugin: LocalPlatform, tenant: Tenant) -> None:
+    server = plugin.deploy(tenant.namespace, "server", "app")
+    faults = plugin.faults()
+    faults.stop_mesh_ca()
+    try:
+        with pytest.raises(PodStartError) as raised:
+            plugin.deploy(tenant.namespace, "late", "app")
+        message = str(raised.value)
+        assert "\n" not in message
+        assert "could not call the sidecar injector" in message and "istiod must be running" in message
+        # The server's proxy renews on schedule (the default profile's 30s certificates) and reports it.
+        last = wait_until(lambda: plugin.sidecar_status(server).get("last_error") or None, timeout=60, interval=0.5,
+                          describe=f"the proxy of {tenant.namespace}/server to report a failed renewal")
+        assert any(sign in str(last) for sign in ("Unavailable", "connection refused", "connection error")), last
+    finally:
+        faults.start_mesh_ca()
+    late = plugin.deploy(tenant.namespace, "late", "app")  # and nothing half-made is in the way
+    assert plugin.call(late, server, canary="tg-canary-plugin-back", timeout=5).status == 200

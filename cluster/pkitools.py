@@ -5,6 +5,7 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from cluster.secrets import register
 
@@ -32,3 +33,10 @@ def ca_csr_and_key(common_name: str) -> tuple[str, str]:
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode()
     return request.public_bytes(serialization.Encoding.PEM).decode(), register(key_pem)
+
+
+def common_name(cert_pem: str) -> str:
+    """The subject CN of a PEM certificate ('' when it has none)."""
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 import hvac
 from kubernetes.client import ApiClient
 
-from cluster.vault import VaultLayout
+from cluster.vault import PluginCa, VaultLayout
 
 ErrorClass = Literal["", "tls_handshake", "reset", "refused", "http_403", "http_5xx", "timeout", "other"]
 
@@ -140,6 +140,13 @@ class Faults(Protocol):
     def restore_mesh_ca_vault_access(self) -> None: ...
     def stop_mesh_ca(self) -> None: ...
     def start_mesh_ca(self) -> None: ...
+
+    def install_plugin_ca(self, ca: PluginCa) -> None:
+        """``ca: plugin``: put new cacerts where istiod reads them; return once istiod took them.
+
+        Raises TrustgridError with istiod's own refusal when it keeps the old ones.
+        """
+        ...
 
 
 class Platform(Protocol):

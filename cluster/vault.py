@@ -45,11 +45,25 @@ class VaultLayout:
 
 @dataclass(frozen=True)
 class PluginCa:
-    """Istio's ``cacerts``: its signing certificate and key, and the root they chain to."""
+    """Istio's ``cacerts``: its signing certificate and key, the roots the mesh trusts, and the root
+    that signed the certificate (the same as ``root_pem`` except while a root rotation overlaps)."""
 
     cert_pem: str
     key_pem: str = field(repr=False)
-    root_pem: str
+    root_pem: str  # the trust bundle: one root, or two during a rotation's overlap
+    signing_root_pem: str = ""
+
+    def files(self) -> dict[str, str]:
+        """File name -> PEM, as istiod reads them from its cacerts directory, key first.
+
+        The names are Istio's (security/pkg/pki/ca/ca.go: ca-cert.pem, ca-key.pem, cert-chain.pem,
+        root-cert.pem; root-cert.pem may hold several roots). cert-chain.pem is the signing certificate
+        and the root it chains to. istiod reloads on every write (pilot/pkg/bootstrap/istio_ca.go
+        handleEvent), so a certificate without its key would be refused: the key goes first.
+        """
+        chain_root = self.signing_root_pem or self.root_pem
+        return {"ca-key.pem": self.key_pem, "ca-cert.pem": self.cert_pem, "root-cert.pem": self.root_pem,
+                "cert-chain.pem": f"{self.cert_pem.rstrip()}\n{chain_root}"}
 
 
 @dataclass(frozen=True)
@@ -154,18 +168,9 @@ class VaultConfigurator:
         return root_pem
 
     def sign_plugin_ca(self) -> PluginCa:
-        """`ca: plugin`: an intermediate signed by Vault's root whose key Istio holds (for ``cacerts``).
-
-        The key is made here, never in Vault: Vault signs the CSR through ``root/sign-intermediate``.
-        """
+        """`ca: plugin`: an intermediate signed by Vault's root whose key Istio holds (for ``cacerts``)."""
         root_pem = self.configure_pki()
-        common_name = f"trustgrid istiod CA {self.run_id}"
-        csr, key = ca_csr_and_key(common_name)
-        signed = self._post(f"{self.layout.pki_root_path}/root/sign-intermediate", {
-            "csr": csr, "format": "pem", "ttl": "8760h", "use_csr_values": False, "common_name": common_name,
-            "max_path_length": 0,
-        })["data"]["certificate"]
-        return PluginCa(cert_pem=str(signed), key_pem=key, root_pem=root_pem)
+        return PkiRotation(self.client, self.layout, self.run_id).plugin_ca(None, trusted_roots=[root_pem])
 
     def ensure_audit(self, file_path: str) -> str:
         """A file audit device. OpenBao only accepts declarative ones from its
@@ -346,6 +351,33 @@ class PkiRotation:
         issuer_id = str(imported[0])
         self._post(f"{self.layout.pki_int_path}/config/issuers", {"default": issuer_id})
         return issuer_id, common_name
+
+    def plugin_ca(self, name: str | None, *, root_issuer: str | None = None,
+                  trusted_roots: list[str]) -> PluginCa:
+        """An intermediate for istiod's plugged-in CA, signed by a root issuer (the default when None).
+
+        The key is made here, never in Vault: Vault signs the CSR through ``sign-intermediate``, with
+        max_path_length 0 (istiod signs leaves only). ``trusted_roots`` become root-cert.pem, the mesh's
+        trust bundle; the signing root must be one of them. Common name: ``trustgrid istiod CA
+        [<name> ]<run id>``.
+        """
+        common_name = f"trustgrid istiod CA {name} {self.run_id}" if name else f"trustgrid istiod CA {self.run_id}"
+        csr, key = ca_csr_and_key(common_name)
+        signer = f"issuer/{root_issuer}" if root_issuer else "root"
+        data = self._post(f"{self.layout.pki_root_path}/{signer}/sign-intermediate", {
+            "csr": csr, "format": "pem", "ttl": "8760h", "use_csr_values": False, "common_name": common_name,
+            "max_path_length": 0,
+        })["data"]
+        signing_root = str(data["issuing_ca"])
+        if signing_root.strip() not in [root.strip() for root in trusted_roots]:
+            raise VaultSetupError(f"the plugged-in CA {common_name} is signed by a root outside its trust bundle")
+        return PluginCa(cert_pem=str(data["certificate"]), key_pem=key,
+                        root_pem="\n".join(root.strip() for root in trusted_roots) + "\n",
+                        signing_root_pem=signing_root.strip() + "\n")
+
+    def root_pem(self, issuer_id: str) -> str:
+        return str(self.client.adapter.get(f"/v1/{self.layout.pki_root_path}/issuer/{issuer_id}/json")
+                   ["data"]["certificate"])
 
     def make_default_root(self, issuer_id: str) -> None:
         self._post(f"{self.layout.pki_root_path}/config/issuers", {"default": issuer_id})

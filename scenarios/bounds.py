@@ -75,18 +75,24 @@ def check_possible(scenario_id: str, profile: Profile) -> None:
 
 
 # With ``ca: plugin`` istiod signs with a Vault-issued intermediate it holds itself: no mesh CA token
-# to lose, and Vault's pki_int and root are not what workload certificates chain through at run time.
+# to lose. The rotations put new cacerts in front of istiod instead (Faults.install_plugin_ca).
 NOT_WITH_PLUGIN_CA = {
     "mesh-ca-vault-access-lost": "the mesh CA (istiod) holds no Vault token",
-    "intermediate-rotation": "istiod signs with cacerts, not through Vault's pki_int",
-    "root-rotation": "a root rotation means new cacerts for istiod, which this scenario does not do",
+}
+# On someone's existing cluster, istio-system/cacerts is theirs: a rotation would replace their mesh's CA.
+NOT_ON_AN_EXISTING_PLUGIN_CA = {
+    "intermediate-rotation": "it would replace the cluster's own istio-system/cacerts; certify it on kind",
+    "root-rotation": "it would replace the cluster's own istio-system/cacerts; certify it on kind",
 }
 
 
-def inapplicable(scenario_id: str, profile: Profile) -> str:
-    """Why a scenario does not apply to this setup ('' when it does)."""
+def inapplicable(scenario_id: str, profile: Profile, platform: str = "") -> str:
+    """Why a scenario does not apply to this setup on this platform ('' when it does)."""
     if profile.setup.mesh.ca == "plugin" and scenario_id in NOT_WITH_PLUGIN_CA:
         return f"{scenario_id} does not apply with setup.mesh.ca plugin: {NOT_WITH_PLUGIN_CA[scenario_id]}"
+    if profile.setup.mesh.ca == "plugin" and platform == "kubeconfig" and scenario_id in NOT_ON_AN_EXISTING_PLUGIN_CA:
+        return (f"{scenario_id} is not run on an existing cluster with setup.mesh.ca plugin: "
+                f"{NOT_ON_AN_EXISTING_PLUGIN_CA[scenario_id]}")
     return ""
 
 

@@ -4,11 +4,12 @@ when access must have failed closed, and how to undo it."""
 from __future__ import annotations
 
 import contextlib
+import secrets
 import socket
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -19,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from cluster.errors import TrustgridError
 from cluster.kube import Kube
 from cluster.meshconfig import read_mesh_config
-from cluster.pkitools import csr_and_key
+from cluster.pkitools import common_name, csr_and_key
 from cluster.platform import Platform, Workload
 from cluster.tenancy import Tenant
 from cluster.tokenlife import DELETION_MARGIN_S, TOKEN_REVIEW_CACHE_S, TokenLifetime, token_end, token_lifetime
@@ -319,13 +320,28 @@ class CertRotation(_Base):
         return None
 
 
+def _plugged_in(tenant: Tenant) -> bool:
+    """istiod's own CA signs, from cacerts (``ca: plugin``), rather than Vault's pki_int through a mesh CA."""
+    return tenant.setup.mesh.ca == "plugin"
+
+
 class IntermediateRotation(CertRotation):
-    """A new intermediate from Vault, then every proxy renews onto it: zero failed requests."""
+    """A new intermediate from Vault, then every proxy renews onto it: zero failed requests.
+
+    With ``ca: plugin`` the new intermediate is istiod's: Vault's root signs it, and istiod takes it from
+    its cacerts (pilot/pkg/bootstrap/istio_ca.go handleEvent) without a restart.
+    """
 
     def inject(self) -> None:
         rotation = PkiRotation(self.admin, self.platform.vault_layout, self.platform.run_id)
-        generation = len(rotation.issuers(self.platform.vault_layout.pki_int_path))
-        self.memo["issuer_id"], self.memo["cn"] = rotation.new_intermediate(f"gen{generation}")
+        if _plugged_in(self.tenant):
+            root = rotation.root_pem(rotation.default_issuer(self.platform.vault_layout.pki_root_path))
+            ca = rotation.plugin_ca(f"gen-{secrets.token_hex(3)}", trusted_roots=[root])
+            self.memo["cn"] = common_name(ca.cert_pem)
+            self.platform.faults().install_plugin_ca(ca)
+        else:
+            generation = len(rotation.issuers(self.platform.vault_layout.pki_int_path))
+            self.memo["issuer_id"], self.memo["cn"] = rotation.new_intermediate(f"gen{generation}")
         super().inject()
 
     def took_effect(self) -> str:
@@ -363,11 +379,22 @@ class RootRotation(CertRotation):
         rotation = PkiRotation(self.admin, layout, self.platform.run_id)
         old_root = rotation.default_issuer(layout.pki_root_path)
         old_intermediate = rotation.default_issuer(layout.pki_int_path)
-        # 1. Overlap: a second root joins the bundle; proxies renew and trust both.
+        plugged_in = _plugged_in(self.tenant)
+        # 1. Overlap: a second root joins the bundle; proxies renew and trust both. With ca: plugin,
+        #    istiod's root-cert.pem takes both (it accepts a bundle that contains the current one).
         new_root = rotation.new_root("root-next")
+        both = [rotation.root_pem(old_root), rotation.root_pem(new_root)]
+        if plugged_in:
+            self.platform.faults().install_plugin_ca(rotation.plugin_ca("overlap", root_issuer=old_root,
+                                                                        trusted_roots=both))
         self._renew_all()
         # 2. A new intermediate from the new root; proxies renew onto the new chain.
-        _, self.memo["cn"] = rotation.new_intermediate("next", root_issuer=new_root)
+        if plugged_in:
+            next_ca = rotation.plugin_ca("next", root_issuer=new_root, trusted_roots=both)
+            self.memo["cn"] = common_name(next_ca.cert_pem)
+            self.platform.faults().install_plugin_ca(next_ca)
+        else:
+            _, self.memo["cn"] = rotation.new_intermediate("next", root_issuer=new_root)
         rotation.make_default_root(new_root)
         self._renew_all()
         # A certificate from the old chain, made now, is still accepted during the overlap.
@@ -376,8 +403,11 @@ class RootRotation(CertRotation):
         old_chain = rotation.sign_with(old_intermediate, self.tenant.role, csr)
         self.memo["old_chain"], self.memo["old_key"] = old_chain, key
         self.memo["during_overlap"] = present_certificate(self.server.ip, old_chain, key)
-        # 3. The old root leaves the bundle; proxies renew and trust only the new root.
+        # 3. The old root leaves the bundle; proxies renew and trust only the new root. With ca: plugin,
+        #    istiod keeps its intermediate and its root-cert.pem shrinks to the new root.
         rotation.remove_root(old_root)
+        if plugged_in:
+            self.platform.faults().install_plugin_ca(replace(next_ca, root_pem=both[1]))
         self.memo["before"] = self._serials()
         self._renew_all()
 

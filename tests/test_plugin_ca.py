@@ -15,12 +15,14 @@ import pytest
 import requests
 from cryptography import x509
 
+from cluster.errors import TrustgridError
 from cluster.local.bringup import start_local
 from cluster.local.platform import LocalPlatform
 from cluster.local.pods import PodStartError
 from cluster.profile import DEFAULT_PROFILE
 from cluster.settings import build_settings
 from cluster.tenancy import Tenant, open_tenant
+from cluster.vault import PkiRotation, PluginCa
 from cluster.wait import wait_until
 
 pytestmark = pytest.mark.platform
@@ -78,3 +80,29 @@ def test_with_istiod_down_no_pod_is_created_and_the_proxies_cannot_renew(plugin:
         faults.start_mesh_ca()
     late = plugin.deploy(tenant.namespace, "late", "app")  # and nothing half-made is in the way
     assert plugin.call(late, server, canary="tg-canary-plugin-back", timeout=5).status == 200
+
+
+def test_cacerts_from_an_unrelated_root_are_refused_by_istiod_in_its_own_words(
+        plugin: LocalPlatform, tenant: Tenant) -> None:
+    """istiod takes a root bundle only when it contains, or is contained in, the current one
+    (pilot/pkg/bootstrap/istio_ca.go handleEvent, pemBundleHasSubsetRelation); it keeps signing as before."""
+    server = plugin.deploy(tenant.namespace, "server", "app")
+    client = plugin.deploy(tenant.namespace, "client", "app")
+    rotation = PkiRotation(plugin.vault_admin(), plugin.vault_layout, plugin.run_id)
+    cacerts = Path(plugin.state.file("istiod/cacerts"))
+    original = PluginCa(cert_pem=(cacerts / "ca-cert.pem").read_text(), key_pem=(cacerts / "ca-key.pem").read_text(),
+                        root_pem=(cacerts / "root-cert.pem").read_text())
+    stranger = rotation.new_root(f"stranger-{tenant.namespace[-6:]}")
+    try:
+        ca = rotation.plugin_ca("stranger", root_issuer=stranger, trusted_roots=[rotation.root_pem(stranger)])
+        before = plugin.sidecar_status(server)["issuer"]
+        with pytest.raises(TrustgridError) as raised:
+            plugin.faults().install_plugin_ca(ca)
+        assert "istiod kept its old cacerts" in str(raised.value)
+        assert "ROOT-CA not supported" in str(raised.value) and "\n" not in str(raised.value)
+    finally:
+        rotation.remove_root(stranger)
+        plugin.faults().install_plugin_ca(original)  # the files on disk and istiod agree again
+    plugin.renew_certificate(server)
+    assert plugin.sidecar_status(server)["issuer"] == before
+    assert plugin.call(client, server, canary="tg-canary-stranger", timeout=5).status == 200

@@ -96,7 +96,7 @@ class KindBringUp:
             ca = VaultConfigurator(self.admin(), VaultLayout(), self.settings.profile.setup,
                                    self.settings.run_id).sign_plugin_ca()
             self.kubectl.apply([step.documents[0],
-                                manifests.cacerts_secret(ca.cert_pem, ca.key_pem, ca.root_pem, self.settings.run_id)])
+                                manifests.cacerts_secret(ca, self.settings.run_id)])
         elif step.action == "root-ca":
             root = VaultConfigurator(self.admin(), VaultLayout(), self.settings.profile.setup,
                                      self.settings.run_id).configure_pki()

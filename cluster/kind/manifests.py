@@ -18,6 +18,7 @@ from cluster.kind import vaulttls
 from cluster.kube import labels
 from cluster.meshconfig import configmap, proxy_metadata
 from cluster.profile import Setup
+from cluster.vault import PluginCa
 from cluster.workloads import APP_IMAGE, VaultTarget, workload
 
 __all__ = ["APP_IMAGE", "VaultTarget", "workload"]  # the shared workload, as the kind platform names it
@@ -116,13 +117,11 @@ def istio_operator(setup: Setup, *, ca: str) -> Manifest:
             "metadata": {"namespace": ISTIO_NS, "name": "trustgrid"}, "spec": spec}
 
 
-def cacerts_secret(ca_cert: str, ca_key: str, root_cert: str, run_id: str) -> Manifest:
-    """`ca: plugin`: a Vault-issued intermediate as Istio's own signing CA."""
-    files = {"ca-cert.pem": ca_cert, "ca-key.pem": ca_key, "root-cert.pem": root_cert,
-             "cert-chain.pem": f"{ca_cert.rstrip()}\n{root_cert}"}
+def cacerts_secret(ca: PluginCa, run_id: str) -> Manifest:
+    """`ca: plugin`: a Vault-issued intermediate as Istio's own signing CA (the files of PluginCa.files)."""
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": "cacerts", "namespace": ISTIO_NS, "labels": labels(run_id)},
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in files.items()}}
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in ca.files().items()}}
 
 
 # -- Helm values (not manifests: the charts render them) -----------------------

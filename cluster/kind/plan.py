@@ -26,6 +26,7 @@ from cluster.kind import manifests, vaulttls
 from cluster.profile import Setup
 from cluster.runstate import RUN_LABEL
 from cluster.secrets import redact
+from cluster.vault import PluginCa
 from cluster.versions import VERSIONS_FILE
 
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -151,8 +152,8 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
         return [cluster, *vault_steps,
                 Step("a Vault-signed intermediate for istiod, as istio-system/cacerts (ca: plugin)",
                      documents=(manifests.namespace(manifests.ISTIO_NS, run_id),
-                                manifests.cacerts_secret("<intermediate from pki/root/sign-intermediate>",
-                                                         "<its key, made here>", "<root CA PEM>", run_id)),
+                                manifests.cacerts_secret(PluginCa("<intermediate from pki/root/sign-intermediate>",
+                                                                  "<its key, made here>", "<root CA PEM>"), run_id)),
                      action="plugin-ca"),
                 Step("Istio with the plugged-in CA", ("istioctl", "install", "-y", "-f", "-"),
                      (manifests.istio_operator(setup, ca="plugin"),)),

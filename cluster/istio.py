@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cluster import meshrules
 from cluster.kube import Kube, labels
 
 GROUP, VERSION = "security.istio.io", "v1"
-ROOT_NAMESPACE = "istio-system"
+ROOT_NAMESPACE = meshrules.ROOT_NAMESPACE
 NAMESPACE_AUTHZ = "allow-same-namespace"
 
 

@@ -17,12 +17,15 @@ from cluster.istio import GROUP, NETWORKING, ROOT_NAMESPACE, VERSION
 from cluster.kube import Kube
 from cluster.meshrules import (
     STRICT,
+    DestRule,
     PeerAuthn,
     bypassed_inbound_ports,
+    destination_rule_in_force,
     host_namespaces,
     mtls_in_force,
     rules_matching_everyone,
     tls_disabled,
+    tls_disabled_in_force,
 )
 from cluster.profile import Policy
 
@@ -115,20 +118,35 @@ def authz_findings(kube: Kube, namespaces: Iterable[str]) -> list[Finding]:
 
 
 def destination_rule_findings(kube: Kube, namespaces: Iterable[str]) -> list[Finding]:
-    """DestinationRules that turn TLS off toward an application namespace's services: their clients
-    send plaintext, which a STRICT server refuses (and a PERMISSIVE one takes)."""
-    wanted = set(namespaces)
+    """DestinationRules that turn TLS off toward an application namespace's services, where they are in
+    force (meshrules.destination_rule_in_force: a newer rule for the same host, or one a closer
+    namespace overrides, changes nothing): those clients send plaintext, which a STRICT server refuses
+    and a PERMISSIVE one takes. Clients are judged from the application namespaces and the rule's own."""
+    wanted = sorted(set(namespaces))
+    rules = [DestRule.of(obj) for obj in _custom(kube, NETWORKING, "destinationrules")]
     findings = []
-    for rule in _custom(kube, NETWORKING, "destinationrules"):
-        meta, spec = rule["metadata"], rule.get("spec") or {}
-        host = str(spec.get("host") or "")
-        target = host_namespaces(host, meta["namespace"])
-        if target is None or (target != "*" and target not in wanted):
+    for rule in rules:
+        if not tls_disabled({"spec": rule.spec}):
             continue
-        for where in tls_disabled(rule):
-            findings.append(Finding(f"tls.mode DISABLE ({where}) toward {host}: its clients' proxies send plaintext",
-                                    f"DestinationRule {meta['namespace']}/{meta['name']}",
-                                    "drop the tls setting (auto mTLS) or set tls.mode ISTIO_MUTUAL"))
+        target = host_namespaces(rule.host, rule.namespace)
+        services = wanted if target == "*" else [target] if target in wanted else []
+        clients: dict[str, list[str]] = {}
+        for service_ns in services:
+            # A wildcard host stands for any service it matches that no more specific rule names.
+            hostname = rule.host.replace("*", "tg-any") if "*" in rule.host else rule.host
+            if "*" in rule.host and not hostname.endswith(f".{service_ns}.svc.cluster.local"):
+                hostname = f"tg-any.{service_ns}.svc.cluster.local"
+            for client_ns in sorted({*wanted, rule.namespace}):
+                in_force = destination_rule_in_force(rules, client_namespace=client_ns, hostname=hostname,
+                                                     service_namespace=service_ns,
+                                                     client_labels=rule.selector)
+                for where in tls_disabled_in_force(rule, in_force):
+                    clients.setdefault(where, []).append(client_ns)
+        for where, namespaces_in_force in clients.items():
+            findings.append(Finding(
+                f"tls.mode DISABLE ({where}) toward {rule.spec.get('host')}: the proxies of clients in "
+                f"{', '.join(sorted(set(namespaces_in_force)))} send plaintext",
+                rule.where, "drop the tls setting (auto mTLS) or set tls.mode ISTIO_MUTUAL"))
     return findings
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 UNSET, STRICT, PERMISSIVE, DISABLE = "UNSET", "STRICT", "PERMISSIVE", "DISABLE"
 DEFAULT_MODE = PERMISSIVE  # ComposePeerAuthentication starts from MTLSPermissive
+ROOT_NAMESPACE = "istio-system"  # meshConfig.rootNamespace, by default the namespace istiod runs in
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,149 @@ def host_namespaces(host: str, rule_namespace: str, domain: str = "cluster.local
         parts = host.removesuffix(suffix).split(".")
         return parts[-1] if len(parts) >= 2 else None
     return rule_namespace if "." not in host else None
+
+
+@dataclass(frozen=True)
+class DestRule:
+    """A DestinationRule as istiod indexes it: host resolved to a name in the cluster's domain."""
+
+    namespace: str
+    name: str
+    created: str  # creationTimestamp, RFC 3339 (one-second resolution)
+    host: str
+    export_to: frozenset[str]
+    selector: Mapping[str, str] | None
+    spec: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any], domain: str = "cluster.local") -> DestRule:
+        meta, spec = obj["metadata"], obj.get("spec") or {}
+        host = str(spec.get("host") or "")
+        if "." not in host and host != "*":  # ResolveShortnameToFQDN
+            host = f"{host}.{meta['namespace']}.svc.{domain}"
+        selector = (spec.get("workloadSelector") or {}).get("matchLabels")
+        # A rule with a workload selector is never exported (setDestinationRules).
+        export_to = frozenset({"."}) if selector is not None else frozenset(spec.get("exportTo") or [])
+        return cls(meta["namespace"], meta["name"], str(meta.get("creationTimestamp") or ""), host, export_to,
+                   dict(selector) if selector is not None else None, spec)
+
+    @property
+    def where(self) -> str:
+        return f"DestinationRule {self.namespace}/{self.name}"
+
+    def _sort_key(self) -> tuple[bool, str, str, str]:
+        # sortConfigBySelectorAndCreationTime: selector rules first, then oldest, then name, then namespace.
+        return (self.selector is None, self.created, self.name, self.namespace)
+
+    def _local(self) -> bool:
+        return not self.export_to or bool({"*", ".", self.namespace} & self.export_to)
+
+    def _private_only(self) -> bool:
+        # With Istio's default exportTo ("*": meshConfig.defaultDestinationRuleExportTo unset).
+        return len(self.export_to) == 1 and bool({".", self.namespace} & self.export_to)
+
+    def _visible_to(self, namespace: str) -> bool:
+        return (not self.export_to or "*" in self.export_to or namespace in self.export_to
+                or ("." in self.export_to and namespace == self.namespace))
+
+
+def _host_matches(pattern: str, hostname: str) -> bool:
+    if pattern == "*":
+        return True
+    if pattern.startswith("*"):
+        return hostname.endswith(pattern[1:])
+    return pattern == hostname
+
+
+def _most_specific(rules: Sequence[DestRule], hostname: str) -> list[DestRule]:
+    """The rules under the most specific host that matches (pilot/pkg/model MostSpecificHostMatch:
+    an exact name first, then the longest wildcard)."""
+    matching = [rule for rule in rules if _host_matches(rule.host, hostname)]
+    if not matching:
+        return []
+    best = max(matching, key=lambda rule: (not rule.host.startswith("*"), len(rule.host)))
+    return [rule for rule in matching if rule.host == best.host]
+
+
+def _selector_key(rule: DestRule) -> tuple[tuple[str, str], ...] | None:
+    return tuple(sorted(rule.selector.items())) if rule.selector is not None else None
+
+
+def _consolidated(rules: Sequence[DestRule]) -> list[list[DestRule]]:
+    """Rules of one host merged as mergeDestinationRule merges them (pilot/pkg/model/destination_rule.go):
+    in sort order, a rule joins the first group with the same exportTo and the same (or no) selector;
+    the group's top-level trafficPolicy is its first rule's that has one, and a subset name keeps its
+    first definition."""
+    groups: list[list[DestRule]] = []
+    for rule in sorted(rules, key=DestRule._sort_key):
+        home = next((g for g in groups if g[0].export_to == rule.export_to
+                     and _selector_key(g[0]) == _selector_key(rule)), None)
+        if home is None:
+            groups.append([rule])
+        else:
+            home.append(rule)
+    return groups
+
+
+@dataclass(frozen=True)
+class DestRuleInForce:
+    """What a client's proxy applies toward one host: the rule whose top-level trafficPolicy won (None when
+    no rule has one) and, per subset name, the rule that defined it first."""
+
+    traffic_policy_from: DestRule | None
+    subsets_from: Mapping[str, DestRule]
+
+
+def destination_rule_in_force(rules: Iterable[DestRule], *, client_namespace: str, hostname: str,
+                              service_namespace: str, root_namespace: str = ROOT_NAMESPACE,
+                              client_labels: Mapping[str, str] | None = None) -> DestRuleInForce | None:
+    """The DestinationRule a proxy in ``client_namespace`` applies toward ``hostname``
+    (pilot/pkg/model/push_context.go destinationRule): its own namespace's rules first (or, in the root
+    namespace, the root's private ones), then those the service's namespace exports to it, then those the
+    root namespace exports. Within the first level that has a match: the most specific host, rules merged
+    first-created-wins. A rule with a workload selector applies only to the workloads it selects. None
+    when no rule matches."""
+    everything = list(rules)
+
+    def selects(rule: DestRule) -> bool:
+        labels = client_labels or {}
+        return rule.selector is None or all(labels.get(k) == v for k, v in rule.selector.items())
+
+    if client_namespace != root_namespace:
+        first = [r for r in everything if r.namespace == client_namespace and r._local() and selects(r)]
+    else:
+        first = [r for r in everything if r.namespace == root_namespace and r._private_only() and selects(r)]
+    levels = [first]
+    for owner in (service_namespace, root_namespace):
+        levels.append([r for r in everything if r.namespace == owner and not r._private_only()
+                       and r._visible_to(client_namespace)])
+    for level in levels:
+        matched = _most_specific(level, hostname)
+        if not matched:
+            continue
+        group = _consolidated(matched)[0]  # several groups only with differing exportTo or selectors
+        policy_from = next((rule for rule in group if (rule.spec.get("trafficPolicy") or None) is not None), None)
+        subsets: dict[str, DestRule] = {}
+        for rule in group:
+            for subset in rule.spec.get("subsets") or []:
+                subsets.setdefault(str(subset.get("name")), rule)
+        return DestRuleInForce(policy_from, subsets)
+    return None
+
+
+def tls_disabled_in_force(rule: DestRule, in_force: DestRuleInForce | None) -> list[str]:
+    """Where ``rule`` turns TLS off in what the proxy applies (tls_disabled), only for the parts of it in force."""
+    if in_force is None:
+        return []
+    parts = []
+    for where in tls_disabled({"spec": rule.spec}):
+        if where.startswith("subset "):
+            name = where.removeprefix("subset ").split(" port ")[0]
+            if in_force.subsets_from.get(name) is rule:
+                parts.append(where)
+        elif in_force.traffic_policy_from is rule:
+            parts.append(where)
+    return parts
 
 
 # -- sidecar bypass ------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 from cluster.local.bringup import reap_local, start_local
 from cluster.local.network import NodeNetwork, PodSpecError, run_tag
@@ -39,6 +40,7 @@ def test_a_pod_name_that_is_too_long_is_one_line(local: LocalPlatform, tenant: T
     assert "\n" not in str(raised.value)
     with pytest.raises(PodSpecError, match="not a DNS label"):
         local.deploy(tenant.namespace, "Bad_Name", "app")
+    assert client.CoreV1Api(local.kube).list_namespaced_service(tenant.namespace).items == []  # refused before
 
 
 def test_an_exhausted_cidr_is_one_line(tmp_path: Path) -> None:
@@ -63,8 +65,11 @@ def test_the_mesh_ca_unreachable_at_pod_start_is_a_clear_error(local: LocalPlatf
         with pytest.raises(PodStartError) as raised:
             local.pods.deploy(tenant.namespace, "server", "app", timeout=4)
         message = str(raised.value)
-        assert "the sidecar has no certificate" in message and "mesh CA unreachable" in message
-        assert "check that the mesh CA is up" in message
+        # pilot-agent's own words: its CSR to the mesh CA found nothing listening.
+        assert "the sidecar has no certificate" in message and "failed to sign" in message
+        assert any(sign in message for sign in ("Unavailable", "connection refused")), message
+        assert "check that the mesh CA is up" in message and "\n" not in message
+        assert client.CoreV1Api(local.kube).list_namespaced_service(tenant.namespace).items == []  # nothing half-made
     finally:
         faults.start_mesh_ca()
     workload = local.deploy(tenant.namespace, "server", "app")  # and nothing half-made is in the way

@@ -29,8 +29,10 @@ from cluster.errors import TrustgridError
 from cluster.kube import Kube, labels
 from cluster.local.capture import tcpdump
 from cluster.local.kubelet import Kubelet, PodRun, PodStartError, http_in_pod
+from cluster.local.network import validate_pod_name
 from cluster.platform import CallResult, Capture, Workload
 from cluster.proxydump import NoWorkloadCertificate, last_certificate_error, workload_secret
+from cluster.secrets import redact
 from cluster.wait import wait_until
 from cluster.workloads import AGENT_SOCKET_DIR, APP_IMAGE, VaultTarget, fresh_connections, pod_template, service
 
@@ -55,6 +57,7 @@ class LocalPods:
     # -- lifecycle ----------------------------------------------------------------
     def deploy(self, namespace: str, name: str, service_account: str, *, meshed: bool = True,
                annotations: Mapping[str, str] | None = None, timeout: float = 60) -> Workload:
+        validate_pod_name(namespace, name)  # before anything is made: the Service and DR carry the name too
         address = self._service(namespace, name)
         template = pod_template(namespace, name, service_account, self.vault, meshed=meshed, audience=self.audience,
                                 image=APP_IMAGE, annotations=annotations)
@@ -62,7 +65,24 @@ class LocalPods:
         manifest = {"apiVersion": "v1", "kind": "Pod", "spec": template["spec"],
                     "metadata": {**meta, "name": name, "namespace": namespace,
                                  "labels": {**meta["labels"], **labels(self.run_id, app=name)}}}
-        run = self.kubelet.run(namespace, manifest, timeout=timeout)
+        proxy_log = self.kubelet.state.file(f"logs/pod-{namespace}-{name}-{PROXY}.log")
+        seen = proxy_log.stat().st_size if proxy_log.exists() else 0  # an earlier pod of that name logged there too
+        try:
+            run = self.kubelet.run(namespace, manifest, timeout=timeout)
+        except PodStartError:
+            self._remove_service(namespace, name)  # nothing half-made stays behind
+            reason = ""
+            if proxy_log.exists():
+                with proxy_log.open("rb") as log:
+                    log.seek(seen)
+                    reason = last_certificate_error(log.read().decode(errors="replace"))
+            if reason:  # say why pilot-agent never became ready, in its own words
+                raise PodStartError(f"pod {namespace}/{name}: the sidecar has no certificate: {redact(reason)}",
+                                    fix="check that the mesh CA is up and that Vault lets it sign") from None
+            raise
+        except BaseException:
+            self._remove_service(namespace, name)
+            raise
         injected = any(c["name"] == PROXY for c in run.pod["spec"]["containers"])
         workload = Workload(namespace, name, service_account, run.ip, injected, address=address)
         self._running[(namespace, name)] = (run, workload)
@@ -88,9 +108,12 @@ class LocalPods:
         entry = self._running.pop((workload.namespace, workload.name), None)
         if entry is not None:
             self.kubelet.stop(entry[0])
+        self._remove_service(workload.namespace, workload.name)
+
+    def _remove_service(self, namespace: str, name: str) -> None:
         with contextlib.suppress(ApiException):
-            self.kube.core.delete_namespaced_service(workload.name, workload.namespace)
-        istio.delete(self.kube, fresh_connections(workload.namespace, workload.name, self.run_id))
+            self.kube.core.delete_namespaced_service(name, namespace)
+        istio.delete(self.kube, fresh_connections(namespace, name, self.run_id))
 
     def delete_all(self) -> None:
         for _, workload in list(self._running.values()):

@@ -43,16 +43,25 @@ def authorization_policy(namespace: str, name: str, run_id: str, *, action: str 
 NETWORKING = "networking.istio.io"
 
 
-def destination_rule(namespace: str, name: str, host: str, run_id: str, *,
-                     traffic_policy: Mapping[str, Any]) -> dict[str, Any]:
+def destination_rule(namespace: str, name: str, host: str, run_id: str, *, traffic_policy: Mapping[str, Any],
+                     subsets: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    spec: dict[str, Any] = {"host": host, "trafficPolicy": dict(traffic_policy)}
+    if subsets:
+        spec["subsets"] = [dict(subset) for subset in subsets]
     return {"apiVersion": f"{NETWORKING}/{VERSION}", "kind": "DestinationRule",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels(run_id)}, "spec": spec}
+
+
+def virtual_service(namespace: str, name: str, host: str, run_id: str, *, subset: str) -> dict[str, Any]:
+    """Every request to ``host`` goes to one subset of its DestinationRule."""
+    return {"apiVersion": f"{NETWORKING}/{VERSION}", "kind": "VirtualService",
             "metadata": {"name": name, "namespace": namespace, "labels": labels(run_id)},
-            "spec": {"host": host, "trafficPolicy": dict(traffic_policy)}}
+            "spec": {"hosts": [host], "http": [{"route": [{"destination": {"host": host, "subset": subset}}]}]}}
 
 
 def _plural(obj: Mapping[str, Any]) -> str:
     return {"PeerAuthentication": "peerauthentications", "AuthorizationPolicy": "authorizationpolicies",
-            "DestinationRule": "destinationrules"}[obj["kind"]]
+            "DestinationRule": "destinationrules", "VirtualService": "virtualservices"}[obj["kind"]]
 
 
 def _group(obj: Mapping[str, Any]) -> tuple[str, str]:

@@ -68,30 +68,69 @@ def test_the_peer_authentication_in_force_is_the_oldest_of_its_level(
         istio.delete(kube, newer)
 
 
-def test_a_destination_rule_that_turns_tls_off_sends_plaintext(
-    platform: Platform, settings: Settings, kube: Kube, tenant: Tenant, deploy: Deploy
-) -> None:
-    server, client_ = deploy(tenant, "server"), deploy(tenant, "client")
-    host = f"server.{tenant.namespace}.svc.cluster.local"
-    rule = istio.destination_rule(tenant.namespace, "tls-off", host, platform.run_id,
-                                  traffic_policy={"tls": {"mode": "DISABLE"}})
-    assert meshchecks.destination_rule_findings(kube, [tenant.namespace]) == []
-    istio.apply(kube, rule)
-    try:
-        findings = meshchecks.destination_rule_findings(kube, [tenant.namespace])
-        assert [f.where for f in findings] == [f"DestinationRule {tenant.namespace}/tls-off"]
-        assert f"toward {host}" in findings[0].what and "plaintext" in findings[0].what
-        # Live: the client's proxy sends the request in the clear (a STRICT server then refuses it).
+def _sent_in_the_clear(platform: Platform, src: Workload, dst: Workload) -> Callable[[], bool]:
+    def check() -> bool:
         probe = canary()
+        with platform.capture(dst) as wire:
+            platform.call(src, dst, canary=probe, timeout=5)
+        return wire.contains(probe)
 
-        def sent_in_the_clear() -> bool:
-            with platform.capture(server) as wire:
-                platform.call(client_, server, canary=probe, timeout=5)
-            return wire.contains(probe)
+    return check
 
-        wait_until(sent_in_the_clear, timeout=15, interval=0.2, describe="the client's proxy to apply the rule")
+
+def _answered_over_mtls(platform: Platform, src: Workload, dst: Workload) -> Callable[[], bool]:
+    def check() -> bool:
+        probe = canary()
+        with platform.capture(dst) as wire:
+            answered = platform.call(src, dst, canary=probe, timeout=5).status == 200
+        return answered and not wire.contains(probe)
+
+    return check
+
+
+def test_a_destination_rule_that_turns_tls_off_sends_plaintext_where_it_is_in_force(
+    platform: Platform, settings: Settings, kube: Kube, new_tenant: Callable[..., Tenant], deploy: Deploy
+) -> None:
+    """Which DestinationRule a client's proxy applies (cluster/meshrules.py destination_rule_in_force):
+    one in the client's own namespace comes first; for one host in one namespace, the oldest rule's
+    traffic policy wins and a newer rule adds only its subsets (each with its own policy)."""
+    home, away = new_tenant(), new_tenant()
+    server, neighbour, stranger = deploy(home, "server"), deploy(home, "neighbour"), deploy(away, "stranger")
+    host = f"server.{home.namespace}.svc.cluster.local"
+    off = {"tls": {"mode": "DISABLE"}}
+    # Newer than the server's own rule (the Service's one-request-per-connection rule, made with it).
+    newer = istio.destination_rule(home.namespace, "tls-off", host, platform.run_id, traffic_policy=off,
+                                   subsets=[{"name": "probe", "labels": {"app": "server"}, "trafficPolicy": off}])
+    overriding = istio.destination_rule(away.namespace, "tls-off", host, platform.run_id, traffic_policy=off)
+    via_subset = istio.virtual_service(home.namespace, "via-probe", host, platform.run_id, subset="probe")
+    assert meshchecks.destination_rule_findings(kube, [home.namespace, away.namespace]) == []
+    istio.apply(kube, newer)
+    istio.apply(kube, overriding)
+    try:
+        findings = {f.where: f.what for f in meshchecks.destination_rule_findings(kube, [home.namespace,
+                                                                                          away.namespace])}
+        mine, theirs = f"DestinationRule {home.namespace}/tls-off", f"DestinationRule {away.namespace}/tls-off"
+        assert set(findings) == {mine, theirs}
+        assert findings[mine].startswith("tls.mode DISABLE (subset probe) ")
+        assert f"clients in {home.namespace} send plaintext" in findings[mine]
+        assert findings[theirs].startswith("tls.mode DISABLE (trafficPolicy) ")
+        assert f"clients in {away.namespace} send plaintext" in findings[theirs]
+        # Live, in the client's namespace: its own rule is in force, and the request crosses in the clear
+        # (the STRICT server refuses it).
+        wait_until(_sent_in_the_clear(platform, stranger, server), timeout=15, interval=0.2,
+                   describe="the stranger's proxy to apply its namespace's rule")
+        # Live, beside the server: the newer rule's subset is merged in, with its own policy: routed to it,
+        # the request is in the clear ...
+        istio.apply(kube, via_subset)
+        wait_until(_sent_in_the_clear(platform, neighbour, server), timeout=15, interval=0.2,
+                   describe="the neighbour's proxy to route through the newer rule's subset")
+        # ... while the newer rule's top-level policy is not: on the default route again, it is mTLS.
+        istio.delete(kube, via_subset)
+        wait_until(_answered_over_mtls(platform, neighbour, server), timeout=15, interval=0.2, converge=3,
+                   describe="the neighbour's default route to stay mTLS under the older rule's policy")
     finally:
-        istio.delete(kube, rule)
+        for obj in (via_subset, overriding, newer):
+            istio.delete(kube, obj)
 
 
 def test_a_workload_that_bypasses_its_sidecar_is_reachable_in_plaintext(

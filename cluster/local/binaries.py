@@ -172,7 +172,8 @@ POD_MODULE = Path(__file__).parent / "pod"
 
 
 def find_pod_binary(cache: Path, *, progress: Progress = _quiet) -> Path:
-    """tgpod (app and sidecar), built from cluster/local/pod and cached by source hash."""
+    """tgpod (the app: echo and Vault agent, and its capture marker), built from cluster/local/pod and
+    cached by source hash."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -185,7 +186,7 @@ def find_pod_binary(cache: Path, *, progress: Progress = _quiet) -> Path:
             if go is None:
                 raise BinaryMissing("the pod binary (tgpod) is not cached and Go is not installed",
                                     fix="install Go 1.25+; tgpod builds in seconds")
-            progress("building tgpod (the local app and sidecar)")
+            progress("building tgpod (the local app)")
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(f".{target.name}.partial")
             result = subprocess.run(

@@ -3,8 +3,10 @@
     .venv/bin/python bench/bringup.py [--runs N]
 
 Prints, per run and as the median: seconds to bring the platform up (the
-issue's target is <= 15 s), seconds to take it down, seconds to configure
-Vault, and the peak RSS (VmHWM) of kube-apiserver, etcd and Vault.
+target, issue 12: <= 20 s with cached binaries, printed with its ratio), seconds
+to take it down, seconds to configure Vault and to start the mesh (the mesh CA
+and istiod), and the peak RSS (VmHWM) of each control-plane process:
+kube-apiserver, etcd, kube-controller-manager, OpenBao, the mesh CA and istiod.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 from cluster.local.bringup import start_local
 from cluster.runstate import RunState
 from cluster.settings import build_settings
+
+UP_TARGET_S = 20.0
 
 
 def peak_rss_mib(state: RunState) -> dict[str, float]:
@@ -37,7 +41,8 @@ def one_run() -> dict[str, float]:
     started = time.monotonic()
     with start_local(settings, lambda _: None) as platform:
         up = time.monotonic() - started
-        figures = {"up_s": up, "vault_configure_s": platform.timings["vault_configure_s"]}
+        figures = {"up_s": up, "vault_configure_s": platform.timings["vault_configure_s"],
+                   "mesh_up_s": platform.timings["mesh_up_s"]}
         figures.update({f"peak_rss_{name}_mib": mib for name, mib in peak_rss_mib(platform.state).items()})
         stopping = time.monotonic()
     figures["down_s"] = time.monotonic() - stopping
@@ -56,9 +61,9 @@ def main() -> int:
         values = [run.get(key, float("nan")) for run in runs]
         print(f"{key:32} " + " ".join(f"{v:10.2f}" for v in values) + f" {statistics.median(values):8.2f}")
     worst_up = max(run["up_s"] for run in runs)
-    print(f"target: platform up <= 15 s with cached binaries; worst run {worst_up:.2f} s "
-          f"-> {'met' if worst_up <= 15 else 'MISSED'}")
-    return 0 if worst_up <= 15 else 1
+    print(f"target: platform up <= {UP_TARGET_S:.0f} s with cached binaries; worst run {worst_up:.2f} s, ratio "
+          f"{worst_up / UP_TARGET_S:.2f} -> {'met' if worst_up <= UP_TARGET_S else 'MISSED'}")
+    return 0 if worst_up <= UP_TARGET_S else 1
 
 
 if __name__ == "__main__":

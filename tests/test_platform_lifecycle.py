@@ -95,6 +95,31 @@ def test_interrupt_during_bring_up_leaves_nothing(nothing_left: None, sig: signa
     assert not child.said(" passed"), child.output
 
 
+def _running(before_pids: frozenset[int], program: str) -> bool:
+    """A process of ours started since ``before`` runs ``program`` (its argv[0] ends with it)."""
+    for pid in snapshot().pids - before_pids:
+        try:
+            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        except OSError:
+            continue
+        if argv0.endswith(program):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("program", ["pilot-discovery", "envoy"], ids=["istiod-up", "sidecars-up"])
+def test_ctrl_c_while_istio_runs_leaves_nothing(nothing_left: None, program: str) -> None:
+    """Interrupted once istiod runs (with the mesh CA and kube-controller-manager), or once a pod's
+    pilot-agent has started Envoy: every one of them goes, Envoy included (pilot-agent's child)."""
+    before = snapshot()
+    child = Child.start("suites/conformance/test_mtls.py", "-v")
+    wait_until(lambda: _running(before.pids, program), timeout=120, interval=0.05,
+               describe=f"the child's {program} to run")
+    child.process.send_signal(signal.SIGINT)
+    code = child.process.wait(timeout=60)
+    assert code != 0, child.output
+
+
 @pytest.mark.parametrize("suite", [SUITE, "suites/conformance/test_mtls.py"], ids=["vault", "mesh"])
 def test_ctrl_c_during_a_test_leaves_nothing(nothing_left: None, suite: str) -> None:
     child = Child.start(suite, "-v")

@@ -9,6 +9,7 @@ import pytest
 
 from cluster.errors import TrustgridError
 from cluster.istiodlog import SETTLE_S, cacerts_reloads, wait_cacerts_taken
+from tests.fakeclock import FakeClock
 
 # Recorded from the local platform's istiod (tests/test_plugin_ca.py), run paths shortened.
 STARTED = "2026-12-01T03:26:59.991899Z\tinfo\tAdded cacerts files watcher at /run/istiod/cacerts\n"
@@ -23,17 +24,6 @@ HALF = ("2026-12-01T03:27:30.100000Z\terror\tFailed to update new Plug-in CA cer
         "key: x509: requested SignatureAlgorithm does not match private key type\n")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_reloads_and_refusals_are_counted() -> None:
     seen = cacerts_reloads(STARTED + UPDATE + RELOADED + UPDATE + STRANGER)
     assert (seen.reloaded, seen.refused) == (1, 1)
@@ -41,35 +31,35 @@ def test_reloads_and_refusals_are_counted() -> None:
 
 
 def test_a_reload_after_the_write_is_taken() -> None:
-    clock = Clock()
+    clock = FakeClock()
     logs = iter([STARTED, STARTED + UPDATE, STARTED + UPDATE + RELOADED])
     wait_cacerts_taken(lambda: next(logs), cacerts_reloads(STARTED), timeout=5, interval=0.1, clock=clock,
-                       between_polls=clock.sleep)
+                       between_polls=clock.advance)
 
 
 def test_a_half_written_set_refused_then_taken_is_taken() -> None:
     """The 100 ms debounce may read the new key with the old certificate; the next event brings the reload."""
-    clock = Clock()
+    clock = FakeClock()
     log = STARTED
 
     def read() -> str:
         return log + HALF + (RELOADED if clock.now >= SETTLE_S / 2 else "")
 
-    wait_cacerts_taken(read, cacerts_reloads(log), timeout=5, interval=0.1, clock=clock, between_polls=clock.sleep)
+    wait_cacerts_taken(read, cacerts_reloads(log), timeout=5, interval=0.1, clock=clock, between_polls=clock.advance)
 
 
 def test_a_refusal_with_no_reload_after_it_is_one_line_in_istiods_words() -> None:
-    clock = Clock()
+    clock = FakeClock()
     with pytest.raises(TrustgridError) as raised:
         wait_cacerts_taken(lambda: STARTED + UPDATE + STRANGER, cacerts_reloads(STARTED), timeout=30, interval=0.1,
-                           clock=clock, between_polls=clock.sleep)
+                           clock=clock, between_polls=clock.advance)
     assert "istiod kept its old cacerts" in str(raised.value) and "ROOT-CA not supported" in str(raised.value)
     assert "\n" not in str(raised.value)
     assert clock.now < 5  # settled, not timed out
 
 
 def test_silence_is_reported_at_the_deadline() -> None:
-    clock = Clock()
+    clock = FakeClock()
     with pytest.raises(TrustgridError, match="nothing in its log about them"):
         wait_cacerts_taken(lambda: STARTED, cacerts_reloads(STARTED), timeout=3, interval=0.1, clock=clock,
-                           between_polls=clock.sleep)
+                           between_polls=clock.advance)

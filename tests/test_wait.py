@@ -4,17 +4,7 @@ import pytest
 
 from cluster.errors import WaitTimeout
 from cluster.wait import Abort, wait_until
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.fakeclock import FakeClock
 
 
 def test_returns_the_first_truthy_value() -> None:

@@ -1,9 +1,9 @@
 """The local platform's kube-controller-manager, proven by what its controllers do on the live API server.
 
-There is no kubelet on the local platform: Pods are API objects whose status the
-local runtime writes, as cluster/local/pods.py does (phase Running, Ready, podIP and
-podIPs). The EndpointSlice test pins down what the upstream controller asks of
-such a Pod before it lists its IP; the sources are cited where each rule is used.
+The local platform's kubelet (cluster/local/kubelet.py) is not the upstream one: it writes a Pod's
+status itself (phase Running, Ready, podIP and podIPs) and registers one Node. The EndpointSlice
+test pins down what the upstream controller asks of such a Pod and Node before it lists the IP;
+the sources are cited where each rule is used.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from kubernetes.client.exceptions import ApiException
 from cluster.kube import Kube, labels, namespace_name
 from cluster.local.controllermanager import CONTROLLERS
 from cluster.local.platform import LocalPlatform
-from cluster.platform import Platform
 from cluster.wait import wait_until
 
 # Generous for a busy 2-core runner; each of these takes well under a second when idle,
@@ -32,12 +31,6 @@ NAMESPACE_GONE_S = 60.0
 # TEST-NET-1 (RFC 5737): addresses no pod network of this machine hands out or routes.
 ON_NODE_IP, NO_NODE_IP, LOST_NODE_IP = "192.0.2.10", "192.0.2.11", "192.0.2.12"
 
-
-@pytest.fixture
-def local(platform: Platform) -> LocalPlatform:
-    if not isinstance(platform, LocalPlatform):
-        pytest.skip("proves the local platform's own kube-controller-manager")
-    return platform
 
 
 @pytest.fixture

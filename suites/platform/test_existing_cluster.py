@@ -26,7 +26,6 @@ from cluster.kind.platform import MESH_CA_ROLE_KEPT
 from cluster.kube import Kube
 from cluster.kubeconfig.platform import ExistingClusterPlatform, attach_existing, attachment_target
 from cluster.local.platform import LocalPlatform
-from cluster.platform import Platform
 from cluster.runstate import EXISTING_CLUSTER_MARK, RUN_LABEL, runs_root
 from cluster.settings import Settings, build_settings
 from cluster.tenancy import open_tenant
@@ -43,12 +42,6 @@ class Recorder:
         self.calls.append(list(argv))
         return "1.31.1"
 
-
-@pytest.fixture
-def local(platform: Platform) -> LocalPlatform:
-    if not isinstance(platform, LocalPlatform):
-        pytest.skip("attaches to the local platform's API server and Vault")
-    return platform
 
 
 @pytest.fixture

@@ -38,12 +38,6 @@ ISTIO_CA = "istio-ca"
 PILOT_AGENT_TTL_S = 86400  # pilot-agent's default SECRET_TTL, sent as validity_duration
 
 
-@pytest.fixture
-def local(platform: Platform) -> LocalPlatform:
-    if not isinstance(platform, LocalPlatform):
-        pytest.skip("calls the local platform's own mesh CA")
-    return platform
-
 
 @pytest.fixture(scope="module")
 def proto() -> caproto.CaProto:

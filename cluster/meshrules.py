@@ -15,6 +15,10 @@ from typing import Any
 UNSET, STRICT, PERMISSIVE, DISABLE = "UNSET", "STRICT", "PERMISSIVE", "DISABLE"
 DEFAULT_MODE = PERMISSIVE  # ComposePeerAuthentication starts from MTLSPermissive
 ROOT_NAMESPACE = "istio-system"  # meshConfig.rootNamespace, by default the namespace istiod runs in
+# What an in-mesh client offers in its TLS handshake when metadata exchange is off (ALPNInMesh,
+# pilot/pkg/networking/util/util.go). A PERMISSIVE inbound listener terminates TLS only for these ALPNs
+# (allIstioMtlsALPNs, pilot/pkg/networking/core/listener.go); other TLS goes to the app as it is.
+IN_MESH_ALPN = ("istio",)
 
 
 @dataclass(frozen=True)

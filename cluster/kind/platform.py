@@ -35,6 +35,7 @@ from cluster.errors import PlatformUnavailable
 from cluster.istiodlog import cacerts_reloads, wait_cacerts_taken
 from cluster.kind import manifests, vaulttls
 from cluster.kind.commands import Kubectl, Runner
+from cluster.meshrules import IN_MESH_ALPN
 from cluster.platform import CallResult, Capture, Versions, Workload
 from cluster.proxydump import NoWorkloadCertificate, last_certificate_error, workload_secret
 from cluster.runstate import RunState
@@ -223,11 +224,12 @@ class KindPlatform:
         capture.fill(flows, payload)
 
     def peer_certificate(self, wl: Workload) -> bytes:
-        """A TLS handshake with the pod's proxy from outside the mesh (an ephemeral container in a naked pod)."""
+        """A TLS handshake with the pod's proxy from outside the mesh (an ephemeral container in a naked pod),
+        offering the in-mesh ALPN so that a PERMISSIVE listener terminates it too (see IN_MESH_ALPN)."""
         naked = Workload(namespace="trustgrid-legacy", name="naked", service_account="naked", ip="", meshed=False)
         pod, container = self._ephemeral(naked, [
-            "sh", "-c", f"openssl s_client -connect {wl.ip}:{APP_PORT} </dev/null 2>/dev/null "
-                        "| openssl x509 -outform DER | base64 -w0; echo"])
+            "sh", "-c", f"openssl s_client -connect {wl.ip}:{APP_PORT} -alpn {','.join(IN_MESH_ALPN)} "
+                        "</dev/null 2>/dev/null | openssl x509 -outform DER | base64 -w0; echo"])
         text = wait_until(lambda: self.kubectl("-n", naked.namespace, "logs", pod, "-c", container).strip(),
                           timeout=60, interval=0.5, describe="the handshake with the proxy")
         return base64.b64decode(str(text))

@@ -37,6 +37,7 @@ from cluster.local.openbao import LocalVault, VaultEndpoint
 from cluster.local.pods import LocalPods
 from cluster.local.process import stop_recorded
 from cluster.local.vaultpod import VaultPod
+from cluster.meshrules import IN_MESH_ALPN
 from cluster.platform import CallResult, Capture, Versions, Workload
 from cluster.runstate import RunState
 from cluster.secrets import redact
@@ -266,10 +267,14 @@ class LocalPlatform:
         self.pods.renew_certificate(wl)
 
     def peer_certificate(self, wl: Workload) -> bytes:
-        """Handshake with the pod's proxy from the node, as any TLS client would, and keep its certificate."""
+        """Handshake with the pod's proxy from the node, as an in-mesh client would, and keep its certificate."""
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # callers verify it against Vault's own chain
+        # The ALPN an in-mesh client offers (ALPNInMesh, pilot/pkg/networking/util/util.go). Without it a
+        # PERMISSIVE inbound listener hands the handshake to its plaintext chain, and the app resets it
+        # (inboundPermissive*FilterChainMatch*Options, pilot/pkg/networking/core/filterchain_options.go).
+        context.set_alpn_protocols(list(IN_MESH_ALPN))
         with socket.create_connection((wl.ip, APP_PORT), timeout=5) as raw, context.wrap_socket(raw) as tls:
             der = tls.getpeercert(binary_form=True)
         if not der:

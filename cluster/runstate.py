@@ -166,6 +166,12 @@ def our_processes(run_id: str | None = None) -> list[int]:
     return found
 
 
+def terminate_run(run_id: str) -> None:
+    """Stop every process still labelled with the run: the last step of a teardown, for any process
+    that was started but never tracked (a child that outlived its parent, a hook cut short)."""
+    terminate(our_processes(run_id))
+
+
 def terminate(pids: list[int], grace: float = 5.0) -> None:
     """SIGTERM, then SIGKILL whatever is still there after ``grace`` seconds."""
     from cluster.wait import pause  # local import: wait imports errors only

@@ -53,7 +53,7 @@ from cluster.local.platform import (
 )
 from cluster.local.process import claim_port, stop_recorded
 from cluster.local.vaultpod import TokenRefresher, VaultPod
-from cluster.runstate import RunState, reap_dead_runs
+from cluster.runstate import RunState, reap_dead_runs, terminate_run
 from cluster.settings import Settings
 from cluster.tenancy import install_setup_namespaces
 from cluster.vault import KubernetesAuthTarget, VaultConfigurator, VaultLayout
@@ -155,6 +155,7 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
             state.mark_kept({"kubeconfig": str(state.file("kubeconfig"))})
         network = NodeNetwork(settings.run_id, cidr, state.file("ipam.json"))
         stack.callback(network.down)
+        stack.callback(terminate_run, settings.run_id)  # after every stop below: whatever slipped through
         network.up(state.owner)
         pki = local_pki.generate(state, extra_ips=(network.host_ip,))
         stack.callback(shutil.rmtree, PODS_BASE / settings.run_id, True)

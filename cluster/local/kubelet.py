@@ -440,6 +440,11 @@ class Kubelet:
             process.stop(grace=1)
             raise PodStartError(f"pod {run.namespace}/{run.name}: {what} did not finish: {process.log_tail()}",
                                 fix="see the pod's logs in the run's state directory") from None
+        except BaseException:
+            # Ctrl-C while an init container or a postStart hook (pilot-agent wait) runs: it is not one of
+            # the pod's containers, so the pod's own teardown would not stop it.
+            process.stop(grace=1)
+            raise
         code = process.popen.returncode if process.popen else None
         if code != 0:
             raise PodStartError(f"pod {run.namespace}/{run.name}: {what} exited with code {code}: {process.log_tail()}",

@@ -19,7 +19,7 @@ from cluster.local.binaries import (
     find_vault,
     staging_replacements,
 )
-from cluster.versions import load_pins
+from cluster.versions import Pins, load_pins
 
 RELEASE_GO_MOD = """module k8s.io/kubernetes
 
@@ -107,15 +107,20 @@ def test_kubebuilder_assets_without_a_controller_manager_is_one_line_naming_the_
     assert "unset KUBEBUILDER_ASSETS" in message
 
 
-def test_cached_binaries_are_used_without_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _cache_without_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *names: str) -> Pins:
+    """A machine without Go whose control-plane cache under tmp_path holds just ``names``."""
     monkeypatch.delenv("KUBEBUILDER_ASSETS", raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")
     pins = load_pins()
     folder = binaries.cached_control_plane(tmp_path, pins)
     folder.mkdir(parents=True)
-    _executable(folder / "kube-apiserver")
-    _executable(folder / "etcd")
-    _executable(folder / "kube-controller-manager")
+    for name in names:
+        _executable(folder / name)
+    return pins
+
+
+def test_cached_binaries_are_used_without_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pins = _cache_without_go(tmp_path, monkeypatch, "kube-apiserver", "etcd", "kube-controller-manager")
     found = find_control_plane(tmp_path, pins)
     assert found.source == "cache"
     assert found.kube_controller_manager == tmp_path / "bin" / "k8s-v1.35.4-etcd-v3.6.5" / "kube-controller-manager"
@@ -163,13 +168,7 @@ def test_a_cache_without_the_controller_manager_builds_just_that(tmp_path: Path,
 
 def test_a_cache_without_the_controller_manager_and_no_go_names_it(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("KUBEBUILDER_ASSETS", raising=False)
-    monkeypatch.setenv("PATH", "/nonexistent")
-    pins = load_pins()
-    folder = binaries.cached_control_plane(tmp_path, pins)
-    folder.mkdir(parents=True)
-    _executable(folder / "kube-apiserver")
-    _executable(folder / "etcd")
+    pins = _cache_without_go(tmp_path, monkeypatch, "kube-apiserver", "etcd")
     with pytest.raises(BinaryMissing) as raised:
         find_control_plane(tmp_path, pins)
     message = str(raised.value)

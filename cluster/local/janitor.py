@@ -25,7 +25,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from cluster.errors import WaitTimeout
 from cluster.runstate import RunState, run_is_live
+from cluster.wait import wait_until
 
 
 @contextlib.contextmanager
@@ -46,13 +48,30 @@ def janitor(state: RunState) -> Iterator[None]:
         os.close(write_end)  # EOF while the owner lives: the janitor leaves
 
 
+# How long a dying owner may take from closing its files to being a zombie; and how long a live owner
+# that released the pipe takes to remove its state directory. Seconds; both are ends of a teardown.
+OWNER_EXIT_S = 30.0
+
+
 def main(argv: list[str]) -> int:
     state_dir = Path(argv[0])
     while sys.stdin.buffer.read(4096):
         pass
-    # Released by a live owner, kept on purpose, or already torn down: nothing to do.
-    if not state_dir.exists() or run_is_live(state_dir):
-        return 0
+    if (state_dir / "kept.json").exists():
+        return 0  # kept on purpose: `python -m cluster down` removes it
+
+    # EOF comes when the owner's last thread closes its files, a moment before the kernel marks it
+    # dead (do_exit: exit_files before exit_notify). On a loaded machine this process can look in
+    # that moment, see a live owner and leave a killed run behind: wait for one of the two ends.
+    def settled() -> bool:
+        return not state_dir.exists() or not run_is_live(state_dir)
+
+    try:
+        wait_until(settled, timeout=OWNER_EXIT_S, interval=0.05, describe="the owner's exit or its teardown")
+    except WaitTimeout:
+        return 0  # a live owner released the pipe and its teardown is still running: it is its own
+    if not state_dir.exists():
+        return 0  # torn down by the owner
     from cluster.local.bringup import reap_local
 
     reap_local()

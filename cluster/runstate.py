@@ -152,7 +152,7 @@ def process_run_id(pid: int) -> str | None:
 def _orphaned(pid: int) -> bool:
     """A labelled process whose run owner is gone (never a kept run's)."""
     owner = _environ_value(pid, OWNER_ENV)
-    return owner is not None and owner.isdigit() and not _alive(int(owner))
+    return owner is not None and owner.isdigit() and not process_alive(int(owner))
 
 
 def our_processes(run_id: str | None = None) -> list[int]:
@@ -180,10 +180,10 @@ def terminate(pids: list[int], grace: float = 5.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+    while time.monotonic() < deadline and any(process_alive(pid) for pid in pids):
         pause(0.05)
     for pid in pids:
-        if _alive(pid):
+        if process_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
@@ -217,7 +217,8 @@ def terminate_group(pgid: int, grace: float = 5.0) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """The pid exists and is not a zombie (/proc/<pid>/stat state)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
@@ -233,7 +234,7 @@ def run_is_live(path: Path) -> bool:
         owner = int((path / "owner").read_text())
     except (OSError, ValueError):
         return False
-    return _alive(owner)
+    return process_alive(owner)
 
 
 # A run directory with one of these files records what the run made outside this machine (a kind

@@ -64,18 +64,33 @@ def test_a_janitor_woken_while_its_owner_is_still_dying_reaps_the_run(tmp_path: 
     assert not state.exists()
 
 
+def _dead_run(tmp_path: Path) -> Path:
+    """Another run whose owner is gone: a janitor that reaps (it must not here) removes it too."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=30)
+    other = tmp_path / "runs" / "tg-unit-other"
+    other.mkdir(parents=True)
+    (other / "owner").write_text(str(gone.pid))
+    return other
+
+
 def test_a_janitor_released_by_a_live_owner_leaves_its_teardown_to_it(tmp_path: Path) -> None:
+    other = _dead_run(tmp_path)
     state = _run_owned_by(tmp_path, os.getpid())
     janitor = _janitor(state, tmp_path)
     assert janitor.stdin is not None
+    wait_until(lambda: _blocked_in(janitor.pid) == "read 0x0", timeout=60, interval=0.01,
+               describe="the janitor to wait on its pipe")
     janitor.stdin.close()  # the owner's teardown released it; the owner removes its state next
     (state / "vault-init.json").unlink()
     (state / "owner").unlink()
     state.rmdir()
     assert janitor.wait(timeout=60) == 0
+    assert other.exists(), "the janitor reaped during a live owner's teardown"
 
 
 def test_a_kept_run_is_left_alone_when_its_owner_exits(tmp_path: Path) -> None:
+    other = _dead_run(tmp_path)
     owner = subprocess.Popen([sys.executable, "-c", "pass"])
     owner.wait(timeout=30)
     state = _run_owned_by(tmp_path, owner.pid)
@@ -85,3 +100,4 @@ def test_a_kept_run_is_left_alone_when_its_owner_exits(tmp_path: Path) -> None:
     janitor.stdin.close()
     assert janitor.wait(timeout=60) == 0
     assert (state / "vault-init.json").exists()
+    assert other.exists(), "the janitor of a kept run reaped"

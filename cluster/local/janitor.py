@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cluster.errors import WaitTimeout
-from cluster.runstate import RunState, run_is_live
+from cluster.runstate import RunState, process_alive
 from cluster.wait import wait_until
 
 
@@ -55,6 +55,11 @@ OWNER_EXIT_S = 30.0
 
 def main(argv: list[str]) -> int:
     state_dir = Path(argv[0])
+    # Read now, while the run is whole: a live owner's teardown removes this file before the directory.
+    try:
+        owner = int((state_dir / "owner").read_text())
+    except (OSError, ValueError):
+        return 0  # already being torn down; a run without its owner file is the next reaper's
     while sys.stdin.buffer.read(4096):
         pass
     if (state_dir / "kept.json").exists():
@@ -64,7 +69,7 @@ def main(argv: list[str]) -> int:
     # dead (do_exit: exit_files before exit_notify). On a loaded machine this process can look in
     # that moment, see a live owner and leave a killed run behind: wait for one of the two ends.
     def settled() -> bool:
-        return not state_dir.exists() or not run_is_live(state_dir)
+        return not state_dir.exists() or not process_alive(owner)
 
     try:
         wait_until(settled, timeout=OWNER_EXIT_S, interval=0.05, describe="the owner's exit or its teardown")

@@ -28,7 +28,8 @@ from cluster.versions import Pins
 CONTROLPLANE_MODULE = Path(__file__).parent / "controlplane"
 # One directory per release: each binary is built from the directory of the same name.
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager")
-GO_HINT = ("install Go 1.25+ (the first build takes about 5 minutes) "
+# Go 1.26: Istio's module needs it (cluster/local/istio/go.mod), and one toolchain builds the platform.
+GO_HINT = ("install Go 1.26+ (the first build of the control plane takes about 9 minutes on 2 cores) "
            "or set KUBEBUILDER_ASSETS to a directory with kube-apiserver, etcd and kube-controller-manager")
 
 Progress = Callable[[str], None]
@@ -185,7 +186,7 @@ def find_pod_binary(cache: Path, *, progress: Progress = _quiet) -> Path:
             go = shutil.which("go")
             if go is None:
                 raise BinaryMissing("the pod binary (tgpod) is not cached and Go is not installed",
-                                    fix="install Go 1.25+; tgpod builds in seconds")
+                                    fix="install Go 1.26+; tgpod builds in seconds")
             progress("building tgpod (the local app)")
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(f".{target.name}.partial")

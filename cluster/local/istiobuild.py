@@ -28,7 +28,7 @@ from cluster.local.binaries import _file_lock
 from cluster.versions import VERSIONS_FILE
 
 ISTIO_MODULE = Path(__file__).parent / "istio"
-GO_HINT = ("install Go 1.26+ (the first build of istiod takes about 7 minutes on 2 cores), or copy built "
+GO_HINT = ("install Go 1.26+ (after the control plane, istiod builds in about 7 minutes on 2 cores), or copy built "
            "pilot-discovery, pilot-agent and istioctl into {folder}")
 # Upstream's build tags (Makefile.core.mk STANDARD_TAGS and AGENT_TAGS).
 STANDARD_TAGS = "vtprotobuf,disable_pgv"

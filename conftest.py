@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.errors import TrustgridError
-from cluster.guard import Attachment, disruptive_refusal
+from cluster.errors import FaultRefused, TrustgridError
 from cluster.kube import Kube
 from cluster.platform import Platform, Workload
 from cluster.secrets import install_record_factory, redact
@@ -123,12 +122,15 @@ def pytest_configure(config: pytest.Config) -> None:
             logging.getLogger(chatty).setLevel(logging.WARNING)
     workerinput: dict[str, str] | None = getattr(config, "workerinput", None)
     try:
+        # --platform auto is resolved once, by the controller; its workers take its answer.
+        decided = ((lambda _: (workerinput["trustgrid_platform"], workerinput["trustgrid_platform_reason"]))
+                   if workerinput and "trustgrid_platform" in workerinput else resolve)
         settings = build_settings(vars(config.option), rootdir=config.rootpath,
-                                  run_id=workerinput["trustgrid_run_id"] if workerinput else None)
-        name, reason = resolve(settings.platform)
+                                  run_id=workerinput["trustgrid_run_id"] if workerinput else None, resolve=decided)
         if settings.dry_run and not workerinput:
-            print_plan_and_exit(name, settings)
-        check_available(name, settings)
+            print_plan_and_exit(settings.platform, settings)
+        if not workerinput:  # a worker's controller checked it, once, before the bring-up
+            check_available(settings.platform, settings)
     except TrustgridError as err:
         raise pytest.UsageError(f"trustgrid: {err}") from None
 
@@ -138,7 +140,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if terminal is not None:
             terminal.write_line(f"trustgrid: {message}")
 
-    session = PlatformSession(settings, name, reason, progress)
+    session = PlatformSession(settings, progress)
     config.stash[SESSION] = session
     reporting = ReportPlugin(settings, worker=workerinput is not None)
     reporting.set_defaults(config)
@@ -174,6 +176,8 @@ class _XdistBridge:
     def pytest_configure_node(self, node: object) -> None:
         workerinput: dict[str, str] = node.workerinput  # type: ignore[attr-defined]
         workerinput["trustgrid_run_id"] = self.session.settings.run_id
+        workerinput["trustgrid_platform"] = self.session.settings.platform
+        workerinput["trustgrid_platform_reason"] = self.session.settings.platform_reason
         workerinput["trustgrid_state"] = str(self.session.state_path or "")
 
 
@@ -246,14 +250,12 @@ def _platform_lock(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     platform = request.getfixturevalue("platform")
     marker = request.node.get_closest_marker("cluster_fault")
-    if marker and platform.name == "kubeconfig":
-        settings = request.getfixturevalue("settings")
-        refusal = disruptive_refusal(Attachment(settings.context or "", allow_disruptive=settings.allow_disruptive),
-                                     request.node.name)
-        if refusal:
-            pytest.skip(refusal)
     faults = platform.faults()
-    with faults.exclusive(request.node.nodeid) if marker else faults.shared():
+    try:  # the platform's Faults decide whether a cluster-wide fault may run here (an existing cluster: only if told)
+        held = faults.exclusive(request.node.name) if marker else faults.shared()
+    except FaultRefused as refused:
+        pytest.skip(str(refused))
+    with held:
         yield
 
 

@@ -64,6 +64,10 @@ class ProcessFailed(PlatformUnavailable):
         super().__init__(f"{name} {problem}", fix=f"see its log{': ' + log_tail if log_tail else ''}")
 
 
+class FaultRefused(TrustgridError):
+    """A cluster-wide fault that this platform may not run here (an existing cluster without --allow-disruptive)."""
+
+
 class VaultSealed(TrustgridError):
     """Vault answered that it is sealed."""
 

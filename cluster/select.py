@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import socket
+import shutil
+import subprocess
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -11,27 +11,38 @@ from pathlib import Path
 from cluster.errors import PlatformUnavailable
 from cluster.guard import Attachment, check_context, current_context, kubeconfig_path
 from cluster.platform import Platform
+from cluster.secrets import redact
 from cluster.settings import Settings
 
 Progress = Callable[[str], None]
 
 
-def docker_engine_answers(timeout: float = 1.0) -> bool:
-    """True when a Docker engine answers /_ping on its socket (a client alone is not enough)."""
-    host = docker_host()
-    if not host.startswith("unix://"):
-        return False  # remote engines are for --platform kind, chosen explicitly
-    path = host.removeprefix("unix://")
-    if not Path(path).exists():
-        return False
+def docker_engine(timeout: float = 1.2) -> str | None:
+    """Why no Docker engine answers, or None when one does.
+
+    Asked of the Docker client (`docker version`), which honours contexts, DOCKER_HOST and
+    Docker Desktop's socket, not of one socket path. Bounded by ``timeout`` seconds, so that
+    `--platform kind` without an engine still fails in well under 2 s.
+    """
+    docker = shutil.which("docker")
+    if docker is None:
+        return "there is no docker command on PATH"
     try:
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(timeout)
-            sock.connect(path)
-            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            return b" 200 " in sock.recv(64)
-    except OSError:
-        return False
+        result = subprocess.run([docker, "version", "--format", "{{.Server.Version}}"], capture_output=True,
+                                text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return f"`docker version` did not answer in {timeout:g} s"
+    except OSError as err:
+        return f"`docker version` could not run ({err.strerror})"
+    if result.returncode == 0 and result.stdout.strip():
+        return None
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    return redact(lines[-1].rstrip(".") if lines else f"`docker version` exited {result.returncode}")
+
+
+def docker_engine_answers(timeout: float = 1.2) -> bool:
+    """True when the Docker client reaches an engine (a client alone is not enough)."""
+    return docker_engine(timeout) is None
 
 
 def resolve(platform: str) -> tuple[str, str]:
@@ -43,17 +54,13 @@ def resolve(platform: str) -> tuple[str, str]:
     return "local", "auto: no Docker engine answers"
 
 
-def docker_host() -> str:
-    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-
-
 def check_available(name: str, settings: Settings | None = None) -> None:
     """Fail fast (well under 2 s), with one line, before anything is created."""
     if name == "kubeconfig" and settings is not None:
         check_context(Attachment(settings.context or current_context(kubeconfig_path()), settings.context_allowlist,
                                  settings.allow_live_cluster, settings.allow_disruptive))
-    if name == "kind" and not docker_engine_answers():
-        raise PlatformUnavailable(f"the kind platform needs a Docker engine, and none answers at {docker_host()}",
+    if name == "kind" and (why := docker_engine()) is not None:
+        raise PlatformUnavailable(f"the kind platform needs a Docker engine, and none answers: {why}",
                                   fix="start Docker, or use --platform local")
 
 
@@ -74,8 +81,8 @@ def open_platform(name: str, settings: Settings, progress: Progress) -> Abstract
 
 
 def attach_platform(name: str, settings: Settings, state_path: Path) -> Platform:
-    """Connect to a platform another process (the xdist controller) brought up."""
-    check_available(name, settings)
+    """Connect to a platform another process (the xdist controller) brought up; the controller checked
+    that it is available (Docker, the context guard) before it did."""
     if name == "kind":
         from cluster.kind.bringup import attach_kind
 

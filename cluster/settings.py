@@ -7,7 +7,7 @@ then default. Nothing reads options or the environment after this.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,9 +40,12 @@ KIND_VAULTS = ("vault", "openbao")
 VAULT_PLACEMENTS = ("in-cluster", "external")
 
 
+Resolve = Callable[[str], tuple[str, str]]  # "auto" -> (a concrete platform, why it was chosen)
+
+
 @dataclass(frozen=True)
 class Settings:
-    platform: str
+    platform: str  # local, kind or kubeconfig once resolved (build_settings with a resolver); "auto" only unresolved
     profile: Profile
     keep_cluster: bool
     report_dir: Path
@@ -64,6 +67,7 @@ class Settings:
     kind_vault: str = "vault"
     vault_placement: str = "in-cluster"  # --vault external: a container beside the kind nodes
     istio_version: str | None = None
+    platform_reason: str = ""  # why this platform: "chosen with --platform", or what auto found
     # --platform kubeconfig: where the existing cluster's Vault, mesh CA and image are.
     existing: ExistingCluster | None = None
 
@@ -112,13 +116,21 @@ def build_settings(
     *,
     rootdir: Path | None = None,
     run_id: str | None = None,
+    resolve: Resolve | None = None,
 ) -> Settings:
+    """The run's settings from options (pytest's), then the environment (TRUSTGRID_*), then defaults.
+
+    ``resolve`` turns --platform auto into a concrete platform, once: the caller that may look for a
+    Docker engine passes it (conftest, cluster/select.py resolve), and xdist workers pass the answer
+    their controller got. Raises SettingsError (one line, with the fix) for a bad value.
+    """
     env = os.environ if env is None else env
     root = rootdir or Path.cwd()
 
     platform = str(_pick(options, env, "platform") or "auto")
     if platform not in PLATFORMS:
         raise SettingsError(f"unknown --platform {platform!r}", fix=f"choose one of {', '.join(PLATFORMS)}")
+    platform, reason = resolve(platform) if resolve else (platform, "")
 
     profile_value = _pick(options, env, "profile")
     profile_path = Path(str(profile_value)) if profile_value else DEFAULT_PROFILE
@@ -137,6 +149,7 @@ def build_settings(
     report_value = _pick(options, env, "report_dir")
     return Settings(
         platform=platform,
+        platform_reason=reason,
         profile=profile,
         keep_cluster=bool(options.get("keep_cluster")),
         dry_run=bool(options.get("dry_run")),

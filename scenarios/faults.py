@@ -10,7 +10,6 @@ import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import hvac
@@ -28,22 +27,13 @@ from cluster.vault import PkiRotation, VaultConfigurator
 from scenarios.scenario import Fault
 
 
-def _remaining(status: dict[str, Any]) -> float:
-    not_after = datetime.fromisoformat(str(status["not_after"]).replace("Z", "+00:00"))
-    return (not_after - datetime.now(UTC)).total_seconds()
-
-
 def _cert_expiry(platform: Platform, *workloads: Workload) -> float:
     """Seconds until the first of these proxies' certificates expires: then calls between them fail."""
-    return max(0.0, min(_remaining(platform.sidecar_status(w)) for w in workloads))
+    return max(0.0, min(platform.sidecar_status(w).remaining_s() for w in workloads))
 
 
 def _token_expiry(platform: Platform, app: Workload) -> float:
-    return max(0.0, float(platform.read_vault(app).get("expires_in") or 0.0))
-
-
-def _instant(text: str) -> float:
-    return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    return max(0.0, platform.read_vault(app).expires_in or 0.0)
 
 
 class UnboundedFault(TrustgridError):
@@ -104,7 +94,7 @@ class _Base:
     def _app_token_end(self, lifetime: TokenLifetime) -> float:
         """When the app's current token stops being renewable (Unix seconds): its creation, as Vault's
         lookup reports it, plus its effective max. Not its current TTL: renewals go on until then."""
-        accessor = self.platform.read_vault(self.client)["accessor"]
+        accessor = self.platform.read_vault(self.client).accessor
         looked_up = self.admin.adapter.post("/v1/auth/token/lookup-accessor", json={"accessor": accessor})["data"]
         end = token_end(looked_up, lifetime)
         if end is None:
@@ -130,7 +120,7 @@ class VaultTokenExpiry(_Base):
     """The app's agent stops renewing (stuck): its token simply runs out."""
 
     def inject(self) -> None:
-        self.memo["accessor"] = self.platform.read_vault(self.client)["accessor"]
+        self.memo["accessor"] = self.platform.read_vault(self.client).accessor
         self.platform.pause_vault_agent(self.client, True)
         self.memo["expires_in"] = _token_expiry(self.platform, self.client)
 
@@ -148,7 +138,7 @@ class VaultTokenExpiry(_Base):
 
 class VaultTokenRevocation(_Base):
     def inject(self) -> None:
-        self.memo["accessor"] = accessor = self.platform.read_vault(self.client)["accessor"]
+        self.memo["accessor"] = accessor = self.platform.read_vault(self.client).accessor
         self.admin.adapter.post("/v1/auth/token/revoke-accessor", json={"accessor": accessor})
 
     def took_effect(self) -> str:
@@ -187,7 +177,7 @@ class PolicyRevocation(_Base):
         self.admin.sys.create_or_update_policy(policy, 'path "sys/nothing" { capabilities = ["deny"] }')
 
     def took_effect(self) -> str:
-        accessor = self.platform.read_vault(self.client).get("accessor", "")
+        accessor = self.platform.read_vault(self.client).accessor
         path = f"{self.platform.vault_layout.kv_path}/data/{self.tenant.binding.secret_path}"
         caps = self.admin.adapter.post("/v1/sys/capabilities-accessor",
                                        json={"accessor": accessor, "paths": [path]})["data"].get(path, [])
@@ -228,7 +218,7 @@ class ServiceAccountDeletion(_Base):
 
     def fail_closed_in(self) -> float | None:
         lifetime = self._role_lifetime()
-        accessor = self.platform.read_vault(self.client)["accessor"]
+        accessor = self.platform.read_vault(self.client).accessor
         created = float(self.admin.adapter.post("/v1/auth/token/lookup-accessor",
                                                 json={"accessor": accessor})["data"]["creation_time"])
         token_ends = self._app_token_end(lifetime)
@@ -237,7 +227,7 @@ class ServiceAccountDeletion(_Base):
         # JWT, made at its last login (the token's creation), is still cached.
         vault_end = while_cached(token_ends, token_ends, max_s, max_s, cached_until=created)
         status = self.platform.sidecar_status(self.client)
-        obtained, not_after = _instant(status["obtained_at"]), _instant(status["not_after"])
+        obtained, not_after = status.obtained_at.timestamp(), status.not_after.timestamp()
         life = not_after - obtained
         # The proxy renews with grace_ratio of its lifetime left (SECRET_GRACE_PERIOD_RATIO, with a
         # jitter of a percent); the CA reviewed its token when it signed the current certificate.
@@ -285,7 +275,7 @@ class RolePolicyDetach(_Base):
 
     def restore(self) -> None:
         self.configurator.configure_namespace(self.tenant.namespace, self.tenant.binding.service_accounts)
-        accessor = self.platform.read_vault(self.client).get("accessor")
+        accessor = self.platform.read_vault(self.client).accessor
         if accessor:
             with contextlib.suppress(hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden):
                 self.admin.adapter.post("/v1/auth/token/revoke-accessor", json={"accessor": accessor})
@@ -298,7 +288,7 @@ class CertRotation(_Base):
     zero_failures: ClassVar[bool] = True
 
     def _serials(self) -> dict[str, str]:
-        return {w.name: str(self.platform.sidecar_status(w)["serial"]) for w in (self.client, self.server)}
+        return {w.name: self.platform.sidecar_status(w).serial for w in (self.client, self.server)}
 
     def _renew_all(self) -> None:
         """Both proxies hold a new certificate on return. Istio's proxy renews on its own schedule, which
@@ -345,7 +335,7 @@ class IntermediateRotation(CertRotation):
         super().inject()
 
     def took_effect(self) -> str:
-        issuers = {w.name: self.platform.sidecar_status(w).get("issuer") for w in (self.client, self.server)}
+        issuers = {w.name: self.platform.sidecar_status(w).issuer for w in (self.client, self.server)}
         if super().took_effect() and set(issuers.values()) == {self.memo["cn"]}:
             return f"every proxy's certificate is issued by {self.memo['cn']}"
         return ""
@@ -413,7 +403,7 @@ class RootRotation(CertRotation):
 
     def took_effect(self) -> str:
         statuses = [self.platform.sidecar_status(w) for w in (self.client, self.server)]
-        moved = all(s.get("issuer") == self.memo["cn"] and s.get("roots") == 1 for s in statuses)
+        moved = all(s.issuer == self.memo["cn"] and s.roots == 1 for s in statuses)
         if not (moved and super().took_effect()):
             return ""
         self.memo["after_removal"] = present_certificate(self.server.ip, self.memo["old_chain"],
@@ -476,9 +466,8 @@ class MeshCaVaultAccessLost(_Base):
         afresh for each request, so on kind the refused login is the whole evidence.
         """
         status = self.platform.faults().mesh_ca_status()
-        token_refused = [str(e) for e in status.get("vault_token_refused", [])]
-        login_refused = [str(e) for e in status.get("vault_login_refused", [])]
-        if not login_refused or (status.get("vault_holds_token") and not token_refused):
+        token_refused, login_refused = status.token_refused, status.login_refused
+        if not login_refused or (status.holds_token and not token_refused):
             return ""
         first = f"{token_refused[-1]}; then: " if token_refused else ""
         return f"the mesh CA reports: {first}{login_refused[-1]}"
@@ -498,7 +487,7 @@ class MeshCaDown(_Base):
 
     def took_effect(self) -> str:
         """The client's proxy tried to renew and could not reach the CA (pilot-agent's own error)."""
-        error = str(self.platform.sidecar_status(self.client).get("last_error", ""))
+        error = self.platform.sidecar_status(self.client).last_error
         unreachable = any(sign in error for sign in ("Unavailable", "connection refused", "connection error"))
         return f"the client's proxy reports: {error}" if unreachable else ""
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CHOOSERS = {"cluster.select", "cluster.__main__", "cluster.session", "cluster.__init__"}
-PLATFORMS = {"cluster.local", "cluster.kind", "cluster.kubeconfig"}
+PLATFORMS = {"cluster.local", "cluster.kind", "cluster.kubeconfig", "cluster.kubectl"}
 
 
 def _contracts() -> list[dict[str, object]]:

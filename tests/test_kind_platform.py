@@ -10,6 +10,7 @@ import base64
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,13 +22,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from cluster.errors import PlatformUnavailable
 from cluster.kind import manifests
 from cluster.kind.bringup import KindBringUp
-from cluster.kind.commands import CommandFailed, Kubectl, run
-from cluster.kind.platform import KindPlatform, KindVault
-from cluster.platform import Workload
+from cluster.kind.platform import KindPlatform
+from cluster.kubectl.commands import CommandFailed, Kubectl, run
+from cluster.kubectl.platform import ClusterVault
+from cluster.platform import MeshCaStatus, SidecarStatus, Workload
 from cluster.proxydump import workload_secret
-from cluster.runstate import RunState
+from cluster.runstate import RUN_LABEL, RunState
 from cluster.settings import build_settings
 from cluster.wire import MARKER_PORT
 from tests.test_capture import _frame, _tcpdump_hex, _udp_frame
@@ -76,11 +79,13 @@ def kind_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[t
     kubeconfig.write_text(KUBECONFIG % ca)
     settings = build_settings({"platform": "kind"}, {}, rootdir=tmp_path)
     monkeypatch.setattr(KindPlatform, "_server_version", lambda self: "v1.36.4")
+    istiods = ["registry.example/istio/pilot:1.30.3-distroless"]
+    monkeypatch.setattr(KindPlatform, "_istiod_images", lambda self: list(istiods))
     recorder = Recorder({"version --short": "1.31.1"})
     state = RunState.create(settings.run_id)
     target = manifests.VaultTarget("vault", "http://vault.vault.svc:8200", "vault")
     made = KindPlatform(settings, state, kubectl=Kubectl(recorder, Path("/bin/kubectl"), kubeconfig),
-                            istioctl=Path("/bin/istioctl"), vault=KindVault(target, "http://127.0.0.1:1"),
+                            istioctl=Path("/bin/istioctl"), vault=ClusterVault(target, "http://127.0.0.1:1"),
                             debug_image="netshoot@sha256:abc", runner=recorder)
     yield made, recorder
     state.remove()
@@ -90,10 +95,25 @@ CLIENT = Workload("app", "client", "client", "10.0.0.3", True)
 SERVER = Workload("app", "server", "server", "10.0.0.2", True)
 
 
-def test_versions_come_from_the_live_cluster_and_istioctl(kind_platform: tuple[KindPlatform, Recorder]) -> None:
+def test_versions_come_from_the_live_cluster(kind_platform: tuple[KindPlatform, Recorder]) -> None:
+    """The header names the Istio the cluster runs (istiod's image), not the istioctl the run downloaded."""
     kind, _ = kind_platform
     assert kind.versions.as_dict() == {"platform": "kind", "kube-apiserver": "v1.36.4", "vault": "vault",
-                                       "istio": "1.31.1"}
+                                       "istio": "1.30.3"}
+    images = ["r/pilot:1.31.1", "r/pilot:1.30.3"]  # two revisions during an upgrade
+    kind._istiod_images = lambda: images  # type: ignore[method-assign]
+    assert kind._istio_version() == "1.30.3, 1.31.1"
+    images.clear()
+    assert kind._istio_version() == "1.31.1 (istioctl's; no istiod found)"
+
+
+def test_image_tags() -> None:
+    from cluster.kubectl.platform import image_tag
+
+    assert image_tag("registry.example/istio/pilot:1.31.1") == "1.31.1"
+    assert image_tag("localhost:5000/istio/pilot:1.31.1-distroless") == "1.31.1"
+    assert image_tag("registry.example/istio-release/pilot@sha256:abc") == ""
+    assert image_tag("pilot:1.29.0@sha256:abc") == "1.29.0"
 
 
 def test_a_call_goes_through_the_clients_agent_and_reads_xfcc(kind_platform: tuple[KindPlatform, Recorder]) -> None:
@@ -123,7 +143,7 @@ def test_a_capture_runs_tcpdump_on_eth0_in_an_ephemeral_container_and_judges_the
         return ""
 
     recorder.answers[" mark "] = mark
-    recorder.answers[" logs "] = lambda _: _tcpdump_hex(*frames)
+    recorder.answers[" logs "] = lambda _: "tg-tcpdump-pid 7\n" + _tcpdump_hex(*frames)
     with kind.capture(SERVER) as wire:
         assert len(frames) == 1  # the start marker was seen before the block ran
         frames.append(_frame("10.0.0.3", "10.0.0.2", 40000, 8080, 0x02, b""))
@@ -131,10 +151,29 @@ def test_a_capture_runs_tcpdump_on_eth0_in_an_ephemeral_container_and_judges_the
     assert len(frames) == 4  # ...and the end marker after it, before the capture was judged
     debug = next(c for c in recorder.calls if "debug" in c)
     assert "--image=netshoot@sha256:abc" in debug and "--profile=netadmin" in debug
-    assert debug[debug.index("--") + 1:][:3] == ["tcpdump", "-i", "eth0"]  # never loopback: plaintext by design
+    command = debug[debug.index("--") + 1:]
+    assert command[:2] == ["sh", "-c"] and command[4:7] == ["tcpdump", "-i", "eth0"]  # never loopback: plaintext
     assert debug[-1] == "tcp or (udp and dst port 9)"  # every TCP flow, Vault's too, and the markers
     assert len(wire.flows) == 1  # markers are never flows
     assert wire.plaintext_flows and wire.contains("tg-canary-9")
+    # An ephemeral container stays in its pod: its tcpdump is stopped by the pid it printed first.
+    container = debug[debug.index("-c") + 1]
+    assert recorder.calls[-1][3:] == ["-n", "app", "exec", "srv-1", "-c", container, "--", "kill", "-INT", "7"]
+
+
+def test_the_capture_shell_prints_its_pid_then_becomes_tcpdump(tmp_path: Path) -> None:
+    """The wrapper as the ephemeral container runs it, with a stand-in tcpdump that prints its own pid."""
+    import subprocess
+
+    fake = tmp_path / "tcpdump"
+    fake.write_text('#!/bin/sh\necho "tcpdump pid $$ args $*"\n')
+    fake.chmod(0o755)
+    from cluster.kubectl.platform import CAPTURE_SHELL
+
+    out = subprocess.run(["sh", "-c", CAPTURE_SHELL, "sh", str(fake), "-i", "eth0"], capture_output=True, text=True,
+                         check=True, timeout=10).stdout.splitlines()
+    printed = out[0].split()[1]
+    assert out[1] == f"tcpdump pid {printed} args -i eth0", out  # the pid printed is tcpdump's own
 
 
 FIXTURES = Path(__file__).parent / "fixtures" / "istio"
@@ -150,8 +189,8 @@ def test_the_proxy_certificate_is_read_from_istioctl_and_the_proxys_log(
                                   "create certificate: rpc error: code = Unavailable desc = connection error")
     status = kind.sidecar_status(SERVER)
     envoy = workload_secret(json.loads((FIXTURES / "envoy-secrets-server.json").read_text()))
-    assert {k: status[k] for k in envoy} == envoy  # what the local platform reads from Envoy's admin
-    assert "Unavailable" in status["last_error"]
+    assert replace(status, last_error="") == envoy  # what the local platform reads from Envoy's admin
+    assert "Unavailable" in status.last_error
     istioctl = next(c for c in recorder.calls if "proxy-config" in c)
     assert istioctl[-4:] == ["secret", "srv-1.app", "-o", "json"]
 
@@ -214,7 +253,8 @@ def test_reuse_cluster_resets_an_existing_cluster_and_creates_a_missing_one(
         verbs = [" ".join(call[1:4]) if call[0] == "/cache/kind" else " ".join(call[3:6]) for call in recorder.calls]
         if exists:
             assert verbs == ["get clusters", "export kubeconfig --name", "delete namespace -l",
-                             "uninstall vault --namespace", "delete pvc --namespace"]
+                             "delete clusterrolebinding -l", "uninstall vault --namespace", "delete pvc --namespace",
+                             "uninstall openbao --namespace", "delete pvc --namespace"]
             assert recorder.calls[1][-2:] == ["--kubeconfig", str(state.file("kubeconfig"))]
             assert not any("create" in call for call in recorder.calls)
         else:
@@ -230,6 +270,11 @@ def test_the_mesh_ca_role_is_restored_exactly_as_it_was_read(kind_platform: tupl
     role = {"bound_service_account_names": ["vault-mesh-ca"], "token_ttl": 17, "policies": ["mesh-ca"]}
     stored: dict[str, Any] = {"/v1/auth/kubernetes/role/mesh-ca": dict(role)}
 
+    tokens = {"a1": {"path": "auth/kubernetes/login", "meta": {"role": "mesh-ca"}},
+              "a2": {"path": "auth/kubernetes/login", "meta": {"role": "trustgrid-app"}},
+              "a3": {"path": "auth/other/login", "meta": {"role": "mesh-ca"}}}
+    revoked: list[str] = []
+
     class Adapter:
         def get(self, path: str) -> dict[str, Any]:
             return {"data": stored[path]}
@@ -237,20 +282,25 @@ def test_the_mesh_ca_role_is_restored_exactly_as_it_was_read(kind_platform: tupl
         def delete(self, path: str) -> None:
             del stored[path]
 
-        def post(self, path: str, json: dict[str, Any]) -> None:
+        def list(self, path: str) -> dict[str, Any]:
+            assert path == "/v1/auth/token/accessors"
+            return {"data": {"keys": list(tokens)}}
+
+        def post(self, path: str, json: dict[str, Any]) -> dict[str, Any] | None:
+            if path == "/v1/auth/token/lookup-accessor":
+                return {"data": tokens[json["accessor"]]}
+            if path == "/v1/auth/token/revoke-accessor":
+                revoked.append(json["accessor"])
+                return None
             stored[path] = json
+            return None
 
-    revoked: list[str] = []
-
-    class Sys:
-        def revoke_prefix(self, prefix: str) -> None:
-            revoked.append(prefix)
-
-    admin = type("Admin", (), {"adapter": Adapter(), "sys": Sys()})()
+    admin = type("Admin", (), {"adapter": Adapter()})()
     monkeypatch.setattr(kind, "vault_admin", lambda: admin)
     faults = kind.faults()
     faults.revoke_mesh_ca_vault_access()
-    assert stored == {} and revoked == ["auth/kubernetes/login"]
+    # Only the mesh CA's own logins on its mount; a workload's token of the same mount stays.
+    assert stored == {} and revoked == ["a1"]
     kind.faults().restore_mesh_ca_vault_access()  # another Faults object: the role was kept in the run state
     assert stored == {"/v1/auth/kubernetes/role/mesh-ca": role}
     kind.faults().restore_mesh_ca_vault_access()  # and a second restore is a no-op
@@ -270,6 +320,7 @@ def test_an_external_vault_runs_in_server_mode_on_the_kind_network_and_is_always
             self.image = image
             self.calls: dict[str, Any] = {}
             self.stopped = False
+            self.ports: dict[str, Any] = {}
             made.append(self)
 
         def __getattr__(self, name: str) -> Any:
@@ -290,10 +341,13 @@ def test_an_external_vault_runs_in_server_mode_on_the_kind_network_and_is_always
     container = made[0]
     assert container.stopped, "the container goes even when the block fails"
     assert container.calls["with_kwargs"][1]["network"] == "kind"
-    assert container.calls["with_bind_ports"][0][0] == 8200
+    assert list(container.ports) == ["8200/tcp"] and container.ports["8200/tcp"][0] == "127.0.0.1", \
+        "Vault's plaintext port is published on loopback only"
+    assert vault.local_addr == f"http://127.0.0.1:{container.ports['8200/tcp'][1]}"
     assert container.calls["with_command"][0][0] == server_command("openbao")
     config = server_config("openbao")
-    assert 'storage "file"' in config and "tls_disable = 1" in config
+    assert 'storage "raft"' in config and "tls_disable = 1" in config  # OpenBao 2.7 has no file storage
+    assert 'storage "file"' in server_config("vault")
     assert "-dev" not in " ".join(server_command("vault"))
     assert "exec bao server -config=" in server_command("openbao")[2]
 
@@ -303,11 +357,21 @@ def test_vault_down_stops_and_starts_an_external_vaults_container(kind_platform:
     kind, recorder = kind_platform
     monkeypatch.setattr(kind, "vault_container", "trustgrid-vault-abc")
     monkeypatch.setattr(kind, "unseal_keys", lambda: [])
-    unsealed = SimpleNamespace(sys=SimpleNamespace(read_seal_status=lambda: {"sealed": False}))
-    monkeypatch.setattr(kind, "vault_client", lambda: unsealed)
+    running = {"vault": True}  # the container, as docker stop and start leave it
+
+    def seal_status() -> dict[str, bool]:
+        if not running["vault"]:
+            raise ConnectionRefusedError("the container is stopped")
+        return {"sealed": False}
+
+    recorder.answers["docker stop"] = lambda argv: running.update(vault=False) or ""
+    recorder.answers["docker start"] = lambda argv: running.update(vault=True) or ""
+    client = SimpleNamespace(sys=SimpleNamespace(read_seal_status=seal_status))
+    monkeypatch.setattr(kind, "vault_client", lambda: client)
     faults = kind.faults()
-    faults.stop_vault()
-    faults.start_vault()
+    faults.stop_vault()  # returns once Vault no longer answers
+    assert not running["vault"]
+    faults.start_vault()  # and once it answers unsealed again
     docker = [call for call in recorder.calls if call[0] == "docker"]
     assert docker == [["docker", "stop", "trustgrid-vault-abc"], ["docker", "start", "trustgrid-vault-abc"]]
     assert not any("scale" in call for call in recorder.calls)
@@ -340,9 +404,11 @@ def test_a_renewal_on_kind_waits_for_the_proxys_scheduled_one(kind_platform: tup
     serials = iter(["a1", "a1", "a1", "b2"])
     seen: list[str] = []
 
-    def status(wl: Workload) -> dict[str, str]:
+    def status(wl: Workload) -> SidecarStatus:
         seen.append(next(serials))
-        return {"serial": seen[-1]}
+        now = datetime.now(UTC)
+        return SidecarStatus(serial=seen[-1], issuer="ca", not_before=now, not_after=now + timedelta(seconds=30),
+                             obtained_at=now, spiffe="", roots=1)
 
     monkeypatch.setattr(kind, "sidecar_status", status)
     kind.renew_certificate(SERVER)
@@ -356,22 +422,160 @@ def test_the_mesh_ca_losing_vault_is_read_from_the_issuers_logs_on_kind(
         'E1128 sign.go:1] "failed to sign" err="while requesting a Vault token using the Kubernetes auth: '
         'Code: 400. Errors: * invalid role name \\"mesh-ca\\""\nI1128 all fine\n')
     status = kind.faults().mesh_ca_status()
-    assert status["vault_holds_token"] is False and status["vault_token_refused"] == []
-    assert len(status["vault_login_refused"]) == 1 and "invalid role name" in status["vault_login_refused"][0]
+    assert status.holds_token is False and status.token_refused == ()
+    assert len(status.login_refused) == 1 and "invalid role name" in status.login_refused[0]
 
 
 @pytest.mark.parametrize(("status", "proven"), [
-    ({"vault_holds_token": True, "vault_token_refused": ["renewal refused (403): permission denied, token"],
-      "vault_login_refused": ["login of the CA refused (400): invalid role name"]}, True),
-    ({"vault_holds_token": True, "vault_token_refused": [],
-      "vault_login_refused": ["login of the CA refused (400): invalid role name"]}, False),
-    ({"vault_holds_token": False, "vault_token_refused": [], "vault_login_refused": ["invalid role name"]}, True),
-    ({"vault_holds_token": False, "vault_token_refused": ["403"], "vault_login_refused": []}, False),
+    (MeshCaStatus(True, ("renewal refused (403): permission denied, token",),
+                  ("login of the CA refused (400): invalid role name",)), True),
+    (MeshCaStatus(True, (), ("login of the CA refused (400): invalid role name",)), False),
+    (MeshCaStatus(False, (), ("invalid role name",)), True),
+    (MeshCaStatus(False, ("403",), ()), False),
 ])
 def test_mesh_ca_vault_access_lost_needs_the_refused_login_and_a_held_tokens_refusal(
-        status: dict[str, Any], proven: bool) -> None:
+        status: MeshCaStatus, proven: bool) -> None:
     from scenarios.faults import fault_class
 
     platform = SimpleNamespace(faults=lambda: SimpleNamespace(mesh_ca_status=lambda: status))
     fault = fault_class("mesh-ca-vault-access-lost")(platform, SimpleNamespace(setup=None), None, None)  # type: ignore[arg-type]
     assert bool(fault.took_effect()) is proven
+
+
+def test_a_long_session_gives_the_agent_its_whole_time(kind_platform: tuple[KindPlatform, Recorder]) -> None:
+    """`tgpod agent` gives up after 30 s unless told otherwise; a rotation session runs far longer."""
+    kind, recorder = kind_platform
+    recorder.answers["/session"] = json.dumps({"steps": []})
+    kind.session(CLIENT, SERVER, count=20, interval=2.0)
+    argv = recorder.calls[-1]
+    agent = argv[argv.index("agent") + 1]
+    assert agent.startswith("--timeout=") and agent.endswith("s")
+    assert float(agent.removeprefix("--timeout=").removesuffix("s")) >= 20 * 2.0, agent
+    assert argv[argv.index("agent") + 2] == "/session"
+
+
+# cert-manager's refusal as klog writes it: Vault's error spans lines, and the record's remaining
+# key-values follow the end delimiter on its line. Printed by k8s.io/klog/v2 v2.130.1's ErrorS itself
+# (internal/serialize/keyvalues.go writeStringValue), given cert-manager's wrapping of Vault's error
+# (cert-manager internal/vault/vault.go).
+KLOG_LOGIN_403 = (
+    'E1201 09:17:32.200161     562 main.go:15] "failed to sign" err=<\n'
+    '\twhile requesting a Vault token using the Kubernetes auth: error calling Vault server: Error making API '
+    'request.\n\t\n\tURL: POST https://vault.vault.svc:8200/v1/auth/kubernetes/login\n\tCode: 403. Errors:\n\t\n'
+    '\t* permission denied\n'
+    ' > logger="cert-manager.controller" resource_name="istio-csr-abc" resource_namespace="istio-system"\n'
+    'I1201 09:17:32.200259     562 main.go:16] "all fine" logger="cert-manager.controller"\n')
+KLOG_SIGN_403 = (
+    'E1201 08:02:02.000000       1 sync.go:120] "failed to sign" err=<\n'
+    '\tfailed to sign certificate by vault: Error making API request.\n\t\n'
+    '\tURL: PUT https://vault.vault.svc:8200/v1/pki_int/sign/mesh\n\tCode: 403. Errors:\n\t\n\t* permission denied\n'
+    ' > logger="cert-manager.controller"\n'
+    'I1201 08:02:03.000000       1 sync.go:80] "all fine" logger="cert-manager.controller"\n')
+
+
+def test_a_refusal_written_over_several_lines_is_one_record(kind_platform: tuple[KindPlatform, Recorder]) -> None:
+    kind, recorder = kind_platform
+    recorder.answers["logs deploy/cert-manager "] = KLOG_LOGIN_403
+    status = kind.faults().mesh_ca_status()
+    assert len(status.login_refused) == 1 and status.token_refused == ()
+    record = status.login_refused[0]
+    assert "auth/kubernetes/login" in record and "Code: 403" in record and "permission denied" in record
+    assert record.endswith('resource_namespace="istio-system"') and "all fine" not in record  # one record each
+    recorder.answers["logs deploy/cert-manager "] = KLOG_SIGN_403
+    status = kind.faults().mesh_ca_status()
+    assert status.login_refused == () and len(status.token_refused) == 1
+    assert "pki_int/sign/mesh" in status.token_refused[0]
+
+
+def test_klog_records_keep_single_lines_and_a_value_cut_by_tail() -> None:
+    from cluster.kubectl.klog import klog_records
+
+    assert klog_records('I1 a.go:1] "one"\n\nI2 a.go:2] "two" key="v"\n') == ['I1 a.go:1] "one"',
+                                                                           'I2 a.go:2] "two" key="v"']
+    assert klog_records('E1 a.go:1] "x" err=<\n\tfirst\n\t >\n >\n') == ['E1 a.go:1] "x" err=<first >>']
+    assert klog_records('E1 a.go:1] "x" err=<\n\ta\n\tb\n > k="v"\nI2 b.go:2] "y"\n') == [
+        'E1 a.go:1] "x" err=<a b> k="v"', 'I2 b.go:2] "y"']
+    assert klog_records('E1 a.go:1] "x" err=<\n\tcut here') == ['E1 a.go:1] "x" err=<cut here']
+
+
+@pytest.mark.parametrize("presented", [True, False])
+def test_the_handshake_from_outside_the_mesh_runs_in_a_pod_of_its_own_that_always_goes(
+        kind_platform: tuple[KindPlatform, Recorder], presented: bool) -> None:
+    """No naked pod of ours exists on someone else's cluster: the handshake brings its own, uninjected."""
+    kind, recorder = kind_platform
+    der = certificate().public_bytes(serialization.Encoding.DER)
+    recorder.answers["jsonpath={.status.phase}"] = "Succeeded"
+    recorder.answers[" logs tg-handshake-"] = base64.b64encode(der).decode() + "\n" if presented else "\n"
+    if presented:
+        assert kind.peer_certificate(SERVER) == der
+    else:
+        with pytest.raises(PlatformUnavailable, match="presented no certificate"):
+            kind.peer_certificate(SERVER)
+    lines = [" ".join(call[3:]) for call in recorder.calls]
+    started = next(line for line in lines if " run tg-handshake-" in line)
+    pod = started.split(" run ")[1].split()[0]
+    assert started.startswith(f"-n {SERVER.namespace} run {pod} --image=") and "--restart=Never" in started
+    assert f"--labels={RUN_LABEL}={kind.run_id},sidecar.istio.io/inject=false" in started
+    assert "-alpn istio" in started and f"{SERVER.ip}:8080" in started
+    assert lines[-1] == f"-n {SERVER.namespace} delete pod {pod} --ignore-not-found --wait=false"
+    assert not any("trustgrid-legacy" in line for line in lines)
+
+
+def test_fresh_tokens_after_a_service_account_is_made_again_come_with_a_new_pod(
+        kind_platform: tuple[KindPlatform, Recorder]) -> None:
+    """The kubelet keeps the deleted account's token until 80 % of its lifetime: sa-deletion could not recover."""
+    kind, recorder = kind_platform
+    recorder.calls.clear()
+    kind.refresh_tokens(CLIENT)
+    assert [call[3:] for call in recorder.calls] == [
+        ["-n", "app", "rollout", "restart", "deploy/client"],
+        ["-n", "app", "rollout", "status", "deploy/client", "--timeout=180s"]]
+
+
+def test_every_bring_up_workload_logs_in_through_a_role_configure_vault_makes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan's workloads log in through the role named after their namespace (--vault-role) as their
+    service account, and read their namespace's secret: configure-vault must make each of those."""
+    import contextlib
+
+    from cluster.kind import bringup
+    from cluster.kind.plan import install_plan
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings = build_settings({"platform": "kind"}, {}, rootdir=tmp_path)
+    state = RunState.create(settings.run_id)
+    made: dict[str, list[str]] = {}
+    written: list[str] = []
+
+    class Configurator:  # records what configure-vault asks of Vault (the real one is tests' live suites)
+        def __init__(self, *args: Any) -> None:
+            pass
+
+        def __getattr__(self, name: str) -> Callable[..., None]:
+            return lambda *args, **kwargs: None
+
+        def configure_namespace(self, namespace: str, accounts: Sequence[str]) -> str:
+            made[namespace] = list(accounts)
+            return namespace
+
+        def write_secret(self, binding: str, value: dict[str, str]) -> None:
+            written.append(binding)
+
+    monkeypatch.setattr(bringup, "VaultConfigurator", Configurator)
+    try:
+        ca = base64.b64encode(certificate().public_bytes(serialization.Encoding.PEM)).decode()
+        state.file("kubeconfig").write_text(KUBECONFIG % ca)
+        state.write_private("vault-init.json", json.dumps({"root_token": "t", "unseal_keys_b64": []}))
+        tools = {name: Path(f"/cache/{name}") for name in ("kind", "kubectl", "helm", "istioctl")}
+        bringup.KindBringUp(settings, state, tools, Recorder({}), contextlib.ExitStack()).configure_vault()
+    finally:
+        state.remove()
+    plan = install_plan(settings.profile.setup, settings.run_id)
+    deployments = [d for d in plan[-1].documents if d["kind"] == "Deployment"]
+    assert deployments
+    for deployment in deployments:
+        spec = deployment["spec"]["template"]["spec"]
+        args = dict(a.split("=", 1) for a in spec["containers"][0]["args"] if "=" in a)
+        role, namespace = args["--vault-role"], deployment["metadata"]["namespace"]
+        assert spec["serviceAccountName"] in made.get(role, []), (namespace, role, made)
+    assert sorted(written) == sorted(made)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import platform
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -16,7 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from cluster.kind.tools import ChecksumMismatch, DownloadFailed, Tool, ensure_tool, http_fetch, load_tools
+from cluster.kubectl.tools import (
+    ChecksumMismatch,
+    DownloadFailed,
+    Tool,
+    UnpinnedHost,
+    ensure_tool,
+    host_platform,
+    http_fetch,
+    load_tools,
+)
 
 
 def script(marker: Path) -> bytes:
@@ -136,3 +146,41 @@ def test_the_ci_matrix_can_pick_another_pinned_istio_and_only_a_pinned_one() -> 
     with pytest.raises(DownloadFailed) as raised:
         load_tools(versions={"istioctl": "1.29.0"})
     assert str(raised.value) == "istioctl 1.29.0 is not pinned; choose 1.31.1 or one of 1.30.3"
+
+
+@pytest.mark.parametrize("host", ["darwin/arm64", "darwin/amd64", "linux/arm64"])
+def test_a_host_without_a_pin_gets_one_line_and_nothing_is_fetched(host: str, tmp_path: Path) -> None:
+    pinned = load_tools()["kind"]
+
+    def no_network(url: str, timeout: float) -> bytes:
+        raise AssertionError(f"fetched {url}, a download for another host")
+
+    with pytest.raises(UnpinnedHost) as raised:
+        ensure_tool(pinned, tmp_path / "bin", fetch=no_network, use_path=False, host=host)
+    assert str(raised.value) == (f"kind v0.33.0 is pinned only for linux/amd64; this host is {host}; put kind "
+                                 "v0.33.0 on PATH (it is used when it reports that version), or add a "
+                                 f"{host} url and sha256 for it to cluster/versions.toml")
+    assert not (tmp_path / "bin").exists()
+
+
+def test_every_pin_names_the_host_its_download_is_for() -> None:
+    for pinned in [*load_tools().values(), load_tools(versions={"istioctl": "1.30.3"})["istioctl"]]:
+        assert pinned.host.replace("/", "-") in pinned.url or pinned.host in pinned.url, (pinned.name, pinned.url)
+
+
+def test_host_platform_uses_go_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    for system, machine, expected in [("Linux", "x86_64", "linux/amd64"), ("Darwin", "arm64", "darwin/arm64"),
+                                      ("Linux", "aarch64", "linux/arm64")]:
+        monkeypatch.setattr(platform, "system", lambda s=system: s)
+        monkeypatch.setattr(platform, "machine", lambda m=machine: m)
+        assert host_platform() == expected
+
+
+def test_a_tool_on_path_is_used_on_any_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    on_path = tmp_path / "path"
+    on_path.mkdir()
+    (on_path / "faketool").write_bytes(script(tmp_path / "ran"))
+    (on_path / "faketool").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{on_path}:/usr/bin:/bin")
+    assert ensure_tool(tool("https://example.invalid/x", b"x"), tmp_path / "bin", host="darwin/arm64") == \
+        on_path / "faketool"

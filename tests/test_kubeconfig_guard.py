@@ -70,3 +70,29 @@ def test_the_suite_refuses_a_live_context_before_touching_anything(tmp_path: Pat
     assert result.returncode == 4
     assert result.stderr.strip().startswith("ERROR: trustgrid: refusing kube context 'prod-eu'")
     assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_the_existing_cluster_platforms_faults_refuse_a_cluster_wide_fault_unless_allowed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, allowed: bool) -> None:
+    """The guard is the platform's own (its Faults), so whatever asks for a cluster-wide fault meets it."""
+    from types import SimpleNamespace
+
+    from cluster.errors import FaultRefused
+    from cluster.kubeconfig.platform import ExistingClusterFaults
+    from cluster.runstate import RunState
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    state = RunState.create("tg-guard-test", root=tmp_path / "runs")
+    platform = SimpleNamespace(settings=SimpleNamespace(context="kind-staging", allow_disruptive=allowed), state=state)
+    faults = ExistingClusterFaults(platform)  # type: ignore[arg-type]
+    if allowed:
+        with faults.exclusive("vault-seal"):
+            pass
+    else:
+        with pytest.raises(FaultRefused) as refused:
+            faults.exclusive("vault-seal")
+        assert str(refused.value) == ("vault-seal is a cluster-wide fault and context 'kind-staging' is an existing "
+                                      "cluster; pass --allow-disruptive to run it")
+    with faults.shared():  # the rest of the suite shares the platform either way
+        pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,8 +23,11 @@ def test_kind_without_docker_fails_fast_in_one_line_naming_local(tmp_path: Path)
     elapsed = time.monotonic() - started
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert result.returncode == 4, lines
-    assert lines == [f"ERROR: trustgrid: the kind platform needs a Docker engine, and none answers at "
-                     f"unix://{tmp_path}/no-docker.sock; start Docker, or use --platform local"]
+    # The Docker client's own words, whichever way it is missing here (no client, or no engine at DOCKER_HOST).
+    assert len(lines) == 1 and lines[0].startswith("ERROR: trustgrid: the kind platform needs a Docker engine, "
+                                                   "and none answers: "), lines
+    assert lines[0].endswith("; start Docker, or use --platform local"), lines
+    assert shutil.which("docker") is None or f"unix://{tmp_path}/no-docker.sock" in lines[0], lines
     assert elapsed < 2.0, f"took {elapsed:.2f} s"
     assert not (tmp_path / "reports").exists()
     runs_after = set(runs_root().glob("*")) if runs_root().exists() else set()

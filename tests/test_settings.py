@@ -59,3 +59,21 @@ def test_kind_vault_is_vault_or_openbao(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as raised:
         build_settings({"kind_vault": "consul"}, {}, rootdir=tmp_path)
     assert str(raised.value) == "unknown --kind-vault 'consul'; choose one of vault, openbao"
+
+
+def test_auto_is_resolved_once_into_a_concrete_platform(tmp_path: Path) -> None:
+    """Settings carry the platform the run really uses, and why; the resolver is asked once."""
+    asked: list[str] = []
+
+    def resolve(name: str) -> tuple[str, str]:
+        asked.append(name)
+        return ("local", "auto: no Docker engine answers") if name == "auto" else (name, "chosen with --platform")
+
+    settings = build_settings({}, {}, rootdir=tmp_path, resolve=resolve)
+    assert (settings.platform, settings.platform_reason) == ("local", "auto: no Docker engine answers")
+    assert asked == ["auto"]
+    chosen = build_settings({"platform": "kind"}, {}, rootdir=tmp_path, resolve=resolve)
+    assert (chosen.platform, chosen.platform_reason) == ("kind", "chosen with --platform")
+    # A worker takes its controller's answer: whatever Docker says meanwhile, the run has one platform.
+    worker = build_settings({}, {}, rootdir=tmp_path, resolve=lambda _: ("kind", "auto: a Docker engine answers"))
+    assert worker.platform == "kind"

@@ -14,28 +14,28 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import hvac
 
-from cluster.errors import PlatformUnavailable, SettingsError
-from cluster.guard import current_context, kubeconfig_path
-from cluster.kind import manifests
-from cluster.kind.commands import Kubectl, Runner, run
-from cluster.kind.plan import load_kind_pins
-from cluster.kind.platform import MESH_CA_ROLE_KEPT, KindPlatform, KindVault, put_back_kept_role
-from cluster.kind.tools import ensure_tool, load_tools
+from cluster.errors import FaultRefused, PlatformUnavailable, SettingsError
+from cluster.guard import Attachment, current_context, disruptive_refusal, kubeconfig_path
 from cluster.kube import Kube
+from cluster.kubectl.commands import Kubectl, Runner, run
+from cluster.kubectl.platform import MESH_CA_ROLE_KEPT, ClusterVault, KubectlFaults, KubectlPlatform, put_back_kept_role
+from cluster.kubectl.tools import debug_image, ensure_tool, load_tools
 from cluster.runstate import EXISTING_CLUSTER_MARK, RunState, run_is_live, runs_root
 from cluster.secrets import register
 from cluster.settings import Settings
 from cluster.targets import ExistingCluster
 from cluster.vault import VaultConfigurator
+from cluster.workloads import VaultTarget
 
 Progress = Callable[[str], None]
 
 
-class ExistingClusterPlatform(KindPlatform):
+class ExistingClusterPlatform(KubectlPlatform):
     name = "kubeconfig"
 
     def vault_admin(self) -> hvac.Client:
@@ -47,6 +47,9 @@ class ExistingClusterPlatform(KindPlatform):
     def vault_client(self) -> hvac.Client:
         return hvac.Client(url=self.vault.local_addr, verify=self._verify())
 
+    def faults(self) -> ExistingClusterFaults:
+        return ExistingClusterFaults(self)
+
     def _verify(self) -> str | bool:
         return self.settings.existing.verify() if self.settings.existing else True
 
@@ -57,6 +60,19 @@ class ExistingClusterPlatform(KindPlatform):
                                       fix="pass --vault-unseal-keys FILE (mode 0600), or deselect vault-seal "
                                           "and vault-down")
         return [register(k) for k in json.loads(existing.unseal_keys.read_text())["unseal_keys_b64"]]
+
+
+class ExistingClusterFaults(KubectlFaults):
+    """The kubectl platform's faults, guarded: someone else's cluster runs a cluster-wide fault only when the run
+    was told it may (--allow-disruptive, cluster/guard.py disruptive_refusal)."""
+
+    def exclusive(self, what: str) -> AbstractContextManager[None]:
+        settings = self.platform.settings
+        refusal = disruptive_refusal(Attachment(settings.context or current_context(kubeconfig_path()),
+                                                allow_disruptive=settings.allow_disruptive), what)
+        if refusal:
+            raise FaultRefused(refusal)  # the refusal names its fix (--allow-disruptive)
+        return super().exclusive(what)
 
 
 def _check_vault(existing: ExistingCluster) -> None:
@@ -83,13 +99,13 @@ def build_platform(settings: Settings, state: RunState, runner: Runner,
                    tools: dict[str, Path]) -> ExistingClusterPlatform:
     existing = targets(settings)
     layout = existing.layout
-    target = manifests.VaultTarget("", existing.vault_cluster_addr, settings.kind_vault,
+    target = VaultTarget("", existing.vault_cluster_addr, settings.kind_vault,
                                    pki_int_path=layout.pki_int_path, kubernetes_path=layout.kubernetes_path,
                                    kv_path=layout.kv_path)
     kubectl = Kubectl(runner, tools["kubectl"], kubeconfig_path(), settings.context)
     return ExistingClusterPlatform(
-        settings, state, kubectl=kubectl, istioctl=tools["istioctl"], vault=KindVault(target, existing.vault_addr),
-        debug_image=load_kind_pins().debug_image, runner=runner, layout=layout,
+        settings, state, kubectl=kubectl, istioctl=tools["istioctl"], vault=ClusterVault(target, existing.vault_addr),
+        debug_image=debug_image(), runner=runner, layout=layout,
         mesh_ca=(existing.mesh_ca.namespace, existing.mesh_ca.resource), mesh_ca_role=existing.mesh_ca_role,
         vault_workload=(existing.vault_workload.namespace, existing.vault_workload.resource), image=existing.image)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import platform
 import shutil
 import subprocess
 import tarfile
@@ -45,6 +46,7 @@ class Tool:
     sha256: str
     version_command: tuple[str, ...]
     member: str = ""  # the binary's path inside a .tar.gz; empty for a bare binary
+    host: str = "linux/amd64"  # the OS/architecture the pinned download (and its sha256) is built for
 
     @property
     def url(self) -> str:
@@ -70,8 +72,24 @@ def load_tools(path: Path = VERSIONS_FILE, *, versions: dict[str, str] | None = 
             spec = {**pinned, **known[wanted]}
         tools[name] = Tool(name=name, version=wanted, url_template=str(spec["url"]),
                            sha256=str(spec["sha256"]).lower(), version_command=tuple(spec.get("version_command", ())),
-                           member=str(spec.get("member", "")))
+                           member=str(spec.get("member", "")), host=str(spec["host"]))
     return tools
+
+
+class UnpinnedHost(PlatformUnavailable):
+    """No pinned download of a tool for this host's OS and architecture."""
+
+
+def host_platform() -> str:
+    """This host as "os/arch" in Go's names (linux/amd64, darwin/arm64), as release archives name them."""
+    machine = platform.machine().lower()
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+    return f"{platform.system().lower()}/{arch}"
+
+
+def debug_image(path: Path = VERSIONS_FILE) -> str:
+    """The pinned image (by digest) of the ephemeral containers that capture traffic: [images] debug."""
+    return str(tomllib.loads(path.read_text())["images"]["debug"])
 
 
 def http_fetch(url: str, timeout: float) -> bytes:
@@ -112,10 +130,20 @@ def _binary_from(tool: Tool, data: bytes) -> bytes:
 
 
 def ensure_tool(tool: Tool, bin_dir: Path, *, fetch: Fetch = http_fetch, timeout: float = 120,
-                use_path: bool = True) -> Path:
-    """The path of a checked binary of the pinned tool."""
+                use_path: bool = True, host: str | None = None) -> Path:
+    """The path of a checked binary of the pinned tool.
+
+    A tool on PATH at the pinned version is used on any host. Otherwise the pinned download must be
+    for this host (``host``, default host_platform()): a download for another OS or architecture is
+    refused with one line (UnpinnedHost) rather than fetched and failing with "exec format error".
+    """
     if use_path and (found := _on_path(tool)):
         return found
+    here = host or host_platform()
+    if tool.host != here:
+        raise UnpinnedHost(f"{tool.name} {tool.version} is pinned only for {tool.host}; this host is {here}",
+                           fix=f"put {tool.name} {tool.version} on PATH (it is used when it reports that version), "
+                               f"or add a {here} url and sha256 for it to cluster/versions.toml")
     target = bin_dir / f"{tool.name}-{tool.version}"
     stamp = bin_dir / f"{tool.name}-{tool.version}.sha256"  # "<pinned download sum> <binary sum>"
     if target.exists() and stamp.exists() and stamp.read_text().split() == [tool.sha256,

@@ -71,7 +71,7 @@ def main() -> None:
             samples.append((time.perf_counter() - started) * 1000)
         client.close()
         busy = memory_kib(pid)
-        status = platform.faults().mesh_ca_status()
+        status = platform.faults().mesh_ca_status().details
     print(f"{args.requests} CSRs -> signed chains (ms): p50 {percentile(samples, 0.5):.1f}  "
           f"p90 {percentile(samples, 0.9):.1f}  p99 {percentile(samples, 0.99):.1f}  max {max(samples):.1f}  "
           f"mean {statistics.mean(samples):.1f}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -53,6 +54,86 @@ class Workload:
     @property
     def spiffe_id(self) -> str:
         return f"ns/{self.namespace}/sa/{self.service_account}"
+
+
+@dataclass(frozen=True)
+class SidecarStatus:
+    """The workload certificate an Istio proxy holds (Envoy's secret ``default`` and its ``ROOTCA`` bundle, as
+    cluster/proxydump.py reads them on every platform), and pilot-agent's last certificate error since it.
+
+    Instants are timezone-aware (UTC).
+    """
+
+    serial: str  # hex
+    issuer: str  # the issuing CA's common name
+    not_before: datetime
+    not_after: datetime
+    obtained_at: datetime  # when the proxy took it (Envoy's last_updated): its last renewal
+    spiffe: str  # its URI SAN
+    roots: int  # how many certificates its trust bundle holds
+    last_error: str = ""  # pilot-agent's last "failed to sign", '' when none since this certificate
+
+    def remaining_s(self, now: datetime | None = None) -> float:
+        """Seconds until notAfter (negative once it has expired)."""
+        return (self.not_after - (now or datetime.now(UTC))).total_seconds()
+
+
+@dataclass(frozen=True)
+class VaultRead:
+    """A workload's read of its namespace's secret, with its Vault agent's current token, and the agent's state
+    (the tgpod agent's /vault answer, cluster/local/pod/app.go readVault, the same on every platform)."""
+
+    ok: bool
+    error: str = ""  # why not ok: "not logged in: ...", "vault answered 403", or a connection error
+    status: int | None = None  # Vault's HTTP status; None when no request was made (no token)
+    elapsed_s: float | None = None
+    digest: str = ""  # of the secret read (its first 8 bytes of SHA-256, hex), never the secret
+    accessor: str = ""  # of the agent's current token
+    logins: int = 0
+    renewals: int = 0
+    paused: bool = False
+    expires_in: float | None = None  # seconds left of the agent's token; None while it holds none
+
+    @classmethod
+    def from_agent(cls, answer: Mapping[str, Any]) -> VaultRead:
+        """From the agent's JSON; a field it leaves out takes its default."""
+        return cls(ok=bool(answer.get("ok")), error=str(answer.get("error") or ""),
+                   status=int(answer["status"]) if answer.get("status") is not None else None,
+                   elapsed_s=float(answer["elapsed"]) if answer.get("elapsed") is not None else None,
+                   digest=str(answer.get("digest") or ""), accessor=str(answer.get("accessor") or ""),
+                   logins=int(answer.get("logins") or 0), renewals=int(answer.get("renewals") or 0),
+                   paused=bool(answer.get("paused")),
+                   expires_in=float(answer["expires_in"]) if answer.get("expires_in") is not None else None)
+
+
+@dataclass(frozen=True)
+class MeshCaStatus:
+    """What the mesh CA shows of its own Vault access, as mesh-ca-vault-access-lost reads it.
+
+    The local CA (like any Vault agent) logs in once and renews its token; cert-manager, behind istio-csr,
+    logs in afresh for each request and holds none, so on kind its refused login is the whole evidence.
+    Refusals are redacted log records or error strings, oldest first.
+    """
+
+    holds_token: bool
+    token_refused: tuple[str, ...] = ()  # its held token refused (a 403 on renewal or on signing)
+    login_refused: tuple[str, ...] = ()  # its login refused (its role gone: "invalid role name", a 403)
+    accessor: str = ""  # of the token it holds ('' when none)
+    details: Mapping[str, Any] = field(default_factory=dict)  # the CA's own report as it gave it (counters)
+
+
+@dataclass(frozen=True)
+class SessionStep:
+    """One request of a kept-alive session (the tgpod agent's /session, cluster/local/pod/app.go)."""
+
+    status: int  # the HTTP status (0 when the request failed)
+    reused: bool  # sent on the connection the previous request used
+    error: str = ""
+
+    @classmethod
+    def from_agent(cls, step: Mapping[str, Any]) -> SessionStep:
+        return cls(status=int(step.get("status") or 0), reused=bool(step.get("reused")),
+                   error=str(step.get("error") or ""))
 
 
 @dataclass(frozen=True)
@@ -135,7 +216,7 @@ class Faults(Protocol):
     def restart_vault(self) -> None: ...
     def seal_vault(self) -> None: ...
     def unseal_vault(self) -> None: ...
-    def mesh_ca_status(self) -> dict[str, Any]: ...
+    def mesh_ca_status(self) -> MeshCaStatus: ...
     def revoke_mesh_ca_vault_access(self) -> None: ...
     def restore_mesh_ca_vault_access(self) -> None: ...
     def stop_mesh_ca(self) -> None: ...
@@ -175,17 +256,17 @@ class Platform(Protocol):
 
     def call(self, src: Workload, dst: Workload, *, canary: str, timeout: float) -> CallResult: ...
 
-    def session(self, src: Workload, dst: Workload, *, count: int, interval: float) -> list[dict[str, Any]]:
+    def session(self, src: Workload, dst: Workload, *, count: int, interval: float) -> list[SessionStep]:
         """Requests over one kept-alive connection, to prove rotation does not drop it."""
         ...
 
-    def read_vault(self, wl: Workload) -> dict[str, Any]:
+    def read_vault(self, wl: Workload) -> VaultRead:
         """The workload reads its namespace's secret now, with its agent's current token."""
         ...
 
-    def sidecar_status(self, wl: Workload) -> dict[str, Any]:
-        """The workload certificate the proxy holds: serial, not_before, not_after, issuer, obtained_at (when
-        the proxy took it: its last renewal), last_error. Instants are ISO 8601 strings."""
+    def sidecar_status(self, wl: Workload) -> SidecarStatus:
+        """The workload certificate the proxy holds now, and pilot-agent's last certificate error.
+        Raises PlatformUnavailable (naming pilot-agent's last error) while the proxy holds none yet."""
         ...
 
     def renew_certificate(self, wl: Workload) -> None:

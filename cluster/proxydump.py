@@ -11,11 +11,14 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Mapping
-from datetime import UTC
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+
+from cluster.platform import SidecarStatus
 
 WORKLOAD_SECRET = "default"  # noqa: S105 - the name Istio gives the workload certificate
 ROOT_SECRET = "ROOTCA"  # noqa: S105 - the name Istio gives the trust bundle
@@ -58,16 +61,15 @@ def _common_name(name: x509.Name) -> str:
     return str(values[0].value) if values else name.rfc4514_string()
 
 
-def workload_secret(dump: Mapping[str, Any]) -> dict[str, Any]:
-    """The proxy's workload certificate and trust bundle.
+def workload_secret(dump: Mapping[str, Any]) -> SidecarStatus:
+    """The proxy's workload certificate and trust bundle, with no ``last_error`` (the log's part).
 
-    Returns serial (hex), issuer (the issuing CA's common name), not_before, not_after,
-    obtained_at (when the proxy took it, Envoy's last_updated: its last renewal; ISO 8601),
-    spiffe (its URI SAN) and roots (how many certificates its ROOTCA bundle holds).
-    Raises NoWorkloadCertificate when there is none.
+    ``obtained_at`` is Envoy's last_updated for the secret (its last renewal), or notBefore when the dump
+    has none; ``roots`` counts the certificates of its ROOTCA bundle. Raises NoWorkloadCertificate when
+    there is none.
     """
     roots = 0
-    found: dict[str, Any] | None = None
+    found: SidecarStatus | None = None
     for entry in _secrets(dump):
         secret = entry.get("secret") or {}
         name = entry.get("name") or secret.get("name")
@@ -82,13 +84,20 @@ def workload_secret(dump: Mapping[str, Any]) -> dict[str, Any]:
                 uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
             except x509.ExtensionNotFound:
                 uris = []
-            not_before = leaf.not_valid_before_utc.astimezone(UTC).isoformat()
-            found = {"serial": format(leaf.serial_number, "x"), "issuer": _common_name(leaf.issuer),
-                     "not_before": not_before, "not_after": leaf.not_valid_after_utc.astimezone(UTC).isoformat(),
-                     "obtained_at": str(entry.get("last_updated") or not_before), "spiffe": uris[0] if uris else ""}
+            not_before = leaf.not_valid_before_utc.astimezone(UTC)
+            updated = entry.get("last_updated")
+            found = SidecarStatus(serial=format(leaf.serial_number, "x"), issuer=_common_name(leaf.issuer),
+                                  not_before=not_before, not_after=leaf.not_valid_after_utc.astimezone(UTC),
+                                  obtained_at=_instant(str(updated)) if updated else not_before,
+                                  spiffe=uris[0] if uris else "", roots=0)
     if found is None:
         raise NoWorkloadCertificate("the proxy holds no workload certificate (secret 'default')")
-    return {**found, "roots": roots}
+    return replace(found, roots=roots)
+
+
+def _instant(text: str) -> datetime:
+    """An RFC 3339 instant (protobuf Timestamp JSON, "…Z") as an aware datetime in UTC."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
 # pilot-agent's certificate errors, with their cause (security/pkg/nodeagent/caclient/providers/citadel:

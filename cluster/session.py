@@ -22,10 +22,10 @@ Progress = Callable[[str], None]
 
 
 class PlatformSession:
-    def __init__(self, settings: Settings, name: str, reason: str, progress: Progress) -> None:
+    def __init__(self, settings: Settings, progress: Progress) -> None:
         self.settings = settings
-        self.name = name
-        self.reason = reason
+        self.name = settings.platform  # resolved by build_settings (never "auto" here)
+        self.reason = settings.platform_reason
         self.progress = progress
         self._platform: Platform | None = None
         self._stack = contextlib.ExitStack()

@@ -58,9 +58,9 @@ def vault_probe(platform: Platform, app: Workload) -> Probe:
 
     def probe() -> tuple[str, str]:
         answer = platform.read_vault(app)
-        if answer.get("ok"):
+        if answer.ok:
             return OK, ""
-        error = str(answer.get("error", ""))
+        error = answer.error
         for marker, outcome in (("403", "http_403"), ("503", "http_5xx"), ("not logged in", "no_token"),
                                 ("refused", "refused"), ("reset", "reset"), ("timeout", "timeout")):
             if marker in error:

@@ -6,7 +6,11 @@ Brings the local platform up, deploys a meshed server and client, and writes int
 tests/fixtures/istio/: the server's injected Pod (as istiod's webhook wrote it), its Envoy's
 secrets config dump (what the local platform reads through Envoy's admin), and what
 ``istioctl proxy-config secret -f`` makes of the whole dump (what the kind platform reads
-through istioctl). Private keys are never in them: Envoy's admin redacts them.
+through istioctl). Private keys are never in them: Envoy's admin redacts them. Into
+tests/fixtures/agent/: the client's tgpod agent answering /vault (what every platform parses into a
+VaultRead, over the agent socket or through `kubectl exec ... tgpod agent /vault`), logged in and
+reading, and refused (its token revoked while the agent was paused, so that it did not log in
+again). Its token is never in it (the agent reports the accessor).
 """
 
 from __future__ import annotations
@@ -22,10 +26,14 @@ sys.path.insert(0, str(ROOT))
 
 from cluster.local.bringup import start_local  # noqa: E402
 from cluster.local.istiobuild import find_istio  # noqa: E402
+from cluster.local.pods import _agent  # noqa: E402
 from cluster.settings import build_settings  # noqa: E402
 from cluster.tenancy import open_tenant  # noqa: E402
+from cluster.vault import revoke_role_tokens  # noqa: E402
+from cluster.wait import wait_until  # noqa: E402
 
 OUT = ROOT / "tests" / "fixtures" / "istio"
+AGENT = ROOT / "tests" / "fixtures" / "agent"
 
 
 def main() -> int:
@@ -34,7 +42,15 @@ def main() -> int:
     with start_local(settings, print) as platform, \
             open_tenant(platform, settings.profile.setup, "fixtures", ("server", "client")) as tenant:
         server = platform.deploy(tenant.namespace, "server", "server")
-        platform.deploy(tenant.namespace, "client", "client")
+        client = platform.deploy(tenant.namespace, "client", "client")
+        wait_until(lambda: platform.read_vault(client).ok, timeout=30, describe="the client's first secret read")
+        with _agent(platform.pods.agent_socket(client), 10) as agent:
+            vault_ok = agent.get("/vault").text
+        # Refused: its token revoked while its agent is paused (so that it does not log in again).
+        platform.pause_vault_agent(client, True)
+        revoke_role_tokens(platform.vault_admin(), platform.vault_layout.kubernetes_path, tenant.role)
+        with _agent(platform.pods.agent_socket(client), 10) as agent:
+            vault_refused = agent.get("/vault").text
         pod = platform.pods.run_of(server).pod
         dump = platform.pods.envoy(server, "/config_dump?include_eds")
         secrets = platform.pods.envoy(server, "/config_dump?resource=dynamic_active_secrets")
@@ -47,6 +63,9 @@ def main() -> int:
     (OUT / "pod-server-injected.json").write_text(json.dumps(pod, indent=1))
     (OUT / "envoy-secrets-server.json").write_text(json.dumps(secrets, indent=1))
     (OUT / "istioctl-proxy-config-secret-server.json").write_text(istioctl_json)
+    AGENT.mkdir(parents=True, exist_ok=True)
+    (AGENT / "vault-read-ok.json").write_text(vault_ok)
+    (AGENT / "vault-read-refused.json").write_text(vault_refused)
     print(f"wrote {OUT}")
     return 0
 

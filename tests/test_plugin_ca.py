@@ -51,8 +51,8 @@ def test_workload_certificates_chain_through_the_plugged_in_intermediate_to_vaul
     client = plugin.deploy(tenant.namespace, "client", "app")
     assert plugin.call(client, server, canary="tg-canary-plugin", timeout=5).status == 200
     status = plugin.sidecar_status(server)
-    assert status["issuer"] == f"trustgrid istiod CA {plugin.run_id}"
-    assert status["spiffe"] == f"spiffe://cluster.local/ns/{tenant.namespace}/sa/app"
+    assert status.issuer == f"trustgrid istiod CA {plugin.run_id}"
+    assert status.spiffe == f"spiffe://cluster.local/ns/{tenant.namespace}/sa/app"
     # The intermediate istiod signs with is Vault's: it verifies under the live root of pki.
     cacerts = Path(plugin.state.file("istiod/cacerts"))
     intermediate = x509.load_pem_x509_certificate((cacerts / "ca-cert.pem").read_bytes())
@@ -76,7 +76,7 @@ def test_with_istiod_down_no_pod_is_created_and_the_proxies_cannot_renew(plugin:
         assert "\n" not in message
         assert "could not call the sidecar injector" in message and "istiod must be running" in message
         # The server's proxy renews on schedule (the default profile's 30s certificates) and reports it.
-        last = wait_until(lambda: plugin.sidecar_status(server).get("last_error") or None, timeout=60, interval=0.5,
+        last = wait_until(lambda: plugin.sidecar_status(server).last_error or None, timeout=60, interval=0.5,
                           describe=f"the proxy of {tenant.namespace}/server to report a failed renewal")
         assert any(sign in str(last) for sign in ("Unavailable", "connection refused", "connection error")), last
     finally:
@@ -98,7 +98,7 @@ def test_cacerts_from_an_unrelated_root_are_refused_by_istiod_in_its_own_words(
     stranger = rotation.new_root(f"stranger-{tenant.namespace[-6:]}")
     try:
         ca = rotation.plugin_ca("stranger", root_issuer=stranger, trusted_roots=[rotation.root_pem(stranger)])
-        before = plugin.sidecar_status(server)["issuer"]
+        before = plugin.sidecar_status(server).issuer
         with pytest.raises(TrustgridError) as raised:
             plugin.faults().install_plugin_ca(ca)
         assert "istiod kept its old cacerts" in str(raised.value)
@@ -107,7 +107,7 @@ def test_cacerts_from_an_unrelated_root_are_refused_by_istiod_in_its_own_words(
         rotation.remove_root(stranger)
         plugin.faults().install_plugin_ca(original)  # the files on disk and istiod agree again
     plugin.renew_certificate(server)
-    assert plugin.sidecar_status(server)["issuer"] == before
+    assert plugin.sidecar_status(server).issuer == before
     assert plugin.call(client, server, canary="tg-canary-stranger", timeout=5).status == 200
 
 

@@ -26,10 +26,12 @@ def camel(value: Any) -> Any:
 
 def test_the_workload_certificate_and_its_trust_bundle_are_read_from_envoys_dump() -> None:
     found = workload_secret(DUMP)
-    assert found["spiffe"].startswith("spiffe://cluster.local/ns/") and found["spiffe"].endswith("/sa/server")
-    assert found["issuer"].startswith("trustgrid intermediate")  # signed through Vault's pki_int
-    assert found["roots"] == 1 and re.fullmatch(r"[0-9a-f]+", found["serial"])
-    assert found["obtained_at"].startswith(found["not_before"][:4])  # Envoy's last_updated
+    assert found.spiffe.startswith("spiffe://cluster.local/ns/") and found.spiffe.endswith("/sa/server")
+    assert found.issuer.startswith("trustgrid intermediate")  # signed through Vault's pki_int
+    assert found.roots == 1 and re.fullmatch(r"[0-9a-f]+", found.serial)
+    # Envoy's last_updated: when the proxy took it, within its validity (notBefore is backdated by Vault).
+    assert found.not_before <= found.obtained_at < found.not_after
+    assert found.obtained_at.utcoffset() is not None and found.last_error == ""
 
 
 def test_istioctls_camel_case_reads_the_same() -> None:

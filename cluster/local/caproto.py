@@ -32,7 +32,7 @@ from types import ModuleType
 import grpc
 
 from cluster.errors import BinaryMissing
-from cluster.local.binaries import _file_lock
+from cluster.runstate import file_lock
 from cluster.versions import Pins
 
 API_MODULE = "istio.io/api"
@@ -117,7 +117,7 @@ def ensure_stubs(cache: Path, pins: Pins, *, progress: Progress = _quiet) -> Pat
     folder = stub_folder(cache, pins.istio_ca_api)
     if _current(folder):
         return folder
-    with _file_lock(cache / "locks" / "caproto.lock"):
+    with file_lock(cache / "locks" / "caproto.lock"):
         if not _current(folder):
             progress(f"generating Istio's certificate API stubs from {API_MODULE}@{pins.istio_ca_api}")
             folder.parent.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,16 @@ from cluster.local.pods import LocalPods
 from cluster.local.process import stop_recorded
 from cluster.local.vaultpod import VaultPod
 from cluster.meshrules import IN_MESH_ALPN
-from cluster.platform import CallResult, Capture, Versions, Workload
+from cluster.platform import (
+    CallResult,
+    Capture,
+    MeshCaStatus,
+    SessionStep,
+    SidecarStatus,
+    VaultRead,
+    Versions,
+    Workload,
+)
 from cluster.runstate import RunState
 from cluster.secrets import redact
 from cluster.settings import Settings
@@ -140,22 +149,23 @@ class LocalFaults:
     def unseal_vault(self) -> None:
         self._platform.vault.unseal()
 
-    def mesh_ca_status(self) -> dict[str, Any]:
-        """The CA's own status, plus its Vault refusals sorted the way scenarios read them."""
+    def mesh_ca_status(self) -> MeshCaStatus:
+        """The CA's own status (cluster/local/meshca.py writes it), its Vault refusals sorted the way scenarios
+        read them; ``details`` is the whole report (signed, refused, recent_refusals, Vault logins...)."""
         path = self._platform.state.file("meshca/status.json")
         status: dict[str, Any] = dict(json.loads(path.read_text())) if path.exists() else {}
         errors = [str(e) for e in status.get("vault_recent_errors", [])]
-        status["vault_holds_token"] = True  # it logs in once and renews, as a Vault agent would
-        status["vault_token_refused"] = [e for e in errors if "403" in e and "token" in e]
-        status["vault_login_refused"] = [e for e in errors if "login of the CA refused" in e]
-        return status
+        return MeshCaStatus(holds_token=True,  # it logs in once and renews, as a Vault agent would
+                            token_refused=tuple(e for e in errors if "403" in e and "token" in e),
+                            login_refused=tuple(e for e in errors if "login of the CA refused" in e),
+                            accessor=str(status.get("vault_accessor") or ""), details=status)
 
     def revoke_mesh_ca_vault_access(self) -> None:
         """Remove the CA's Vault role (re-login refused) and revoke its current token."""
         admin = self._platform.vault_admin()
         layout = self._platform.vault_layout
         admin.adapter.delete(f"/v1/auth/{layout.kubernetes_path}/role/{MESH_CA_ROLE}")
-        accessor = self.mesh_ca_status().get("vault_accessor")
+        accessor = self.mesh_ca_status().accessor
         if accessor:
             admin.adapter.post("/v1/auth/token/revoke-accessor", json={"accessor": accessor})
 
@@ -254,13 +264,13 @@ class LocalPlatform:
     def call(self, src: Workload, dst: Workload, *, canary: str, timeout: float) -> CallResult:
         return self.pods.call(src, dst, canary=canary, timeout=timeout)
 
-    def session(self, src: Workload, dst: Workload, *, count: int, interval: float) -> list[dict[str, Any]]:
+    def session(self, src: Workload, dst: Workload, *, count: int, interval: float) -> list[SessionStep]:
         return self.pods.session(src, dst, count=count, interval=interval)
 
-    def read_vault(self, wl: Workload) -> dict[str, Any]:
+    def read_vault(self, wl: Workload) -> VaultRead:
         return self.pods.read_vault(wl)
 
-    def sidecar_status(self, wl: Workload) -> dict[str, Any]:
+    def sidecar_status(self, wl: Workload) -> SidecarStatus:
         return self.pods.sidecar_status(wl)
 
     def renew_certificate(self, wl: Workload) -> None:

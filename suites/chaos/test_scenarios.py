@@ -68,7 +68,7 @@ def stage(platform: Platform, settings: Settings, new_tenant: Callable[..., Tena
     tenant = new_tenant("client", "server")
     server = deploy(tenant, "server", "server")
     client = deploy(tenant, "client", "client")
-    wait_until(lambda: platform.read_vault(client).get("ok"), timeout=15, describe="the client's first Vault read")
+    wait_until(lambda: platform.read_vault(client).ok, timeout=15, describe="the client's first Vault read")
     return Stage(platform, client, server, settings.profile.policy, settings.run_report_dir, phase=attach.step), tenant
 
 

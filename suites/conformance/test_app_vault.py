@@ -9,15 +9,15 @@ never waited out.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from cluster import conformance
 from cluster.agent import APP_PORT
-from cluster.platform import Platform, Workload
+from cluster.platform import Platform, VaultRead, Workload
 from cluster.secrets import find_secrets
 from cluster.tenancy import Tenant
+from cluster.vault import revoke_role_tokens
 from cluster.wait import wait_until
 from scenarios.bounds import WAIT_BUDGET_S
 
@@ -46,32 +46,32 @@ def test_the_app_reads_its_secret_and_renews_its_token(
     ttl = renewal_due_within_budget(platform, tenant)
     app = deploy(tenant, "app")
 
-    def first_read() -> dict[str, Any]:
+    def first_read() -> VaultRead | None:
         read = platform.read_vault(app)
-        return read if read.get("ok") else {}
+        return read if read.ok else None
 
     first = wait_until(first_read, timeout=10, describe="the app's first secret read")
-    assert first["logins"] == 1
-    renewed = wait_until(lambda: (r := platform.read_vault(app))["renewals"] >= 1 and r, timeout=ttl,
+    assert isinstance(first, VaultRead) and first.logins == 1
+    renewed = wait_until(lambda: (r := platform.read_vault(app)).renewals >= 1 and r, timeout=ttl,
                          interval=0.5, describe="the app's agent to renew its token")
-    assert renewed["ok"] and renewed["logins"] == 1  # renewed, not logged in again
+    assert isinstance(renewed, VaultRead) and renewed.ok and renewed.logins == 1  # renewed, not logged in again
 
 
-@pytest.mark.cluster_fault  # revokes every Kubernetes-auth token, the mesh CA's included
 def test_the_app_logs_in_again_when_renewal_is_refused(
     platform: Platform, tenant: Tenant, deploy: Callable[..., Workload]
 ) -> None:
     ttl = renewal_due_within_budget(platform, tenant)
     app = deploy(tenant, "app")
-    wait_until(lambda: platform.read_vault(app).get("ok"), timeout=10, describe="the app's first secret read")
+    wait_until(lambda: platform.read_vault(app).ok, timeout=10, describe="the app's first secret read")
     admin = platform.vault_admin()
-    admin.sys.revoke_prefix(f"auth/{platform.vault_layout.kubernetes_path}/login")
+    # Only the tenant's own logins: the other tokens of the mount (the mesh CA's, others') stay.
+    assert revoke_role_tokens(admin, platform.vault_layout.kubernetes_path, tenant.role) >= 1
     # The fault took effect: the app's current token is refused.
     refused = platform.read_vault(app)
-    assert not refused["ok"] and "403" in str(refused.get("error")), refused
-    recovered = wait_until(lambda: (r := platform.read_vault(app))["ok"] and r, timeout=ttl + 5, interval=0.5,
+    assert not refused.ok and "403" in refused.error, refused
+    recovered = wait_until(lambda: (r := platform.read_vault(app)).ok and r, timeout=ttl + 5, interval=0.5,
                            converge=3, describe="the app's agent to log in again after its renewal was refused")
-    assert recovered["logins"] >= 2
+    assert isinstance(recovered, VaultRead) and recovered.logins >= 2
 
 
 def test_the_apps_vault_traffic_never_crosses_the_pod_interface_in_plaintext(
@@ -80,13 +80,13 @@ def test_the_apps_vault_traffic_never_crosses_the_pod_interface_in_plaintext(
     """A login (the service-account JWT out, a Vault token back) and a read (the token out, the secret
     back), captured on the app pod's own interface: every flow TLS, and none of the three readable."""
     app = deploy(tenant, "app")
-    wait_until(lambda: platform.read_vault(app).get("ok"), timeout=10, describe="the app's first secret read")
-    before = platform.read_vault(app)["logins"]
+    wait_until(lambda: platform.read_vault(app).ok, timeout=10, describe="the app's first secret read")
+    before = platform.read_vault(app).logins
     with platform.capture(app) as wire:
         login = platform.relogin_vault(app)
         read = platform.read_vault(app)
-    assert login.get("ok") and read.get("ok"), (login, read)
-    assert read["logins"] == before + 1  # the login really happened inside the capture
+    assert login.get("ok") and read.ok, (login, read)
+    assert read.logins == before + 1  # the login really happened inside the capture
     vault_flows = [f for f in wire.flows if f.payload_bytes and not f.server.endswith(f":{APP_PORT}")]
     assert vault_flows, wire.flows  # the capture saw the Vault exchange
     assert wire.plaintext_flows == (), wire.plaintext_flows

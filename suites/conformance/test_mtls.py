@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from cryptography import x509
@@ -153,16 +153,15 @@ def test_rotation_keeps_established_connections(
 ) -> None:
     server, client = deploy(tenant, "server"), deploy(tenant, "client")
     statuses = [platform.sidecar_status(w) for w in (server, client)]
-    before = statuses[0]["serial"], statuses[1]["serial"]
+    before = statuses[0].serial, statuses[1].serial
     # Until just before the first certificates expire: by then both must have
     # renewed, or the calls themselves would start failing. The live lifetime, not the profile's.
-    expires = min(datetime.fromisoformat(s["not_after"]) for s in statuses)
-    window = (expires - datetime.now(UTC)).total_seconds() - 3
+    window = min(s.remaining_s() for s in statuses) - 3
     if reason := over_budget(window, "both proxies' scheduled certificate rotation",
                              "use a test profile with cert_ttl of 1m or less to judge rotation under load"):
         pytest.skip(reason)
     steps = platform.session(client, server, count=int(window / 0.5), interval=0.5)
-    after = platform.sidecar_status(server)["serial"], platform.sidecar_status(client)["serial"]
+    after = platform.sidecar_status(server).serial, platform.sidecar_status(client).serial
     assert after[0] != before[0] and after[1] != before[1], "the certificates did not rotate during the session"
-    assert [s["status"] for s in steps] == [200] * len(steps), steps
-    assert all(s["reused"] for s in steps[1:]), "the connection was re-established during rotation"
+    assert [s.status for s in steps] == [200] * len(steps), steps
+    assert all(s.reused for s in steps[1:]), "the connection was re-established during rotation"

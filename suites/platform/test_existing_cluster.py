@@ -22,9 +22,9 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from cluster.errors import PlatformUnavailable
-from cluster.kind.platform import MESH_CA_ROLE_KEPT
 from cluster.kube import Kube
 from cluster.kubeconfig.platform import ExistingClusterPlatform, attach_existing, attachment_target
+from cluster.kubectl.platform import MESH_CA_ROLE_KEPT
 from cluster.local.platform import LocalPlatform
 from cluster.runstate import EXISTING_CLUSTER_MARK, RUN_LABEL, runs_root
 from cluster.settings import Settings, build_settings
@@ -84,7 +84,7 @@ def attached(existing_settings: Settings) -> Iterator[tuple[ExistingClusterPlatf
         yield existing, recorder
 
 
-@pytest.mark.cluster_fault  # taking the mesh CA's role away revokes every Kubernetes-auth login
+@pytest.mark.cluster_fault  # taking the mesh CA's role away stops the signing of every CSR meanwhile
 def test_a_run_on_an_existing_cluster_leaves_nothing_of_its_own_and_touches_nothing_else(
         local: LocalPlatform, existing_settings: Settings) -> None:
     kube, admin, role_path, mesh_ca_role = _mesh_ca_role(local)

@@ -17,11 +17,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError
 
 from cluster.kind import manifests
+from cluster.kind.helmbuild import cert_manager_chart, find_helm
+from cluster.kind.plan import load_kind_pins
+from cluster.kind.render import node_kube_version, render_chart, render_istio
 from cluster.kind.vaulttls import make_vault_tls, tls_secret
 from cluster.kube import Kube
+from cluster.local.istiobuild import find_istio
 from cluster.platform import Platform
+from cluster.runstate import cache_dir
 from cluster.settings import Settings
 from cluster.vault import PluginCa, VaultConfigurator
 
@@ -29,12 +35,23 @@ ROOT_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"  # s
 
 
 def dry_run_apply(dynamic: DynamicClient, obj: dict[str, Any]) -> None:
-    """Server-side apply with dryRun=All: the object is validated against its schema and stored nowhere."""
+    """A dry-run (dryRun=All) of ``obj`` as a whole: validated against its schema and stored nowhere.
+
+    A new object goes by server-side apply. One the local platform already has (the mesh-wide
+    PeerAuthentication, istiod's webhook) goes by a replace at its resourceVersion: an apply would merge
+    our fields into the live object's, and judge that mix (a webhook with both the live url and our service).
+    """
     resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
-    # Forced: an object the local platform already owns (the mesh-wide PeerAuthentication) is judged by its
-    # schema, not refused as a conflict between field managers.
-    dynamic.server_side_apply(resource, body=obj, namespace=obj["metadata"].get("namespace"),
-                              field_manager="trustgrid-dry-run", dry_run="All", force_conflicts=True)
+    namespace = obj["metadata"].get("namespace")
+    try:
+        live = resource.get(name=obj["metadata"]["name"], namespace=namespace)
+    except NotFoundError:
+        dynamic.server_side_apply(resource, body=obj, namespace=namespace, field_manager="trustgrid-dry-run",
+                                  dry_run="All")
+        return
+    body = copy.deepcopy(obj)
+    body["metadata"]["resourceVersion"] = live.metadata.resourceVersion
+    resource.replace(body=body, namespace=namespace, dry_run="All")
 
 
 @contextlib.contextmanager
@@ -68,15 +85,33 @@ def test_every_kind_manifest_passes_a_server_side_dry_run(platform: Platform, ku
     dynamic = DynamicClient(platform.kube)
     kinds = {o["kind"] for o in kind_objects}
     assert {"Issuer", "PeerAuthentication", "AuthorizationPolicy", "Deployment", "Role"} <= kinds
-    namespaced = [o for o in kind_objects if o["kind"] != "Namespace"]
+    refused = refusals(dynamic, kube, kind_objects, platform.run_id)
+    assert refused == [], "\n".join(refused)
+
+
+def refusals(dynamic: DynamicClient, kube: Kube, objs: list[dict[str, Any]], run_id: str) -> list[str]:
+    """Each object's server-side dry-run, in order; one line per refusal (kind, namespace/name, the server's words)."""
+    namespaced = [o for o in objs if o["kind"] != "Namespace"]
     refused = []
-    with namespaces_for(kube, namespaced, platform.run_id):
-        for obj in kind_objects:
+    with namespaces_for(kube, namespaced, run_id):
+        for obj in objs:
             try:
                 dry_run_apply(dynamic, obj)
             except ApiException as err:
                 refused.append(f"{obj['kind']} {obj['metadata'].get('namespace', '')}/{obj['metadata']['name']}: "
                                f"{err.status} {err.reason}: {str(err.body)[:300]}")
+    return refused
+
+
+@pytest.mark.parametrize("ca", ["istio-csr", "plugin"])
+def test_every_object_istioctl_would_install_passes_a_server_side_dry_run(
+        platform: Platform, kube: Kube, settings: Settings, ca: str) -> None:
+    """Rendered by the real istioctl from our IstioOperator (cluster/kind/render.py): its CRDs, istiod's
+    Deployment, webhooks and RBAC are each validated by the API server, as `istioctl install` would send them."""
+    rendered = render_istio(find_istio(cache_dir()).istioctl, manifests.istio_operator(settings.profile.setup, ca=ca))
+    assert {"CustomResourceDefinition", "Deployment", "MutatingWebhookConfiguration", "ConfigMap"} <= {
+        o["kind"] for o in rendered}
+    refused = refusals(DynamicClient(platform.kube), kube, rendered, platform.run_id)
     assert refused == [], "\n".join(refused)
 
 
@@ -121,3 +156,15 @@ def test_the_plugin_ca_is_an_intermediate_signed_by_the_live_vault_root(platform
     secret = manifests.cacerts_secret(ca, platform.run_id)
     with namespaces_for(kube, [secret], platform.run_id):
         dry_run_apply(DynamicClient(platform.kube), secret)
+
+
+def test_every_object_of_the_cert_manager_chart_passes_a_server_side_dry_run(platform: Platform, kube: Kube) -> None:
+    """The chart from cert-manager's Go module, rendered by helm with our values (cluster/kind/render.py):
+    what `helm upgrade --install` would send, each object validated by the API server."""
+    rendered = render_chart(find_helm(cache_dir()), cert_manager_chart(), "cert-manager", manifests.CERT_MANAGER_NS,
+                            manifests.cert_manager_values(),
+                            kube_version=node_kube_version(load_kind_pins().node_image))
+    assert {"CustomResourceDefinition", "Deployment", "ValidatingWebhookConfiguration", "Job"} <= {
+        o["kind"] for o in rendered}
+    refused = refusals(DynamicClient(platform.kube), kube, rendered, platform.run_id)
+    assert refused == [], "\n".join(refused)

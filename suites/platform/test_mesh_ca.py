@@ -117,7 +117,7 @@ def test_a_csr_naming_another_namespace_is_refused(local: LocalPlatform, new_ten
     # istio-csr answers every authentication or CSR failure alike (pkg/server/server.go CreateCertificate).
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert refused.value.details() == "request authenticate failure"
-    reasons = local.faults().mesh_ca_status()["recent_refusals"]
+    reasons = local.faults().mesh_ca_status().details["recent_refusals"]
     assert any(spiffe(mine, other.namespace) in reason and "match URIs" in reason for reason in reasons), reasons
 
 
@@ -127,7 +127,7 @@ def test_a_token_for_another_audience_is_refused(local: LocalPlatform, tenant: T
     with pytest.raises(grpc.RpcError) as refused:
         ca_client.create_certificate(vault_token, csr_for(spiffe(tenant)), PILOT_AGENT_TTL_S)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    reasons = local.faults().mesh_ca_status()["recent_refusals"]
+    reasons = local.faults().mesh_ca_status().details["recent_refusals"]
     assert any("not authenticated" in reason or "audience" in reason for reason in reasons), reasons
 
 

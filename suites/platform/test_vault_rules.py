@@ -33,6 +33,7 @@ from cluster.tokenlife import (
     token_end,
     token_lifetime,
 )
+from cluster.vault import revoke_role_tokens
 from cluster.wait import wait_until
 
 # A mount whose own max (10 s) is shorter than what the roles ask for: it must clamp them.
@@ -224,3 +225,21 @@ def test_the_checks_follow_the_live_rule_both_ways(platform: Platform, tenant: T
         _, looked_up = login(platform, tenant, mount, "short")
         assert looked_up["explicit_max_ttl"] == 3 and looked_up["creation_ttl"] == 3
 
+
+
+def test_revoking_a_roles_tokens_leaves_the_other_roles_of_the_mount(platform: Platform, tenant: Tenant) -> None:
+    """The mesh-CA fault's scope (cluster/vault.py revoke_role_tokens): a Kubernetes-auth token records its
+    role in meta.role (vault-plugin-auth-kubernetes path_login.go), so one role's logins can go alone."""
+    admin = platform.vault_admin()
+    with scratch_mount(platform) as mount:
+        role_on(platform, tenant, mount, "taken")
+        role_on(platform, tenant, mount, "kept")
+        taken = [login(platform, tenant, mount, "taken")[0] for _ in range(2)]
+        kept, looked_up = login(platform, tenant, mount, "kept")
+        assert looked_up["meta"]["role"] == "kept" and looked_up["path"].startswith(f"auth/{mount}/login")
+        assert revoke_role_tokens(admin, mount, "taken") == 2
+        for client in taken:  # the fault took effect on each of the role's tokens
+            with pytest.raises(hvac.exceptions.Forbidden):
+                client.auth.token.lookup_self()
+        assert kept.auth.token.lookup_self()["data"]["meta"]["role"] == "kept", "another role's token was revoked"
+        assert revoke_role_tokens(admin, mount, "taken") == 0  # nothing left of it: a second call is a no-op

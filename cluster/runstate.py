@@ -31,6 +31,18 @@ def new_run_id() -> str:
     return time.strftime("tg-%Y%m%d-%H%M%S-", time.gmtime()) + _random.token_hex(2)
 
 
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on ``path`` (made if missing) for the block: one builder of a cached binary at a time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("TRUSTGRID_CACHE", Path.home() / ".cache" / "trustgrid"))
 

@@ -304,6 +304,32 @@ def login_kubernetes(client: hvac.Client, layout: VaultLayout, role: str, jwt: s
     return register(str(response["auth"]["client_token"]))
 
 
+def revoke_role_tokens(admin: hvac.Client, mount: str, role: str) -> int:
+    """Revoke the live tokens that logins to ``auth/<mount>/login`` with ``role`` created; every other token
+    stays. Returns how many were revoked.
+
+    A Kubernetes-auth login records its role in the token's metadata (``meta.role``:
+    vault-plugin-auth-kubernetes path_login.go, Auth.Metadata) and its login path in ``path``.
+    Tokens have no index by role, so each accessor is looked up (LIST auth/token/accessors needs
+    sudo: the admin token). A token that ends between the list and the lookup is skipped.
+    Scoped this way, a fault on someone else's Vault revokes only the mesh CA's own logins, not
+    every workload's token of the mount (which ``sys/leases/revoke-prefix`` of the login path would).
+    """
+    login = f"auth/{mount}/login"
+    accessors = (admin.adapter.list("/v1/auth/token/accessors") or {}).get("data", {}).get("keys", [])
+    revoked = 0
+    for accessor in accessors:
+        try:
+            data = admin.adapter.post("/v1/auth/token/lookup-accessor", json={"accessor": accessor})["data"]
+        except (hvac.exceptions.InvalidRequest, hvac.exceptions.InvalidPath, hvac.exceptions.Forbidden):
+            continue  # ended meanwhile
+        if str(data.get("path", "")).startswith(login) and (data.get("meta") or {}).get("role") == role:
+            with contextlib.suppress(hvac.exceptions.InvalidRequest, hvac.exceptions.InvalidPath):
+                admin.adapter.post("/v1/auth/token/revoke-accessor", json={"accessor": accessor})
+                revoked += 1
+    return revoked
+
+
 class PkiRotation:
     """Intermediate and root rotation through Vault's multi-issuer PKI API (Vault >= 1.11, OpenBao)."""
 

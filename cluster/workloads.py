@@ -20,6 +20,7 @@ APP_IMAGE = "trustgrid/tgpod:dev"  # built from cluster/kind/Dockerfile; the loc
 AGENT_SOCKET_DIR = "/run/tgpod"
 VAULT_TOKEN_DIR = "/var/run/secrets/vault"  # noqa: S105 - a directory, not a secret
 VAULT_CA_DIR = "/var/run/secrets/vault-ca"
+VAULT_CA_CONFIGMAP = "trustgrid-vault-ca"  # key ca.crt: the CA of Vault's TLS certificate (kind, existing clusters)
 # The app's own user: never 1337, which Istio's interception exempts.
 APP_UID = 65532
 
@@ -34,7 +35,7 @@ class VaultTarget:
     pki_int_path: str = "pki_int"
     kubernetes_path: str = "kubernetes"
     kv_path: str = "secret"
-    ca_configmap: str = "trustgrid-vault-ca"
+    ca_configmap: str = VAULT_CA_CONFIGMAP
 
 
 def pod_template(ns: str, name: str, service_account: str, vault: VaultTarget, *, meshed: bool = True,

@@ -9,9 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
+
 from cluster.kind import manifests
 from cluster.kind.plan import install_plan
 from cluster.profile import DEFAULT_PROFILE, load_profile
+from cluster.runstate import RUN_LABEL
 from cluster.secrets import find_secrets
 from tests.lifecycle import ROOT
 
@@ -22,7 +26,8 @@ def test_the_plan_follows_the_istio_csr_install_order() -> None:
     titles = [step.title for step in install_plan(SETUP, "tg-1", flavor="openbao")]
     order = ["kind cluster", "cert-manager", "openbao's TLS certificate", "openbao", "initialize and unseal",
              "configure Vault",
-             "Vault Issuer", "root CA", "cert-manager-istio-csr", "Istio with istio-csr", "workload image",
+             "Vault Issuer", "root CA", "cert-manager-istio-csr", "istiod's serving certificate",
+             "Istio with istio-csr", "workload image",
              "mesh policy and workloads"]
     assert len(titles) == len(order)
     for title, expected in zip(titles, order, strict=True):
@@ -63,7 +68,7 @@ def test_dry_run_prints_the_whole_plan_redacted_and_creates_nothing(tmp_path: Pa
     assert "$ kind create cluster" in result.stdout and "$ istioctl install -y -f -" in result.stdout
     assert "kind: Issuer" in result.stdout and "serviceAccountRef" in result.stdout
     assert find_secrets(result.stdout) == []
-    assert "# 12. mesh policy and workloads" in result.stdout
+    assert "# 13. mesh policy and workloads" in result.stdout
     assert "kind: Secret" in result.stdout and "tls.key: [REDACTED]" in result.stdout  # Vault's key, made here
     assert not (tmp_path / "reports").exists()
 
@@ -82,7 +87,7 @@ def test_the_nightly_matrix_matches_the_pins() -> None:
 
     import yaml
 
-    from cluster.kind.tools import load_tools
+    from cluster.kubectl.tools import load_tools
     from cluster.versions import VERSIONS_FILE
 
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "nightly.yml").read_text())
@@ -169,3 +174,42 @@ def test_vault_listens_with_tls_and_everything_that_reaches_it_trusts_its_ca() -
     cas = {d["metadata"]["namespace"] for d in documents if d.get("kind") == "ConfigMap"
            and d["metadata"]["name"] == "trustgrid-vault-ca"}
     assert namespaces <= cas  # every workload's namespace has Vault's CA
+
+
+@pytest.mark.parametrize("flavor", ["vault", "openbao"])
+def test_reuse_resets_both_vault_flavours_and_the_external_reviewer_binding(flavor: str) -> None:
+    """A reused cluster may hold the other flavour, or --vault external's cluster-scoped reviewer binding,
+    from an earlier run: none of it may survive into this run."""
+    from cluster.kind.plan import reset_commands
+
+    commands = [" ".join(c) for c in reset_commands(flavor, flavor)]
+    for name in ("vault", "openbao"):
+        assert f"helm uninstall {name} --namespace {name} --ignore-not-found --wait" in commands
+        assert any(c.startswith(f"kubectl delete pvc --namespace {name} --all") for c in commands)
+    binding = manifests.token_reviewer("tg-x")[-1]
+    assert binding["kind"] == "ClusterRoleBinding" and RUN_LABEL in binding["metadata"]["labels"]
+    assert f"kubectl delete clusterrolebinding -l {RUN_LABEL} --ignore-not-found" in commands
+
+
+def test_the_image_build_sends_only_what_the_dockerfile_copies() -> None:
+    """docker build's context is the repository root: .dockerignore excludes everything (`*`), then lets in
+    exactly the Dockerfile's COPY sources (moby's patternmatcher: the last matching pattern wins)."""
+    dockerfile = (ROOT / "cluster" / "kind" / "Dockerfile").read_text().splitlines()
+    sources = {line.split()[1] for line in dockerfile if line.startswith("COPY ") and "--from" not in line}
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    assert patterns[0] == "*"
+    assert {p.removeprefix("!") for p in patterns[1:]} == sources, (patterns, sources)
+
+
+def test_the_nightly_job_exports_kinds_logs_on_failure_and_removes_its_clusters() -> None:
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "nightly.yml").read_text())
+    steps = workflow["jobs"]["kind"]["steps"]
+    run = next(s for s in steps if s.get("name") == "Run the suite on kind")
+    assert "--keep-cluster" in run["run"], "the cluster must outlive the run for its logs to be exported"
+    export = next(s for s in steps if "export logs" in s.get("run", ""))
+    assert export["if"] == "failure()" and "reports/kind-logs/" in export["run"]
+    remove = next(s for s in steps if "delete cluster" in s.get("run", ""))
+    assert remove["if"] == "always()" and steps.index(export) < steps.index(remove)
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact"))
+    assert steps.index(remove) < steps.index(upload) and "reports/kind-logs" in upload["with"]["path"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,18 +19,21 @@ from pathlib import Path
 import hvac
 import yaml
 
+from cluster.errors import PlatformUnavailable
 from cluster.kind import manifests
-from cluster.kind.commands import Kubectl, Runner, documents, run
 from cluster.kind.external import ExternalVault, external_vault
 from cluster.kind.plan import SA_ISSUER, KindPins, Step, cluster_name, install_plan, load_kind_pins
-from cluster.kind.platform import ISTIO_CSR, VAULT_INIT, KindPlatform, KindVault, port_forward, vault_answers
-from cluster.kind.tools import ensure_tool, load_tools
+from cluster.kind.platform import KindPlatform
 from cluster.kind.vaulttls import make_vault_tls
+from cluster.kubectl.commands import Kubectl, Runner, documents, run
+from cluster.kubectl.forward import port_forward
+from cluster.kubectl.platform import ISTIO_CSR, VAULT_INIT, ClusterVault, vault_answers
+from cluster.kubectl.tools import ensure_tool, load_tools
 from cluster.runstate import KIND_CLUSTER_MARK, RunState, run_is_live, runs_root
 from cluster.secrets import register
 from cluster.settings import Settings
 from cluster.vault import KubernetesAuthTarget, VaultConfigurator, VaultLayout
-from cluster.wait import wait_until
+from cluster.wait import Abort, wait_until
 
 Progress = Callable[[str], None]
 REPO = Path(__file__).resolve().parents[2]
@@ -114,18 +118,13 @@ class KindBringUp:
         self.runner(self.tool_argv(step.argv), stdin=documents(step.documents), timeout=900)
 
     def init_vault(self, step: Step) -> None:
+        """Reach Vault through a supervised port-forward, wait until it answers sealed and uninitialized, then
+        initialize and unseal it through the API (as Vault's chart tests do: status first, then init)."""
         self.kubectl("-n", self.vault_ns, "wait", "--for=jsonpath={.status.phase}=Running",
                      f"pod/{self.flavor}-0", "--timeout=300s", timeout=310)
-        init = json.loads(self.runner(self.tool_argv(step.argv), timeout=120))
-        register(init["root_token"])
-        for key in init["unseal_keys_b64"]:
-            register(key)
-        self.state.write_private(VAULT_INIT, json.dumps(init))  # 0600, in the run's state directory
         self.vault_addr = self.stack.enter_context(port_forward(self.kubectl, self.vault_ns, self.flavor, 8200,
                                                                 scheme="https"))
-        admin = self.admin()
-        for key in init["unseal_keys_b64"][:2]:
-            admin.sys.submit_unseal_key(key)
+        self._initialize(hvac.Client(url=self.vault_addr, verify=self.verify, timeout=30))
 
     def start_external_vault(self, step: Step) -> None:
         """--vault external: the container, the reviewer account, then init and unseal through the API."""
@@ -135,8 +134,13 @@ class KindBringUp:
         self.vault_ns = manifests.EXTERNAL_VAULT_NS
         self.vault_addr = self.external.local_addr
         self.kubectl.apply(step.documents)
-        client = hvac.Client(url=self.vault_addr, timeout=10)
-        wait_until(lambda: vault_answers(client), timeout=120, interval=1, describe=f"{self.flavor} to answer")
+        self._initialize(hvac.Client(url=self.vault_addr, timeout=30))
+
+    def _initialize(self, client: hvac.Client) -> None:
+        """`operator init` only once Vault answers its seal status, sealed and not yet initialized (an
+        init sent earlier fails with a refused connection or a 503); then unseal with two of three keys."""
+        wait_until(lambda: awaiting_init(client), timeout=180, interval=1,
+                   describe=f"{self.flavor} to answer its seal status, sealed and not yet initialized")
         answer = client.sys.initialize(secret_shares=3, secret_threshold=2)
         init = {"root_token": register(answer["root_token"]),
                 "unseal_keys_b64": [register(key) for key in answer["keys_base64"]]}
@@ -171,11 +175,31 @@ class KindBringUp:
         configurator.configure_kubernetes_auth(target)
         configurator.configure_kv()
         configurator.configure_pki()
+        # The bring-up's own workloads log in through their namespace's role and read its secret.
+        for namespace, accounts in manifests.BRINGUP_WORKLOADS.items():
+            configurator.write_secret(configurator.configure_namespace(namespace, accounts),
+                                      {"canary": f"canary-{secrets.token_hex(8)}"})
         if setup.vault.audit and self.flavor == "vault":
             configurator.ensure_audit("stdout")
         if setup.mesh.ca == "istio-csr":
             configurator.configure_mesh_pki_role(manifests.MESH_PKI_ROLE)
             configurator.configure_mesh_ca(manifests.ISTIO_NS, manifests.ISSUER, audience=manifests.issuer_audience())
+
+
+class VaultAlreadyInitialized(PlatformUnavailable, Abort):
+    """Vault answers already initialized: its keys are not this run's. Ends a wait at once (cluster/wait.py Abort)."""
+
+
+def awaiting_init(client: hvac.Client) -> bool:
+    """True once Vault answers GET sys/seal-status as sealed and uninitialized; False while it does not answer.
+    Raises VaultAlreadyInitialized when it answers already initialized: that Vault is not this run's to set up."""
+    if not vault_answers(client):
+        return False
+    status = client.sys.read_seal_status()
+    if status.get("initialized"):
+        raise VaultAlreadyInitialized("Vault answers already initialized, so this run cannot hold its keys",
+                                      fix="remove its storage (--reuse-cluster resets it), or use a fresh cluster")
+    return bool(status.get("sealed"))
 
 
 def reap_kind_runs(kind: Path, runner: Runner, progress: Progress, root: Path | None = None) -> list[str]:
@@ -230,7 +254,7 @@ def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> 
                                     external_address=up.external.cluster_addr, vault_tls=up.vault_tls)
         address = up.external.cluster_addr if up.external else f"https://{up.flavor}.{up.vault_ns}.svc:8200"
         ca_file = None if up.external else str(up.vault_ca_file)
-        vault = KindVault(manifests.VaultTarget(up.vault_ns, address, up.flavor), up.vault_addr, ca_file)
+        vault = ClusterVault(manifests.VaultTarget(up.vault_ns, address, up.flavor), up.vault_addr, ca_file)
         container = up.external.container if up.external else None
         platform = KindPlatform(settings, state, kubectl=up.kubectl, istioctl=tools["istioctl"], vault=vault,
                                 debug_image=pins.debug_image, runner=runner, mesh_ca=mesh_ca(settings),
@@ -253,7 +277,7 @@ def attach_kind(settings: Settings, state_path: Path, runner: Runner = run) -> K
     target = manifests.VaultTarget(data["vault_ns"], data["vault_cluster_addr"], data["flavor"])
     return KindPlatform(settings, state, kubectl=Kubectl(runner, tools["kubectl"], state.file("kubeconfig")),
                         istioctl=tools["istioctl"],
-                        vault=KindVault(target, data["vault_addr"], data.get("vault_ca_file")),
+                        vault=ClusterVault(target, data["vault_addr"], data.get("vault_ca_file")),
                         debug_image=data["debug_image"], runner=runner, mesh_ca=mesh_ca(settings),
                         vault_container=data["vault_container"])
 

@@ -11,11 +11,12 @@ testcontainers, whose reaper also removes it if the run is killed.
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from cluster.kind.commands import Runner
+from cluster.kind.manifests import storage_config
+from cluster.kubectl.commands import Runner
+from cluster.kubectl.forward import free_port
 
 KIND_NETWORK = "kind"
 PORT = 8200
@@ -29,10 +30,11 @@ class ExternalVault:
 
 
 def server_config(flavor: str) -> str:
-    """Server mode, file storage inside the container (it survives docker stop/start), no TLS on the network."""
+    """Server mode, storage inside the container (it survives docker stop/start), no TLS on the network.
+    File storage for Vault, integrated storage for OpenBao, which has no file backend (manifests.storage_config)."""
+    storage = storage_config(flavor, f"/tmp/trustgrid-{flavor}-data", "http://127.0.0.1")  # noqa: S108 - in the container
     return ('disable_mlock = true\nui = false\n'
-            f'listener "tcp" {{\n  address = "0.0.0.0:{PORT}"\n  tls_disable = 1\n}}\n'
-            f'storage "file" {{\n  path = "/tmp/trustgrid-{flavor}-data"\n}}\n')
+            f'listener "tcp" {{\n  address = "0.0.0.0:{PORT}"\n  tls_disable = 1\n}}\n' + storage)
 
 
 def server_command(flavor: str) -> list[str]:
@@ -44,12 +46,6 @@ def server_command(flavor: str) -> list[str]:
 
 def container_name(run_id: str) -> str:
     return f"trustgrid-vault-{run_id.removeprefix('tg-')}"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def network_address(runner: Runner, container: str) -> str:
@@ -64,13 +60,16 @@ def external_vault(flavor: str, run_id: str, image: str, runner: Runner) -> Iter
     from testcontainers.core.container import DockerContainer  # imported here: only this path needs Docker
 
     name = container_name(run_id)
-    local_port = _free_port()
+    local_port = free_port()
     container = (DockerContainer(image)
                  .with_name(name)
                  .with_command(server_command(flavor))
                  .with_env("TRUSTGRID_CONFIG", server_config(flavor))
-                 .with_bind_ports(PORT, local_port)
                  .with_kwargs(network=KIND_NETWORK, labels={"trustgrid.io/run-id": run_id}))
+    # Published on loopback only: Vault's API (plaintext on this port) is not offered to the host's network.
+    # docker-py takes a host address only as an (ip, port) tuple (docker/utils/utils.py _convert_port_binding),
+    # which testcontainers' with_bind_ports does not type.
+    container.ports[f"{PORT}/tcp"] = ("127.0.0.1", local_port)  # type: ignore[assignment]
     container.start()
     try:
         yield ExternalVault(container=name, cluster_addr=f"http://{network_address(runner, name)}:{PORT}",

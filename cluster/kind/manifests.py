@@ -16,12 +16,13 @@ from typing import Any
 from cluster import certmanager, istio
 from cluster.kind import vaulttls
 from cluster.kube import labels
-from cluster.meshconfig import configmap, proxy_metadata
+from cluster.kubectl.objects import MESH_CA_ROLE, ca_configmap, cacerts_secret
+from cluster.meshconfig import proxy_metadata
 from cluster.profile import Setup
-from cluster.vault import PluginCa
 from cluster.workloads import APP_IMAGE, VaultTarget, workload
 
-__all__ = ["APP_IMAGE", "VaultTarget", "workload"]  # the shared workload, as the kind platform names it
+# The shared pieces, as the kind platform names them.
+__all__ = ["APP_IMAGE", "MESH_CA_ROLE", "VaultTarget", "ca_configmap", "cacerts_secret", "workload"]
 
 Manifest = dict[str, Any]
 
@@ -29,10 +30,10 @@ CERT_MANAGER_NS = "cert-manager"
 ISTIO_NS = istio.ROOT_NAMESPACE
 ISSUER = "vault-mesh-ca"  # the Issuer istio-csr signs through, and the service account it logs in as
 MESH_PKI_ROLE = "mesh"  # istio-csr signs every namespace through one PKI role
-MESH_CA_ROLE = "mesh-ca"  # the Kubernetes auth role the Issuer logs in with (VaultConfigurator.configure_mesh_ca)
 ISTIO_CSR_ADDRESS = "cert-manager-istio-csr.cert-manager.svc:443"
 ROOT_CA_SECRET = "istio-root-ca"  # noqa: S105 - a Secret object's name; it holds only the public root
 ROOT_CA_MOUNT = "/var/run/secrets/istio-csr"
+ISTIOD_TLS_SECRET = "istiod-tls"  # noqa: S105 - a Secret's name: istiod's serving certificate, made by istio-csr
 
 
 def kind_config(cluster_name: str, issuer: str, node_image: str) -> Manifest:
@@ -117,13 +118,6 @@ def istio_operator(setup: Setup, *, ca: str) -> Manifest:
             "metadata": {"namespace": ISTIO_NS, "name": "trustgrid"}, "spec": spec}
 
 
-def cacerts_secret(ca: PluginCa, run_id: str) -> Manifest:
-    """`ca: plugin`: a Vault-issued intermediate as Istio's own signing CA (the files of PluginCa.files)."""
-    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": "cacerts", "namespace": ISTIO_NS, "labels": labels(run_id)},
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in ca.files().items()}}
-
-
 # -- Helm values (not manifests: the charts render them) -----------------------
 def cert_manager_values() -> dict[str, Any]:
     return {"crds": {"enabled": True}}
@@ -138,8 +132,8 @@ def vault_values(flavor: str, *, audit: bool = True) -> dict[str, Any]:
     data = f"/{flavor}/data"
     tls = f"/{flavor}/userconfig/{vaulttls.SECRET}"
     config = (f'ui = true\nlistener "tcp" {{\n  address = "[::]:8200"\n  cluster_address = "[::]:8201"\n'
-              f'  tls_cert_file = "{tls}/tls.crt"\n  tls_key_file = "{tls}/tls.key"\n}}\n'
-              f'storage "file" {{\n  path = "{data}"\n}}\n')
+              f'  tls_cert_file = "{tls}/tls.crt"\n  tls_key_file = "{tls}/tls.key"\n}}\n')
+    config += storage_config(flavor, data, f"https://{flavor}-0.{flavor}-internal")
     if audit and flavor == "openbao":
         config += 'audit "file" "stdout" {\n  options {\n    file_path = "stdout"\n  }\n}\n'
     # The CLI in the pod (operator init, unseal) talks TLS to 127.0.0.1: it trusts the run's CA.
@@ -149,6 +143,19 @@ def vault_values(flavor: str, *, audit: bool = True) -> dict[str, Any]:
                        "dataStorage": {"enabled": True}, "authDelegator": {"enabled": True},
                        "extraVolumes": [{"type": "secret", "name": vaulttls.SECRET, "path": f"/{flavor}/userconfig"}],
                        "extraEnvironmentVars": ca_env}}
+
+
+def storage_config(flavor: str, path: str, node: str) -> str:
+    """Vault keeps the chart's file storage; OpenBao removed the file backend in 2.7.0 (its server now
+    says "unknown storage type file"; the backends it registers are in command/commands.go), so
+    OpenBao runs integrated storage (raft), a single node, which needs its own API and cluster
+    addresses: ``node`` is its scheme and host (ports 8200 and 8201)."""
+    if flavor != "openbao":
+        return f'storage "file" {{\n  path = "{path}"\n}}\n'
+    # performance_multiplier 1 is raft's production tuning; the default (5) makes a single node wait
+    # seconds for its own election, and `operator init` with it (as on the local platform, cluster/local/openbao.py).
+    return (f'storage "raft" {{\n  path = "{path}"\n  node_id = "{flavor}-0"\n  performance_multiplier = 1\n}}\n'
+            f'api_addr = "{node}:8200"\ncluster_addr = "{node}:8201"\n')
 
 
 def istio_csr_values(setup: Setup) -> dict[str, Any]:
@@ -168,13 +175,21 @@ def istio_csr_values(setup: Setup) -> dict[str, Any]:
 # -- workloads: cluster/workloads.py ---------------------------------------------
 
 
+APP_NS = "trustgrid-app"
+LEGACY_NS = "trustgrid-legacy"
+# The bring-up's workloads: namespace -> the service accounts that log in to Vault there (through the role
+# named after the namespace, cluster/workloads.py --vault-role), so configure-vault makes those roles.
+BRINGUP_WORKLOADS: dict[str, tuple[str, ...]] = {APP_NS: ("server", "client"), LEGACY_NS: ("naked",)}
+
+
 def mesh_and_workloads(setup: Setup, vault: VaultTarget, run_id: str, *, vault_ca: str,
-                       app_ns: str = "trustgrid-app", legacy_ns: str = "trustgrid-legacy") -> list[Manifest]:
-    """The mesh config and policy, a meshed namespace with server and client, a legacy one with a naked client;
+                       app_ns: str = APP_NS, legacy_ns: str = LEGACY_NS) -> list[Manifest]:
+    """The mesh policy, a meshed namespace with server and client, a legacy one with a naked client;
     each namespace gets Vault's CA, which its workloads mount."""
     found = [namespace(app_ns, run_id, meshed=True), namespace(legacy_ns, run_id)]
-    found += [vaulttls.ca_configmap(ns, vault_ca, run_id) for ns in (app_ns, legacy_ns)]
-    found.append(configmap(setup, run_id))  # the mesh config as conformance reads it (istiod owns it on kind)
+    found += [ca_configmap(ns, vault_ca, run_id) for ns in (app_ns, legacy_ns)]
+    # No istio-system/istio here: istioctl writes it from istio_operator's meshConfig and owns it (a server-side
+    # apply of our own copy conflicts with istioctl's field manager); conformance reads what istioctl wrote.
     found.append(istio.peer_authentication(ISTIO_NS, "default", setup.mesh.mtls.default, run_id))
     found += istio.namespace_policies(app_ns, run_id, mtls_mode=setup.mesh.mtls.namespaces.get(app_ns),
                                       authz=setup.mesh.authz == "namespace")
@@ -185,7 +200,7 @@ def mesh_and_workloads(setup: Setup, vault: VaultTarget, run_id: str, *, vault_c
 
 
 def all_manifests(setup: Setup, vault: VaultTarget, run_id: str, *, root_pem: str, vault_ca: str,
-                  app_ns: str = "trustgrid-app", legacy_ns: str = "trustgrid-legacy") -> list[Manifest]:
+                  app_ns: str = APP_NS, legacy_ns: str = LEGACY_NS) -> list[Manifest]:
     """Everything the kind platform applies itself, in order (the API server validates each)."""
     found = [namespace(name, run_id) for name in (CERT_MANAGER_NS, ISTIO_NS, vault.namespace)]
     found += issuer_identity(run_id)

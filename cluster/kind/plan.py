@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from cluster.kind import manifests, vaulttls
+from cluster.kubectl.tools import debug_image
 from cluster.profile import Setup
 from cluster.runstate import RUN_LABEL
 from cluster.secrets import redact
@@ -56,11 +57,12 @@ def load_kind_pins() -> KindPins:
     charts = {name: (str(spec["version"]), str(spec["url"]).format(version=spec["version"]))
               for name, spec in data["charts"].items()}
     images = data["images"]
-    return KindPins(node_image=str(images["kind_node"]), debug_image=str(images["debug"]), charts=charts,
+    return KindPins(node_image=str(images["kind_node"]), debug_image=debug_image(), charts=charts,
                     vault_images={"vault": str(images["vault_server"]), "openbao": str(images["openbao_server"])})
 
 
 REUSED_CLUSTER = "trustgrid-reuse"
+FLAVORS = ("vault", "openbao")  # each installs as its Helm release, in the namespace of its name
 
 
 def cluster_name(run_id: str, *, reuse: bool = False) -> str:
@@ -70,16 +72,25 @@ def cluster_name(run_id: str, *, reuse: bool = False) -> str:
 def reset_commands(flavor: str, vault_ns: str) -> tuple[tuple[str, ...], ...]:
     """What --reuse-cluster runs on a cluster that exists: nothing of an earlier run is trusted.
 
-    Every namespace any run labelled goes (test namespaces, istio-system), and Vault with its storage,
-    so that it is initialized again and its keys are this run's; the Helm charts and istioctl that
-    follow are idempotent and put their pieces back as the profile says.
+    Every namespace any run labelled goes (test namespaces, istio-system, --vault external's reviewer
+    namespace), every cluster-scoped object any run labelled (--vault external's reviewer binding), and
+    both Vault flavours with their storage, whichever this run installs: an earlier run may have used
+    the other one. So Vault is initialized again and its keys are this run's; the Helm charts and
+    istioctl that follow are idempotent and put their pieces back as the profile says.
+    ``flavor`` and ``vault_ns`` are this run's; they are reset like the other flavour.
     """
-    return (
+    flavors = {flavor: vault_ns, **{other: other for other in FLAVORS if other != flavor}}
+    commands: list[tuple[str, ...]] = [
         ("kubectl", "delete", "namespace", "-l", RUN_LABEL, "--ignore-not-found", "--wait=true", "--timeout=300s"),
-        ("helm", "uninstall", flavor, "--namespace", vault_ns, "--ignore-not-found", "--wait"),
-        ("kubectl", "delete", "pvc", "--namespace", vault_ns, "--all", "--ignore-not-found", "--wait=true",
-         "--timeout=120s"),
-    )
+        ("kubectl", "delete", "clusterrolebinding", "-l", RUN_LABEL, "--ignore-not-found"),
+    ]
+    for name, namespace in flavors.items():
+        commands += [
+            ("helm", "uninstall", name, "--namespace", namespace, "--ignore-not-found", "--wait"),
+            ("kubectl", "delete", "pvc", "--namespace", namespace, "--all", "--ignore-not-found", "--wait=true",
+             "--timeout=120s"),
+        ]
+    return tuple(commands)
 
 
 EXTERNAL_PLACEHOLDER = "http://<the container's address on the kind network>:8200"
@@ -100,7 +111,6 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
     if external:
         vault = manifests.VaultTarget(manifests.EXTERNAL_VAULT_NS, external_address or EXTERNAL_PLACEHOLDER, flavor)
         vault_ca = None  # the external container listens in plaintext on the kind network (see README)
-    cli = "bao" if flavor == "openbao" else "vault"
     chart = pins.charts
 
     def helm(release: str, key: str, namespace: str, values: dict[str, Any]) -> Step:
@@ -120,10 +130,10 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
              documents=(manifests.namespace(vault_ns, run_id), vaulttls.tls_secret(vault_ns, tls, run_id)),
              action="apply"),
         helm(flavor, flavor, vault_ns, manifests.vault_values(flavor, audit=setup.vault.audit)),
-        Step(f"initialize and unseal {flavor}; keys kept 0600 in the run's state directory",
-             ("kubectl", "-n", vault_ns, "exec", f"{flavor}-0", "--", cli, "operator", "init", "-key-shares=3",
-              "-key-threshold=2", "-format=json"),
-             notes="then `operator unseal` twice; the pod is Ready only once unsealed", action="init-vault"),
+        Step(f"initialize and unseal {flavor} through the API; keys kept 0600 in the run's state directory",
+             notes=(f"a supervised port-forward to svc/{flavor} (it outlives the pod); once GET sys/seal-status "
+                    "answers sealed and uninitialized: PUT sys/init (3 shares, threshold 2), then sys/unseal "
+                    "twice; the pod is Ready only once unsealed"), action="init-vault"),
     ]
     outside = [
         Step(f"{flavor} in a container on the kind network (testcontainers), initialized and unsealed; "
@@ -169,6 +179,12 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
         Step("the root CA for istio-csr (Vault returns only the intermediate)",
              documents=(manifests.root_ca_secret("<root CA PEM from pki/cert/ca>", run_id),), action="root-ca"),
         helm("cert-manager-istio-csr", "istio_csr", manifests.CERT_MANAGER_NS, manifests.istio_csr_values(setup)),
+        # istiod reads its serving certificate from the Secret istio-csr has cert-manager issue (istio-csr
+        # pkg/istiodcert/worker.go: SecretName istiod-tls) only as it starts; the volume is optional, so an istiod
+        # started before it exists runs without it.
+        Step(f"istiod's serving certificate ({manifests.ISTIOD_TLS_SECRET}), issued through istio-csr",
+             ("kubectl", "-n", manifests.ISTIO_NS, "wait", "--for=create", f"secret/{manifests.ISTIOD_TLS_SECRET}",
+              "--timeout=180s")),
         Step("Istio with istio-csr as its CA", ("istioctl", "install", "-y", "-f", "-"),
              (manifests.istio_operator(setup, ca=setup.mesh.ca),)),
         *workloads,

@@ -22,7 +22,6 @@ from cluster.kube import labels
 from cluster.secrets import register
 
 SECRET = "vault-tls"  # noqa: S105 - the name of a Secret object
-CA_CONFIGMAP = "trustgrid-vault-ca"
 VALIDITY = dt.timedelta(days=7)
 
 
@@ -70,10 +69,3 @@ def tls_secret(namespace: str, tls: VaultTls, run_id: str) -> dict[str, object]:
     return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
             "metadata": {"name": SECRET, "namespace": namespace, "labels": labels(run_id)},
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
-
-
-def ca_configmap(namespace: str, ca_pem: str, run_id: str) -> dict[str, object]:
-    """What workloads mount to trust Vault (cluster/workloads.py VaultTarget.ca_configmap)."""
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": CA_CONFIGMAP, "namespace": namespace, "labels": labels(run_id)},
-            "data": {"ca.crt": ca_pem}}

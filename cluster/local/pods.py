@@ -16,7 +16,7 @@ import contextlib
 import json
 import tempfile
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,12 @@ from kubernetes.client.exceptions import ApiException
 
 from cluster import istio
 from cluster.agent import APP_PORT, call_request, call_result
-from cluster.errors import TrustgridError
+from cluster.errors import PlatformUnavailable, TrustgridError
 from cluster.kube import Kube, labels
 from cluster.local.capture import tcpdump
 from cluster.local.kubelet import Kubelet, PodRun, PodStartError, http_in_pod
 from cluster.local.network import validate_pod_name
-from cluster.platform import CallResult, Capture, Workload
+from cluster.platform import CallResult, Capture, SessionStep, SidecarStatus, VaultRead, Workload
 from cluster.proxydump import NoWorkloadCertificate, last_certificate_error, workload_secret
 from cluster.secrets import redact
 from cluster.wait import wait_until
@@ -171,14 +171,14 @@ class LocalPods:
         with _agent(self.agent_socket(src), timeout + 5) as agent:
             return call_result(agent.post("/call", json=request).json())
 
-    def session(self, src: Workload, dst: Workload, *, count: int, interval: float) -> list[dict[str, Any]]:
+    def session(self, src: Workload, dst: Workload, *, count: int, interval: float) -> list[SessionStep]:
         request = {"url": self.url(src, dst, "/session"), "count": count, "interval": interval}
         with _agent(self.agent_socket(src), count * (interval + 6) + 5) as agent:
-            return list(agent.post("/session", json=request).json()["steps"])
+            return [SessionStep.from_agent(s) for s in agent.post("/session", json=request).json()["steps"]]
 
-    def read_vault(self, workload: Workload) -> dict[str, Any]:
+    def read_vault(self, workload: Workload) -> VaultRead:
         with _agent(self.agent_socket(workload), 10) as agent:
-            return dict(agent.get("/vault").json())
+            return VaultRead.from_agent(agent.get("/vault").json())
 
     def relogin_vault(self, workload: Workload) -> dict[str, Any]:
         with _agent(self.agent_socket(workload), 15) as agent:
@@ -192,26 +192,27 @@ class LocalPods:
         """New projected tokens now, as the kubelet makes them (after the service account was made again)."""
         self.kubelet.sync(self.run_of(workload), force_tokens=True)
 
-    def sidecar_status(self, workload: Workload) -> dict[str, Any]:
+    def sidecar_status(self, workload: Workload) -> SidecarStatus:
         """The certificate Envoy holds (cluster/proxydump.py) and pilot-agent's last certificate error."""
         run = self.run_of(workload)
+        log = run.processes[PROXY].log_path if PROXY in run.processes else None
+        last_error = last_certificate_error(log.read_text(errors="replace")) if log and log.exists() else ""
         try:
             status = workload_secret(self.envoy(workload, "/config_dump?resource=dynamic_active_secrets"))
-        except NoWorkloadCertificate:
-            status = {}
-        log = run.processes[PROXY].log_path if PROXY in run.processes else None
-        status["last_error"] = last_certificate_error(log.read_text(errors="replace")) if log and log.exists() else ""
-        return status
+        except NoWorkloadCertificate as err:
+            raise PlatformUnavailable(f"{err} in {workload.namespace}/{workload.name}; pilot-agent's last error: "
+                                      f"{last_error or 'none'}",
+                                      fix="check the mesh CA: the proxy's CSR was not signed") from None
+        return replace(status, last_error=last_error)
 
     def renew_certificate(self, workload: Workload) -> None:
         """Istio's proxy cannot be told to renew: wait for its scheduled rotation (SECRET_GRACE_PERIOD_RATIO
         of the lifetime left), bounded by what is left of the current certificate's lifetime."""
         before = self.sidecar_status(workload)
-        not_after = datetime.fromisoformat(before["not_after"])
-        left = max(1.0, (not_after - datetime.now(UTC)).total_seconds())
-        wait_until(lambda: self.sidecar_status(workload).get("serial") != before["serial"], timeout=left + 5,
+        left = max(1.0, before.remaining_s())
+        wait_until(lambda: self.sidecar_status(workload).serial != before.serial, timeout=left + 5,
                    interval=0.2, describe=f"the proxy of {workload.namespace}/{workload.name} to rotate its "
-                                          f"certificate (serial {before['serial']})")
+                                          f"certificate (serial {before.serial})")
 
     @contextlib.contextmanager
     def capture(self, workload: Workload) -> Iterator[Capture]:

@@ -229,15 +229,36 @@ type vaultAgent struct {
 }
 
 func (v *vaultAgent) init() error {
-	pem, err := os.ReadFile(v.caFile)
+	pool, err := vaultRoots(v.caFile)
 	if err != nil {
 		return err
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
 	v.client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}}
 	return nil
+}
+
+// vaultRoots is the pool the agent trusts Vault's certificate with. No --vault-ca, or an
+// empty file (the ConfigMap of a Vault that listens in plaintext or has a public
+// certificate), means the system pool (nil RootCAs). A file that cannot be read, or that
+// holds no certificate, is an error at start that names it: a pool with nothing in it
+// would only fail later, on every login, as an opaque x509 error.
+func vaultRoots(caFile string) (*x509.CertPool, error) {
+	if caFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--vault-ca %s cannot be read (%w): mount Vault's CA there, or leave --vault-ca out to trust the system roots", caFile, err)
+	}
+	if len(bytes.TrimSpace(pem)) == 0 {
+		return nil, nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--vault-ca %s holds no PEM certificate: put Vault's CA certificate there, or leave --vault-ca out to trust the system roots", caFile)
+	}
+	return pool, nil
 }
 
 type vaultAuth struct {

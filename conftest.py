@@ -12,22 +12,27 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from cluster.errors import FaultRefused, TrustgridError
-from cluster.kube import Kube
-from cluster.platform import Platform, Workload
 from cluster.secrets import install_record_factory, redact
 from cluster.select import check_available, resolve
-from cluster.session import PlatformSession, raise_keyboard_interrupt_on_sigterm
 from cluster.settings import PLATFORMS, Settings, build_settings
-from cluster.tenancy import Tenant, open_tenant
-from cluster.vault import VaultConfigurator
-from reports.plugin import ReportPlugin
 
-SESSION = pytest.StashKey[PlatformSession]()
-REPORTS = pytest.StashKey[ReportPlugin]()
+if TYPE_CHECKING:
+    # The heavy modules (the Kubernetes client above all) are imported where they are first needed, after the
+    # platform check: a wrong --platform then fails in well under a second, before they load.
+    from cluster.kube import Kube
+    from cluster.platform import Platform, Workload
+    from cluster.session import PlatformSession
+    from cluster.tenancy import Tenant
+    from cluster.vault import VaultConfigurator
+    from reports.plugin import ReportPlugin
+
+SESSION: pytest.StashKey[PlatformSession] = pytest.StashKey()
+REPORTS: pytest.StashKey[ReportPlugin] = pytest.StashKey()
 SUITES = Path(__file__).parent / "suites"
 
 
@@ -133,6 +138,8 @@ def pytest_configure(config: pytest.Config) -> None:
             check_available(settings.platform, settings)
     except TrustgridError as err:
         raise pytest.UsageError(f"trustgrid: {err}") from None
+    from cluster.session import PlatformSession, raise_keyboard_interrupt_on_sigterm
+    from reports.plugin import ReportPlugin
 
     def progress(message: str) -> None:
         # Looked up per call: the terminal reporter registers after this hook.
@@ -261,12 +268,16 @@ def _platform_lock(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def kube(platform: Platform) -> Kube:
+    from cluster.kube import Kube
+
     return Kube(platform.kube)
 
 
 @pytest.fixture(scope="session")
 def vault_config(platform: Platform, settings: Settings) -> VaultConfigurator:
     """Admin access to the live Vault, for reading its real configuration."""
+    from cluster.vault import VaultConfigurator
+
     return VaultConfigurator(platform.vault_admin(), platform.vault_layout, settings.profile.setup, platform.run_id)
 
 
@@ -274,6 +285,8 @@ def vault_config(platform: Platform, settings: Settings) -> VaultConfigurator:
 def new_tenant(request: pytest.FixtureRequest, platform: Platform,
                settings: Settings) -> Iterator[Callable[..., Tenant]]:
     """Make tenants for this test; all are removed when it ends."""
+    from cluster.tenancy import open_tenant
+
     opened: list[AbstractContextManager[Tenant]] = []
 
     def make(*service_accounts: str, meshed: bool = True) -> Tenant:

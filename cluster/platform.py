@@ -17,7 +17,8 @@ from typing import Any, Literal, Protocol
 import hvac
 from kubernetes.client import ApiClient
 
-from cluster.vault import PluginCa, VaultLayout
+from cluster.vault import PluginCa
+from cluster.vaultlayout import VaultLayout
 
 ErrorClass = Literal["", "tls_handshake", "reset", "refused", "http_403", "http_5xx", "timeout", "other"]
 

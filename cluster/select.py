@@ -7,12 +7,15 @@ import subprocess
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cluster.errors import PlatformUnavailable
 from cluster.guard import Attachment, check_context, current_context, kubeconfig_path
-from cluster.platform import Platform
 from cluster.secrets import redact
 from cluster.settings import Settings
+
+if TYPE_CHECKING:  # for annotations only: the check of a wrong --platform must not wait for the Kubernetes client
+    from cluster.platform import Platform
 
 Progress = Callable[[str], None]
 

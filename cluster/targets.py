@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.errors import SettingsError
-from cluster.vault import VaultLayout
+from cluster.vaultlayout import VaultLayout
 
 DEFAULT_VAULT_WORKLOAD = "vault/statefulset/vault"
 DEFAULT_MESH_CA = "cert-manager/deployment/cert-manager-istio-csr"

@@ -20,27 +20,7 @@ from cluster.errors import VaultSetupError
 from cluster.pkitools import ca_csr_and_key
 from cluster.profile import Setup, spiffe_pattern
 from cluster.secrets import register
-
-
-@dataclass(frozen=True)
-class VaultLayout:
-    """Where things live in Vault; the kubeconfig platform prefixes them per run."""
-
-    kubernetes_path: str = "kubernetes"
-    kv_path: str = "secret"
-    pki_root_path: str = "pki"
-    pki_int_path: str = "pki_int"
-    audit_path: str = "file"
-
-    def role(self, namespace: str) -> str:
-        return namespace
-
-    def policy(self, namespace: str) -> str:
-        return f"ns-{namespace}"
-
-    def secret_path(self, namespace: str, name: str = "app") -> str:
-        """The KV v2 logical path (without the data/ segment)."""
-        return f"{namespace}/{name}"
+from cluster.vaultlayout import VaultLayout
 
 
 @dataclass(frozen=True)

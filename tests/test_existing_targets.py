@@ -13,7 +13,7 @@ import pytest
 from cluster.errors import SettingsError
 from cluster.settings import build_settings
 from cluster.targets import DEFAULT_MESH_CA, DEFAULT_VAULT_WORKLOAD, parse_layout
-from cluster.vault import VaultLayout
+from cluster.vaultlayout import VaultLayout
 from tests.lifecycle import ROOT
 
 GOOD: dict[str, object] = {"platform": "kubeconfig", "vault_addr": "https://vault.example.test:8200",

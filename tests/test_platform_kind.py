@@ -1,4 +1,7 @@
-"""--platform kind where no Docker engine answers: one line, well under 2 s, nothing left behind."""
+"""--platform kind where no Docker engine answers: one line, nothing left behind.
+
+How fast it fails (the goal: under 2 s) is measured by bench/refusal.py, not judged here.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from cluster.runstate import runs_root
@@ -16,11 +18,9 @@ from tests.lifecycle import ROOT
 def test_kind_without_docker_fails_fast_in_one_line_naming_local(tmp_path: Path) -> None:
     runs_before = set(runs_root().glob("*")) if runs_root().exists() else set()
     env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock", "PYTHONPATH": str(ROOT)}
-    started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "pytest", "suites/", "--platform", "kind", "-p", "no:cacheprovider",
                              "--report-dir", str(tmp_path / "reports")], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=30, check=False)
-    elapsed = time.monotonic() - started
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert result.returncode == 4, lines
     # The Docker client's own words, whichever way it is missing here (no client, or no engine at DOCKER_HOST).
@@ -28,7 +28,6 @@ def test_kind_without_docker_fails_fast_in_one_line_naming_local(tmp_path: Path)
                                                    "and none answers: "), lines
     assert lines[0].endswith("; start Docker, or use --platform local"), lines
     assert shutil.which("docker") is None or f"unix://{tmp_path}/no-docker.sock" in lines[0], lines
-    assert elapsed < 2.0, f"took {elapsed:.2f} s"
     assert not (tmp_path / "reports").exists()
     runs_after = set(runs_root().glob("*")) if runs_root().exists() else set()
     assert runs_after <= runs_before, f"left run state behind: {runs_after - runs_before}"

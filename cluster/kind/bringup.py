@@ -32,7 +32,8 @@ from cluster.kubectl.tools import ensure_tool, load_tools
 from cluster.runstate import KIND_CLUSTER_MARK, RunState, run_is_live, runs_root
 from cluster.secrets import register
 from cluster.settings import Settings
-from cluster.vault import KubernetesAuthTarget, VaultConfigurator, VaultLayout
+from cluster.vault import KubernetesAuthTarget, VaultConfigurator
+from cluster.vaultlayout import VaultLayout
 from cluster.wait import Abort, wait_until
 
 Progress = Callable[[str], None]

@@ -52,7 +52,8 @@ from cluster.proxydump import NoWorkloadCertificate, last_certificate_error, wor
 from cluster.runstate import RUN_LABEL, RunState
 from cluster.secrets import redact, register
 from cluster.settings import Settings
-from cluster.vault import PluginCa, VaultLayout, revoke_role_tokens
+from cluster.vault import PluginCa, revoke_role_tokens
+from cluster.vaultlayout import VaultLayout
 from cluster.wait import wait_until
 from cluster.wire import CAPTURE_FILTER, flows_from_ip_packets, ip_packets_from_hex_dump, new_marker
 from cluster.workloads import APP_IMAGE, VaultTarget, workload

@@ -56,7 +56,8 @@ from cluster.local.vaultpod import TokenRefresher, VaultPod
 from cluster.runstate import RunState, reap_dead_runs, terminate_run
 from cluster.settings import Settings
 from cluster.tenancy import install_setup_namespaces
-from cluster.vault import KubernetesAuthTarget, VaultConfigurator, VaultLayout
+from cluster.vault import KubernetesAuthTarget, VaultConfigurator
+from cluster.vaultlayout import VaultLayout
 from cluster.versions import load_pins
 
 Progress = Callable[[str], None]

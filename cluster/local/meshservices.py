@@ -25,7 +25,8 @@ from cluster.local.meshca import MeshCaConfig
 from cluster.local.process import ManagedProcess, claim_port
 from cluster.profile import Setup
 from cluster.runstate import RunState, cache_dir
-from cluster.vault import VaultConfigurator, VaultLayout
+from cluster.vault import VaultConfigurator
+from cluster.vaultlayout import VaultLayout
 from cluster.versions import load_pins
 
 MESH_NAMESPACE = "istio-system"

@@ -51,7 +51,8 @@ from cluster.platform import (
 from cluster.runstate import RunState
 from cluster.secrets import redact
 from cluster.settings import Settings
-from cluster.vault import PluginCa, VaultConfigurator, VaultLayout
+from cluster.vault import PluginCa, VaultConfigurator
+from cluster.vaultlayout import VaultLayout
 from cluster.versions import load_pins
 from cluster.workloads import VaultTarget
 

@@ -238,6 +238,19 @@ def process_alive(pid: int) -> bool:
     return state != "Z"
 
 
+def owner_alive(owner: str) -> bool:
+    """A recorded owner ("kept", or a pid as text) still holds what it owns.
+
+    The one liveness rule for every record of an owner (run directories, bridge aliases, pod
+    folders): a zombie is dead. Its /proc entry stays until its parent waits for it, which an
+    interrupted parent may not do for a while; a reaper that read that entry as alive left the dead
+    run's network namespaces behind.
+    """
+    if owner == "kept":
+        return True
+    return owner.isdigit() and process_alive(int(owner))
+
+
 def run_is_live(path: Path) -> bool:
     """A run is live while its owner process exists, or when it was kept on purpose."""
     if (path / "kept.json").exists():

@@ -53,7 +53,7 @@ from cluster.local.platform import (
 )
 from cluster.local.process import claim_port, stop_recorded
 from cluster.local.vaultpod import TokenRefresher, VaultPod
-from cluster.runstate import RunState, reap_dead_runs, terminate_run
+from cluster.runstate import RunState, owner_alive, reap_dead_runs, terminate_run
 from cluster.settings import Settings
 from cluster.tenancy import install_setup_namespaces
 from cluster.vault import KubernetesAuthTarget, VaultConfigurator
@@ -89,7 +89,7 @@ def reap_local() -> list[str]:
         for folder in PODS_BASE.iterdir():
             owner_file = folder / "owner"
             owner = owner_file.read_text().strip() if owner_file.exists() else ""
-            if owner != "kept" and not (owner.isdigit() and Path(f"/proc/{owner}").exists()):
+            if not owner_alive(owner):
                 shutil.rmtree(folder, ignore_errors=True)
                 reaped.append(str(folder))
     return reaped

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.errors import PlatformUnavailable, TrustgridError
+from cluster.runstate import owner_alive
 
 SIDECAR_UID = 1337
 INBOUND_PORT = 15006
@@ -246,12 +247,6 @@ def remove_forward_rules(tags: set[str] | None = None) -> None:
             subprocess.run(["iptables", *[s.strip('"') for s in spec]], capture_output=True, check=False)
 
 
-def _owner_alive(owner: str) -> bool:
-    if owner == "kept":
-        return True
-    return owner.isdigit() and Path(f"/proc/{owner}").exists()
-
-
 def reap_networks() -> list[str]:
     """Remove the namespaces, bridges and rules of runs whose owner is gone.
 
@@ -266,7 +261,7 @@ def reap_networks() -> list[str]:
         if not match:
             continue
         owner = re.search(r"owner=(\S+)", link.get("ifalias", "") or "")
-        (live if owner and _owner_alive(owner.group(1)) else dead).add(match.group(1))
+        (live if owner and owner_alive(owner.group(1)) else dead).add(match.group(1))
     removed = []
     for netns in list_netns():
         match = re.match(r"^tg([0-9a-f]{6})-", netns)

@@ -82,6 +82,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="--platform kind: vault or openbao, installed by its Helm chart (env TRUSTGRID_KIND_VAULT)")
     group.addoption("--istio-version", default=None, metavar="X.Y.Z",
                     help="--platform kind: a pinned Istio other than the default (env TRUSTGRID_ISTIO_VERSION)")
+    group.addoption("--istio-csr-chart", default=None, metavar="REF",
+                    help="--platform kind, mesh CA istio-csr: the oci:// reference of the cert-manager-istio-csr chart "
+                         "from istio-csr's install docs (optionally @sha256:<digest>), or a local chart directory or "
+                         ".tgz; installed at the pinned version (env TRUSTGRID_ISTIO_CSR_CHART)")
     group.addoption("--dry-run", action="store_true", default=False,
                     help="print the kind platform's install plan (commands and manifests, redacted) and stop")
     group.addoption("--reuse-cluster", action="store_true", default=False,
@@ -167,10 +171,13 @@ def print_plan_and_exit(name: str, settings: Settings) -> None:
     if name != "kind":
         raise TrustgridError(f"--dry-run prints the kind platform's plan; this run's platform is {name}",
                              fix="add --platform kind")
+    from cluster.kind.charts import plan_sources
     from cluster.kind.plan import install_plan, render
 
+    charts = plan_sources(settings.cache_dir, settings.istio_csr_chart, fetch=False)
     print(render(install_plan(settings.profile.setup, settings.run_id, flavor=settings.kind_vault,
-                              reuse=settings.reuse_cluster, external=settings.vault_placement == "external")))
+                              reuse=settings.reuse_cluster, external=settings.vault_placement == "external",
+                              charts=charts)))
     pytest.exit("trustgrid: dry run; nothing was created", returncode=0)
 
 

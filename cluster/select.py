@@ -65,6 +65,10 @@ def check_available(name: str, settings: Settings | None = None) -> None:
     if name == "kind" and (why := docker_engine()) is not None:
         raise PlatformUnavailable(f"the kind platform needs a Docker engine, and none answers: {why}",
                                   fix="start Docker, or use --platform local")
+    if name == "kind" and settings is not None and settings.profile.setup.mesh.ca == "istio-csr":
+        from cluster.kind.charts import istio_csr_source, load_pins
+
+        istio_csr_source(settings.istio_csr_chart, load_pins()["istio_csr"])  # its one line, before anything runs
 
 
 def open_platform(name: str, settings: Settings, progress: Progress) -> AbstractContextManager[Platform]:

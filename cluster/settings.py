@@ -30,6 +30,7 @@ ENVIRONMENT = {
     "pod_cidr": "TRUSTGRID_POD_CIDR",
     "kind_vault": "TRUSTGRID_KIND_VAULT",
     "istio_version": "TRUSTGRID_ISTIO_VERSION",
+    "istio_csr_chart": "TRUSTGRID_ISTIO_CSR_CHART",
     "vault_addr": "VAULT_ADDR",
     "workload_image": "TRUSTGRID_WORKLOAD_IMAGE",
     "vault_ca": "VAULT_CACERT",
@@ -67,6 +68,7 @@ class Settings:
     kind_vault: str = "vault"
     vault_placement: str = "in-cluster"  # --vault external: a container beside the kind nodes
     istio_version: str | None = None
+    istio_csr_chart: str | None = None  # --platform kind: the istio-csr chart's oci:// reference, or a local copy
     platform_reason: str = ""  # why this platform: "chosen with --platform", or what auto found
     # --platform kubeconfig: where the existing cluster's Vault, mesh CA and image are.
     existing: ExistingCluster | None = None
@@ -161,6 +163,7 @@ def build_settings(
         kind_vault=_kind_vault(_pick(options, env, "kind_vault")),
         vault_placement=_vault_placement(options.get("vault")),
         istio_version=str(_pick(options, env, "istio_version") or "") or None,
+        istio_csr_chart=str(_pick(options, env, "istio_csr_chart") or "") or None,
         existing=existing,
         report_dir=Path(str(report_value)) if report_value else root / "reports" / "out",
         vault_binary=Path(str(vault_value)) if vault_value else None,

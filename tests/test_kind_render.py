@@ -7,6 +7,7 @@ The server-side dry-run of every rendered object is in suites/platform/test_kind
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from cluster.local.istiobuild import find_istio
 from cluster.meshconfig import CONFIGMAP, parse_mesh_config
 from cluster.profile import DEFAULT_PROFILE, load_profile
 from cluster.runstate import cache_dir
+from cluster.versions import VERSIONS_FILE
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +103,13 @@ def test_a_value_the_cert_manager_chart_does_not_define_fails_the_render() -> No
 def test_the_kind_node_image_names_its_kubernetes_version() -> None:
     assert node_kube_version("kindest/node:v1.36.4@sha256:0123") == "v1.36.4"
     assert node_kube_version(load_kind_pins().node_image).startswith("v1.")
+
+
+def test_cert_managers_images_are_the_pinned_release_not_the_modules_placeholder(
+        cert_manager_objects: list[dict[str, Any]]) -> None:
+    """The module's Chart.yaml says v0.0.0 (the release tool stamps it), and its images default to appVersion:
+    an unstamped chart would pull images tagged v0.0.0, which do not exist."""
+    pinned = tomllib.loads(VERSIONS_FILE.read_text())["charts"]["cert_manager"]["version"]
+    images = {c["image"] for o in cert_manager_objects if o["kind"] in ("Deployment", "Job")
+              for c in o["spec"]["template"]["spec"]["containers"]}
+    assert images and all(image.endswith(f":{pinned}") for image in images), images

@@ -21,6 +21,7 @@ import yaml
 
 from cluster.errors import PlatformUnavailable
 from cluster.kind import manifests
+from cluster.kind.charts import plan_sources
 from cluster.kind.external import ExternalVault, external_vault
 from cluster.kind.plan import SA_ISSUER, KindPins, Step, cluster_name, install_plan, load_kind_pins
 from cluster.kind.platform import KindPlatform
@@ -228,6 +229,9 @@ def reap_kind_runs(kind: Path, runner: Runner, progress: Progress, root: Path | 
 def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> Iterator[KindPlatform]:
     """Tools, cluster, charts, Vault, Istio, workloads; on any failure (or at the end) the cluster goes."""
     pins = load_kind_pins()
+    progress("the charts: cert-manager from its Go module (hash-checked), istio-csr, Vault or OpenBao (pinned)")
+    charts = plan_sources(settings.cache_dir, settings.istio_csr_chart, fetch=True,
+                          istio_csr_needed=settings.profile.setup.mesh.ca == "istio-csr")
     progress("checking kind, kubectl, helm and istioctl (pinned, sha256)")
     versions = {"istioctl": settings.istio_version} if settings.istio_version else None
     tools = {name: ensure_tool(tool, settings.cache_dir / "bin")
@@ -240,7 +244,7 @@ def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> 
         name = cluster_name(settings.run_id, reuse=settings.reuse_cluster)
         external = settings.vault_placement == "external"
         plan = install_plan(settings.profile.setup, settings.run_id, flavor=up.flavor, pins=pins,
-                            reuse=settings.reuse_cluster, external=external, vault_tls=up.vault_tls)
+                            reuse=settings.reuse_cluster, external=external, vault_tls=up.vault_tls, charts=charts)
         if not (settings.keep_cluster or settings.reuse_cluster):  # armed first: a failed create leaves nothing
             state.write_private(KIND_CLUSTER_MARK, name)  # a run killed outright: the next run's reaper sees it
             stack.callback(runner, [str(tools["kind"]), "delete", "cluster", "--name", name], timeout=300)
@@ -252,7 +256,8 @@ def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> 
                 # Vault's address on the kind network is known now: the Issuer and workloads need it.
                 plan = install_plan(settings.profile.setup, settings.run_id, flavor=up.flavor, pins=pins,
                                     reuse=settings.reuse_cluster, external=True,
-                                    external_address=up.external.cluster_addr, vault_tls=up.vault_tls)
+                                    external_address=up.external.cluster_addr, vault_tls=up.vault_tls,
+                                    charts=charts)
         address = up.external.cluster_addr if up.external else f"https://{up.flavor}.{up.vault_ns}.svc:8200"
         ca_file = None if up.external else str(up.vault_ca_file)
         vault = ClusterVault(manifests.VaultTarget(up.vault_ns, address, up.flavor), up.vault_addr, ca_file)

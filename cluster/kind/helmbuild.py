@@ -4,14 +4,13 @@ cluster/kind/helm/ is a small Go module whose ``tool`` directive pins helm.sh/he
 [helm_build] in versions.toml (the version [tools.helm] downloads for kind). helm is built once,
 as its Makefile builds it (CGO off, ``internal/version.version`` stamped), and cached under
 ``~/.cache/trustgrid/bin/helm-<version>/``. cert-manager ships its chart inside its Go module
-(``deploy/charts/cert-manager``, at [cert_manager] version), so the chart comes from the module
-cache, not from a chart repository. istio-csr's module is refused by the proxy: its chart cannot be
-rendered here (tests/test_istio_csr_values.py reads the values it takes instead).
+(``deploy/charts/cert-manager``), so the chart comes from the module, hash-checked
+(cluster/kind/charts.py): the one the kind platform installs. istio-csr's module is refused by the
+proxy: its chart cannot be rendered here (tests/test_istio_csr_values.py reads the values it takes instead).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -20,17 +19,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cluster.errors import BinaryMissing
-from cluster.runstate import file_lock
+from cluster.kind.charts import load_pins, module_chart
+from cluster.runstate import cache_dir, file_lock
 from cluster.versions import VERSIONS_FILE
 
 HELM_MODULE = Path(__file__).parent / "helm"
-CERT_MANAGER_MODULE = "github.com/cert-manager/cert-manager"
 GO_HINT = "install Go 1.26+ (helm builds in about 3 minutes on 2 cores), or copy a helm {version} binary to {path}"
 
 
-def _pins() -> tuple[str, str]:
-    data = tomllib.loads(VERSIONS_FILE.read_text())
-    return str(data["helm_build"]["module"]), str(data["cert_manager"]["version"])
+def _helm_version() -> str:
+    return str(tomllib.loads(VERSIONS_FILE.read_text())["helm_build"]["module"])
 
 
 def _go(missing: str, fix: str) -> str:
@@ -50,7 +48,7 @@ def _quiet(_: str) -> None:
 
 def find_helm(cache: Path, *, progress: Callable[[str], None] = _quiet) -> Path:
     """The cached helm of [helm_build], built first when missing. Raises BinaryMissing (one line, with the fix)."""
-    version, _ = _pins()
+    version = _helm_version()
     path = cache / "bin" / f"helm-{version}" / "helm"
     with file_lock(cache / "locks" / "helm.lock"):
         if path.exists():
@@ -76,15 +74,7 @@ def find_helm(cache: Path, *, progress: Callable[[str], None] = _quiet) -> Path:
         return path
 
 
-def cert_manager_chart() -> Path:
-    """deploy/charts/cert-manager of the cert-manager module at [cert_manager] (downloaded when not cached)."""
-    _, version = _pins()
-    go = _go(f"the cert-manager chart {version} comes from its Go module",
-             "install Go 1.26+ (the chart is read from the module cache)")
-    result = subprocess.run([go, "mod", "download", "-json", f"{CERT_MANAGER_MODULE}@{version}"],
-                            capture_output=True, text=True, check=False, cwd=HELM_MODULE)
-    folder = Path(json.loads(result.stdout or "{}").get("Dir", "/nonexistent")) / "deploy" / "charts" / "cert-manager"
-    if not (folder / "Chart.yaml").exists():
-        raise BinaryMissing(f"the cert-manager chart is not in {CERT_MANAGER_MODULE} {version} ({folder}): "
-                            f"{_last_line(result.stderr)}", fix="check access to the Go module proxy")
-    return folder
+def cert_manager_chart(cache: Path | None = None) -> Path:
+    """The cert-manager chart the kind platform installs: from its Go module, hash-checked and stamped
+    (cluster/kind/charts.py), under ``cache`` (``~/.cache/trustgrid``). Raises ChartUnavailable (one line)."""
+    return module_chart(load_pins()["cert_manager"], cache or cache_dir())

@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from cluster.kind import manifests, vaulttls
+from cluster.kind.charts import ChartSource, plan_sources
 from cluster.kubectl.tools import debug_image
 from cluster.profile import Setup
-from cluster.runstate import RUN_LABEL
+from cluster.runstate import RUN_LABEL, cache_dir
 from cluster.secrets import redact
 from cluster.vault import PluginCa
 from cluster.versions import VERSIONS_FILE
@@ -48,16 +50,13 @@ class Step:
 class KindPins:
     node_image: str
     debug_image: str
-    charts: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (version, url)
     vault_images: dict[str, str] = field(default_factory=dict)  # flavor -> server image (--vault external)
 
 
 def load_kind_pins() -> KindPins:
     data = tomllib.loads(VERSIONS_FILE.read_text())
-    charts = {name: (str(spec["version"]), str(spec["url"]).format(version=spec["version"]))
-              for name, spec in data["charts"].items()}
     images = data["images"]
-    return KindPins(node_image=str(images["kind_node"]), debug_image=debug_image(), charts=charts,
+    return KindPins(node_image=str(images["kind_node"]), debug_image=debug_image(),
                     vault_images={"vault": str(images["vault_server"]), "openbao": str(images["openbao_server"])})
 
 
@@ -98,11 +97,14 @@ EXTERNAL_PLACEHOLDER = "http://<the container's address on the kind network>:820
 
 def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: KindPins | None = None,
                  reuse: bool = False, external: bool = False, external_address: str | None = None,
-                 vault_tls: vaulttls.VaultTls | None = None) -> list[Step]:
+                 vault_tls: vaulttls.VaultTls | None = None,
+                 charts: Mapping[str, ChartSource] | None = None) -> list[Step]:
     """The steps in order. With ``external`` Vault runs in a container beside the nodes; its address is
     known once it runs, so bring-up builds the plan again with ``external_address`` (same steps).
-    ``vault_tls``: Vault's certificate for the run (bring-up keeps its CA; one is made when not given)."""
+    ``vault_tls``: Vault's certificate for the run (bring-up keeps its CA; one is made when not given).
+    ``charts``: where each chart comes from (cluster/kind/charts.py); when not given, as a dry run shows it."""
     pins = pins or load_kind_pins()
+    chart = charts or plan_sources(cache_dir(), None, fetch=False)
     name = cluster_name(run_id, reuse=reuse)
     vault_ns = "openbao" if flavor == "openbao" else "vault"
     tls = vault_tls or vaulttls.make_vault_tls(flavor, vault_ns)
@@ -111,13 +113,12 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
     if external:
         vault = manifests.VaultTarget(manifests.EXTERNAL_VAULT_NS, external_address or EXTERNAL_PLACEHOLDER, flavor)
         vault_ca = None  # the external container listens in plaintext on the kind network (see README)
-    chart = pins.charts
 
     def helm(release: str, key: str, namespace: str, values: dict[str, Any]) -> Step:
-        version, url = chart[key]
-        return Step(f"{release} {version} (Helm)", ("helm", "upgrade", "--install", release, url, "--namespace",
-                                                      namespace, "--create-namespace", "--wait", "-f", "-"),
-                    (values,))
+        source = chart[key]
+        return Step(f"{release} {source.version} (Helm)",
+                    ("helm", "upgrade", "--install", release, *source.helm_args(), "--namespace", namespace,
+                     "--create-namespace", "--wait", "-f", "-"), (values,), notes=f"chart pinned by {source.pinned_by}")
 
     cluster = Step(f"kind cluster {name}", ("kind", "create", "cluster", "--name", name, "--config", "-",
                                              "--wait", "120s"),

@@ -8,6 +8,7 @@ import secrets
 import socket
 import ssl
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
@@ -52,6 +53,35 @@ def while_cached(end: float, next_at: float, life: float, every: float, *, cache
         end = next_at + life
         next_at += every
     return end
+
+
+def accessor_lookup(admin: hvac.Client, accessor: str) -> dict[str, Any] | None:
+    """What ``auth/token/lookup-accessor`` says of a token, or None once Vault no longer knows it (400 "invalid
+    accessor", or 403). A timeout or a 5xx is raised: that is no answer, so the caller's wait goes on."""
+    try:
+        data: dict[str, Any] = admin.adapter.post("/v1/auth/token/lookup-accessor", json={"accessor": accessor})["data"]
+    except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden):
+        return None
+    return data
+
+
+def expiry_evidence(looked_up: Mapping[str, Any] | None) -> str:
+    """Vault's own word that a token has expired, from its lookup-accessor answer (None: it is gone); "" if none.
+
+    OpenBao vault/token_store.go ``lookupInternal``: an expired token is refused to its holder at once (the
+    request path looks it up with tainted=false and gets nothing past ``ExpireTime``), but lookup-accessor
+    looks it up with tainted=true and still returns it until the expiration manager has revoked it: queued
+    work that retries with backoff (vault/expiration.go), so on a busy server "gone" can come long after
+    "expired". Its ``ttl`` is ``leaseEntry.ttl()``, ExpireTime minus now rounded to the second, truncated:
+    0 can still be up to a second before the expiry, and only a negative one is past it.
+    """
+    if looked_up is None:
+        return "Vault no longer knows the app's token: it expired and was revoked"
+    ttl = looked_up.get("ttl")
+    if isinstance(ttl, int) and ttl < 0 and looked_up.get("expire_time"):
+        return (f"Vault reports the app's token expired at {looked_up['expire_time']} (ttl {ttl} s); "
+                "its revocation is still queued")
+    return ""
 
 
 def _accessor_gone(admin: hvac.Client, accessor: str) -> bool:
@@ -125,12 +155,10 @@ class VaultTokenExpiry(_Base):
         self.memo["expires_in"] = _token_expiry(self.platform, self.client)
 
     def took_effect(self) -> str:
-        if _accessor_gone(self.admin, self.memo["accessor"]):
-            return "Vault no longer knows the app's token: it expired"
-        return ""
+        return expiry_evidence(accessor_lookup(self.admin, self.memo["accessor"]))
 
     def fail_closed_in(self) -> float | None:
-        return 0.0  # measured from the moment Vault reports the token gone
+        return 0.0  # measured from the moment Vault reports the token expired (or gone)
 
     def restore(self) -> None:
         self.platform.pause_vault_agent(self.client, False)

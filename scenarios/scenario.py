@@ -69,11 +69,16 @@ class Stage:
 
 
 def _wait(check: Callable[[], object], timeout: float, describe: str) -> bool:
+    return _wait_saying(check, timeout, describe)[0]
+
+
+def _wait_saying(check: Callable[[], object], timeout: float, describe: str) -> tuple[bool, str]:
+    """Whether ``check`` came true in time; if not, what its last try saw (its error, or its last answer)."""
     try:
         wait_until(check, timeout=timeout, interval=0.1, describe=describe)
-    except WaitTimeout:
-        return False
-    return True
+    except WaitTimeout as err:
+        return False, err.last_error or f"last answer {err.last_state!r}"
+    return True, ""
 
 
 def steady_with_mtls(stage: Stage, calls: int = 5) -> tuple[bool, str]:
@@ -132,8 +137,9 @@ def _phases(stage: Stage, fault: Fault, monitor: Monitor, timeline: Timeline, ho
                 return bool(found)
 
             say(f"{fault.id}: injected; waiting up to {EFFECT_TIMEOUT_S:g} s for evidence that it took effect")
-            timeline.fault_took_effect = _wait(effect, EFFECT_TIMEOUT_S, f"{fault.id} to take effect")
-            timeline.fault_evidence = evidence[-1] if evidence else "no evidence that the fault took effect"
+            timeline.fault_took_effect, last = _wait_saying(effect, EFFECT_TIMEOUT_S, f"{fault.id} to take effect")
+            timeline.fault_evidence = evidence[-1] if evidence else (
+                f"no evidence that the fault took effect within {EFFECT_TIMEOUT_S:g} s (the last check: {last})")
         bound = fault.fail_closed_in() if timeline.fault_took_effect else None
         if bound is not None:
             with stage.phase(f"3. expect access to fail closed within {bound:.1f} s + {timeline.tolerance_s:g} s"):

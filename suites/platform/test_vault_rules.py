@@ -35,6 +35,7 @@ from cluster.tokenlife import (
 )
 from cluster.vault import revoke_role_tokens
 from cluster.wait import wait_until
+from scenarios.faults import accessor_lookup, expiry_evidence
 
 # A mount whose own max (10 s) is shorter than what the roles ask for: it must clamp them.
 MOUNT_DEFAULT_S, MOUNT_MAX_S = 8, 10
@@ -124,6 +125,30 @@ def test_a_periodic_token_outlives_every_max_unless_an_explicit_max_ends_it(plat
         assert time.time() > end
         with pytest.raises(hvac.exceptions.Forbidden):
             finite.auth.token.lookup_self()  # the explicit max ended it
+
+
+def test_vaults_word_that_a_token_expired_means_its_holder_is_refused(platform: Platform, tenant: Tenant) -> None:
+    """vault-token-expiry's evidence (scenarios/faults.py expiry_evidence): lookup-accessor's negative ttl, or
+    no token at all. Whichever Vault says first, the holder must already be refused (token_store.go
+    lookupInternal: the request path never returns a token past its ExpireTime, revoked or not)."""
+    admin = platform.vault_admin()
+    with scratch_mount(platform) as mount:
+        role_on(platform, tenant, mount, "brief", token_ttl=3, token_max_ttl=3)
+        holder, looked_up = login(platform, tenant, mount, "brief")
+        accessor = str(looked_up["accessor"])
+        assert expiry_evidence(accessor_lookup(admin, accessor)) == ""  # alive: no evidence
+        seen: list[str] = []
+
+        def evidence() -> str:
+            said = expiry_evidence(accessor_lookup(admin, accessor))
+            if said:
+                seen.append(said)
+            return said
+
+        wait_until(evidence, timeout=3 + 60, interval=0.1, describe="Vault's word that the token expired")
+        assert time.time() >= float(looked_up["creation_time"]) + 3 - SLACK_S, seen  # not before its TTL
+        with pytest.raises(hvac.exceptions.Forbidden):
+            holder.auth.token.lookup_self()
 
 
 def server(platform: Platform) -> tuple[str, str]:

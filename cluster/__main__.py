@@ -12,6 +12,7 @@ from cluster.local import caproto
 from cluster.local.binaries import CONTROLPLANE_MODULE, find_control_plane, find_crds, find_pod_binary, find_vault
 from cluster.local.bringup import reap_local, remove_run
 from cluster.local.istiobuild import find_envoy, find_istio
+from cluster.podbinary import build_image
 from cluster.runstate import EXISTING_CLUSTER_MARK, KIND_CLUSTER_MARK, cache_dir, run_is_live, runs_root
 from cluster.versions import load_pins
 
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     down_parser = sub.add_parser("down", help="remove a run kept with --keep-cluster")
     down_parser.add_argument("run_id")
     sub.add_parser("gomod", help="regenerate cluster/local/controlplane/go.mod from versions.toml")
+    image_parser = sub.add_parser("image", help="docker build the workload image (tgpod alone, FROM scratch) for "
+                                                "the Docker engine's OS and architecture; for --workload-image")
+    image_parser.add_argument("--tag", default="trustgrid/tgpod:dev")
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
@@ -107,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             down(args.run_id)
         elif args.command == "gomod":
             gomod()
+        elif args.command == "image":
+            target = build_image(args.tag, cache_dir(), progress=_say)
+            _say(f"built {args.tag} for {target}; push it where the cluster pulls from")
     except TrustgridError as err:
         print(f"trustgrid: {err}", file=sys.stderr)
         return 2

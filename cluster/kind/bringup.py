@@ -30,6 +30,7 @@ from cluster.kubectl.commands import Kubectl, Runner, documents, run
 from cluster.kubectl.forward import port_forward
 from cluster.kubectl.platform import ISTIO_CSR, VAULT_INIT, ClusterVault, vault_answers
 from cluster.kubectl.tools import ensure_tool, load_tools
+from cluster.podbinary import engine_target, image_context, pod_binary
 from cluster.runstate import KIND_CLUSTER_MARK, RunState, run_is_live, runs_root
 from cluster.secrets import register
 from cluster.settings import Settings
@@ -38,8 +39,6 @@ from cluster.vaultlayout import VaultLayout
 from cluster.wait import Abort, wait_until
 
 Progress = Callable[[str], None]
-REPO = Path(__file__).resolve().parents[2]
-DOCKERFILE = Path(__file__).with_name("Dockerfile")
 CONNECTION = "kind-connection.json"
 
 
@@ -96,7 +95,10 @@ class KindBringUp:
         elif step.action == "configure-vault":
             self.configure_vault()
         elif step.action == "load-image":
-            self.runner(["docker", "build", "-t", manifests.APP_IMAGE, "-f", str(DOCKERFILE), str(REPO)], timeout=900)
+            target = engine_target()
+            with image_context(pod_binary(self.settings.cache_dir, target=target)) as context:
+                self.runner(["docker", "build", "-t", manifests.APP_IMAGE, "-f", str(context / "Dockerfile"),
+                             str(context)], timeout=900)
             self.runner(self.tool_argv(step.argv), timeout=300)
         elif step.action == "plugin-ca":
             ca = VaultConfigurator(self.admin(), VaultLayout(), self.settings.profile.setup,

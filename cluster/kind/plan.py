@@ -152,7 +152,8 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
     ]
     workloads = [
         Step("the workload image", ("kind", "load", "docker-image", manifests.APP_IMAGE, "--name", name),
-             notes="built first with: docker build -t trustgrid/tgpod:dev -f cluster/kind/Dockerfile .",
+             notes=("built first: tgpod by the host's Go, static, for the Docker engine's OS/arch, then docker build "
+                    "-t trustgrid/tgpod:dev from a context of only cluster/kind/Dockerfile (FROM scratch) and tgpod"),
              action="load-image"),
         Step("mesh policy and workloads",
              documents=tuple(manifests.mesh_and_workloads(setup, vault, run_id, vault_ca=tls.ca_pem)),

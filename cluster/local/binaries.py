@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.errors import BinaryMissing
+from cluster.podbinary import pod_binary
 from cluster.runstate import file_lock
 from cluster.versions import Pins
 
@@ -158,36 +159,9 @@ def build_control_plane(folder: Path, pins: Pins, names: list[str] | None = None
         partial.rename(folder / name)  # atomic: an interrupted build leaves no half binary
 
 
-POD_MODULE = Path(__file__).parent / "pod"
-
-
 def find_pod_binary(cache: Path, *, progress: Progress = _quiet) -> Path:
-    """tgpod (the app: echo and Vault agent, and its capture marker), built from cluster/local/pod and
-    cached by source hash."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for source in [*sorted(POD_MODULE.glob("*.go")), POD_MODULE / "go.mod"]:
-        digest.update(source.name.encode() + source.read_bytes())
-    target = cache / "bin" / f"tgpod-{digest.hexdigest()[:12]}"
-    with file_lock(cache / "locks" / "tgpod.lock"):
-        if not target.exists():
-            go = shutil.which("go")
-            if go is None:
-                raise BinaryMissing("the pod binary (tgpod) is not cached and Go is not installed",
-                                    fix="install Go 1.26+; tgpod builds in seconds")
-            progress("building tgpod (the local app)")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(f".{target.name}.partial")
-            result = subprocess.run(
-                [go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(partial), "."],
-                cwd=POD_MODULE, capture_output=True, text=True, check=False,
-            )
-            if result.returncode != 0:
-                partial.unlink(missing_ok=True)
-                raise BinaryMissing(f"go build of tgpod failed: {result.stderr.strip()[-300:]}", fix=GO_HINT)
-            partial.rename(target)
-    return target
+    """tgpod (the app: echo and Vault agent, and its capture marker), built for this host (cluster/podbinary.py)."""
+    return pod_binary(cache, progress=progress)
 
 
 def _module_dir(module: str, version: str) -> Path:

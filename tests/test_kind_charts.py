@@ -135,8 +135,8 @@ def test_the_plan_installs_cert_manager_from_the_module_and_istio_csr_from_the_r
     charts = plan_sources(tmp_path, reference, fetch=True)
     plan = install_plan(SETUP, "tg-1", charts=charts)
     helm = {step.argv[3]: step.argv for step in plan if step.argv[:1] == ("helm",)}
-    assert helm["cert-manager"][4] == str(tmp_path / "charts" / f"cert-manager-{PINS['cert_manager'].version}")
-    assert (tmp_path / "charts" / f"cert-manager-{PINS['cert_manager'].version}" / "Chart.yaml").exists()
+    assert helm["cert-manager"][4] == str(tmp_path / "charts" / f"cert_manager-{PINS['cert_manager'].version}")
+    assert (tmp_path / "charts" / f"cert_manager-{PINS['cert_manager'].version}" / "Chart.yaml").exists()
     assert helm["cert-manager-istio-csr"][4:7] == (reference, "--version", ISTIO_CSR.version)
     assert not [argv for argv in helm.values() if "releases/download" in " ".join(argv) and "cert-manager" in argv[3]]
 

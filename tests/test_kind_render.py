@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cluster.kind import manifests
-from cluster.kind.helmbuild import cert_manager_chart, find_helm
+from cluster.kind.helmbuild import cert_manager_chart, find_helm, vault_chart
 from cluster.kind.plan import install_plan, load_kind_pins
 from cluster.kind.render import container_args, container_env, find, node_kube_version, render_chart, render_istio
 from cluster.kubectl.commands import CommandFailed
@@ -113,3 +113,23 @@ def test_cert_managers_images_are_the_pinned_release_not_the_modules_placeholder
     images = {c["image"] for o in cert_manager_objects if o["kind"] in ("Deployment", "Job")
               for c in o["spec"]["template"]["spec"]["containers"]}
     assert images and all(image.endswith(f":{pinned}") for image in images), images
+
+
+def test_the_vault_chart_runs_our_server_config_with_the_runs_tls_and_no_injector() -> None:
+    """What bring-up relies on from the Vault chart (vault-helm module, our values): one server, not dev
+    mode, our listener and storage config, the TLS Secret mounted where that config reads it, the CLI's CA."""
+    values = manifests.vault_values("vault")
+    objs = render_chart(find_helm(cache_dir()), vault_chart(), "vault", "vault", values,
+                        kube_version=node_kube_version(load_kind_pins().node_image))
+    server = find(objs, "StatefulSet", "vault")
+    assert server["spec"]["replicas"] == 1
+    assert not [o for o in objs if o["kind"] == "Deployment"], "the agent injector must be off"
+    config = find(objs, "ConfigMap", "vault-config")["data"]["extraconfig-from-values.hcl"]
+    assert 'tls_cert_file = "/vault/userconfig/vault-tls/tls.crt"' in config and "storage" in config
+    pod = server["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+    volume = mounts["/vault/userconfig/vault-tls"]
+    assert next(v for v in pod["volumes"] if v["name"] == volume)["secret"]["secretName"] == "vault-tls"
+    env = container_env(server)
+    assert env["VAULT_CACERT"] == "/vault/userconfig/vault-tls/ca.crt"
+    assert "-dev" not in " ".join(pod["containers"][0].get("args") or [])

@@ -11,7 +11,10 @@
   ``--istio-csr-chart`` (env ``TRUSTGRID_ISTIO_CSR_CHART``): the ``oci://`` reference from
   istio-csr's install docs, optionally with ``@sha256:<digest>`` (helm checks it), or a chart
   directory or ``.tgz`` they mirrored. Helm installs it at the pinned [charts.istio_csr] version.
-- **vault** and **openbao**: the release archives on their code host, by version.
+- **vault**: its chart repository is served by the module proxy as a Go module (no go.mod; its tags),
+  pinned by the ``go.sum`` hash the same way; its Chart.yaml already carries the release version.
+- **openbao**: the module proxy refuses its chart repository, so it is the release archive on its
+  code host, by version, with no checksum (none could be read where this was written).
 
 Errors are one line with the fix (ChartUnavailable).
 """
@@ -53,6 +56,8 @@ class ChartPin:
     module: str = ""  # a Go module that ships the chart (cert-manager) ...
     path: str = ""  # ... in this folder of it
     sum: str = ""  # ... whose zip has this go.sum hash ("h1:...")
+    module_version: str = ""  # ... at this tag, when it is not ``version`` (vault-helm's tags have a "v")
+    stamp: bool = False  # ... and whose Chart.yaml says v0.0.0 until the release tool stamps it (cert-manager)
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,8 @@ def load_pins() -> dict[str, ChartPin]:
     return {name: ChartPin(name=name, version=str(spec["version"]),
                            url=str(spec.get("url", "")).format(version=spec["version"]),
                            module=str(spec.get("module", "")), path=str(spec.get("path", "")),
-                           sum=str(spec.get("sum", "")))
+                           sum=str(spec.get("sum", "")),
+                           module_version=str(spec.get("module_version", "")), stamp=bool(spec.get("stamp", False)))
             for name, spec in data.items()}
 
 
@@ -90,11 +96,12 @@ def module_chart(pin: ChartPin, cache: Path) -> Path:
     """The chart folder ``pin.path`` of Go module ``pin.module`` at ``pin.version``, stamped with that version,
     under ``cache/charts/``. Raises ChartUnavailable when the module cannot be downloaded, when its hash is
     not ``pin.sum``, or when the folder is not a chart named ``pin.name``'s chart."""
-    target = cache / "charts" / f"{Path(pin.path).name}-{pin.version}"
+    target = cached_chart(pin, cache)
     with file_lock(cache / "locks" / "charts.lock"):
         if (target / "Chart.yaml").exists():
             return target
-        result = subprocess.run([_go(), "mod", "download", "-json", f"{pin.module}@{pin.version}"],
+        at = f"{pin.module}@{pin.module_version or pin.version}"
+        result = subprocess.run([_go(), "mod", "download", "-json", at],
                                 capture_output=True, text=True, check=False, timeout=600, cwd=cache)
         try:
             answer = json.loads(result.stdout or "{}")
@@ -102,14 +109,14 @@ def module_chart(pin: ChartPin, cache: Path) -> Path:
             answer = {}
         if answer.get("Error") or result.returncode != 0 or not answer.get("Dir"):
             why = answer.get("Error") or (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise ChartUnavailable(f"go mod download {pin.module}@{pin.version} failed: {why}",
+            raise ChartUnavailable(f"go mod download {at} failed: {why}",
                                    fix="check access to the Go module proxy (GOPROXY)")
         if answer.get("Sum") != pin.sum:
-            raise ChartUnavailable(f"{pin.module}@{pin.version} has hash {answer.get('Sum')}, not the pinned {pin.sum}",
+            raise ChartUnavailable(f"{at} has hash {answer.get('Sum')}, not the pinned {pin.sum}",
                                    fix=f"check the module source, or pin its go.sum hash in {VERSIONS_FILE.name}")
         source = Path(answer["Dir"]) / pin.path
         if not (source / "Chart.yaml").exists():
-            raise ChartUnavailable(f"{pin.module}@{pin.version} has no chart at {pin.path}",
+            raise ChartUnavailable(f"{at} has no chart at {pin.path}",
                                    fix=f"correct [charts.{pin.name}] path in {VERSIONS_FILE.name}")
         partial = target.with_name(f".{target.name}.partial")
         shutil.rmtree(partial, ignore_errors=True)
@@ -119,9 +126,20 @@ def module_chart(pin: ChartPin, cache: Path) -> Path:
         for folder in (partial, *partial.rglob("*")):
             if folder.is_dir():
                 folder.chmod(0o755)
-        stamp(partial / "Chart.yaml", pin.version)
+        if pin.stamp:
+            stamp(partial / "Chart.yaml", pin.version)
+        meta = yaml.safe_load((partial / "Chart.yaml").read_text())
+        if str(meta.get("version")).removeprefix("v") != pin.version.removeprefix("v"):
+            shutil.rmtree(partial)
+            raise ChartUnavailable(f"{at} holds chart version {meta.get('version')}",
+                                   fix=f"correct [charts.{pin.name}] in {VERSIONS_FILE.name}")
         partial.rename(target)  # atomic: an interrupted copy leaves no half chart
         return target
+
+
+def cached_chart(pin: ChartPin, cache: Path) -> Path:
+    """Where ``module_chart`` keeps a module's chart: ``cache/charts/NAME-VERSION``."""
+    return cache / "charts" / f"{pin.name}-{pin.version}"
 
 
 def stamp(chart_yaml: Path, version: str) -> None:
@@ -184,7 +202,7 @@ def istio_csr_source(reference: str | None, pin: ChartPin) -> ChartSource:
 
 def plan_sources(cache: Path, istio_csr: str | None, *, fetch: bool, istio_csr_needed: bool = True
                  ) -> dict[str, ChartSource]:
-    """Every chart of the kind plan. With ``fetch`` the cert-manager chart is downloaded and checked, and the
+    """Every chart of the kind plan. With ``fetch`` the module-pinned charts are downloaded and checked, and the
     istio-csr reference must be valid when ``istio_csr_needed`` (the profile's mesh CA is istio-csr): that is
     bring-up, before anything is created. Without ``fetch`` (``--dry-run``, plan tests) the plan shows where
     each would come from and nothing is downloaded; a missing istio-csr reference shows as a placeholder, a
@@ -197,13 +215,12 @@ def plan_sources(cache: Path, istio_csr: str | None, *, fetch: bool, istio_csr_n
             raise  # a wrong reference is refused even in a dry run; only a missing one is shown
         istio_csr_chart = ChartSource(pins["istio_csr"].version, ISTIO_CSR_PLACEHOLDER,
                                       f"nothing yet: no {ISTIO_CSR_OPTION} was given", registry=True)
-    cert_manager = pins["cert_manager"]
-    folder = (module_chart(cert_manager, cache) if fetch else
-              cache / "charts" / f"{Path(cert_manager.path).name}-{cert_manager.version}")
-    return {
-        "cert_manager": ChartSource(cert_manager.version, str(folder),
-                                    f"Go module {cert_manager.module}@{cert_manager.version} {cert_manager.sum}"),
-        "istio_csr": istio_csr_chart,
-        **{name: ChartSource(pin.version, pin.url, f"release archive {pin.version}")
-           for name, pin in pins.items() if pin.url},
-    }
+    sources = {"istio_csr": istio_csr_chart}
+    for name, pin in pins.items():
+        if pin.module:
+            folder = module_chart(pin, cache) if fetch else cached_chart(pin, cache)
+            at = f"{pin.module}@{pin.module_version or pin.version}"
+            sources[name] = ChartSource(pin.version, str(folder), f"Go module {at} {pin.sum}")
+        elif pin.url:
+            sources[name] = ChartSource(pin.version, pin.url, f"release archive {pin.version} (no checksum)")
+    return sources

@@ -74,6 +74,11 @@ def find_helm(cache: Path, *, progress: Callable[[str], None] = _quiet) -> Path:
         return path
 
 
+def vault_chart(cache: Path | None = None) -> Path:
+    """The Vault chart the kind platform installs: from the vault-helm module, hash-checked (cluster/kind/charts.py)."""
+    return module_chart(load_pins()["vault"], cache or cache_dir())
+
+
 def cert_manager_chart(cache: Path | None = None) -> Path:
     """The cert-manager chart the kind platform installs: from its Go module, hash-checked and stamped
     (cluster/kind/charts.py), under ``cache`` (``~/.cache/trustgrid``). Raises ChartUnavailable (one line)."""

@@ -20,7 +20,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from cluster.kind import manifests
-from cluster.kind.helmbuild import cert_manager_chart, find_helm
+from cluster.kind.helmbuild import cert_manager_chart, find_helm, vault_chart
 from cluster.kind.plan import load_kind_pins
 from cluster.kind.render import node_kube_version, render_chart, render_istio
 from cluster.kind.vaulttls import make_vault_tls, tls_secret
@@ -166,5 +166,14 @@ def test_every_object_of_the_cert_manager_chart_passes_a_server_side_dry_run(pla
                             kube_version=node_kube_version(load_kind_pins().node_image))
     assert {"CustomResourceDefinition", "Deployment", "ValidatingWebhookConfiguration", "Job"} <= {
         o["kind"] for o in rendered}
+    refused = refusals(DynamicClient(platform.kube), kube, rendered, platform.run_id)
+    assert refused == [], "\n".join(refused)
+
+
+def test_every_object_of_the_vault_chart_passes_a_server_side_dry_run(platform: Platform, kube: Kube) -> None:
+    """The chart from the vault-helm module with our values: server mode, TLS from the run's Secret."""
+    rendered = render_chart(find_helm(cache_dir()), vault_chart(), "vault", "vault", manifests.vault_values("vault"),
+                            kube_version=node_kube_version(load_kind_pins().node_image))
+    assert {"StatefulSet", "Service", "ConfigMap", "ClusterRoleBinding"} <= {o["kind"] for o in rendered}
     refused = refusals(DynamicClient(platform.kube), kube, rendered, platform.run_id)
     assert refused == [], "\n".join(refused)

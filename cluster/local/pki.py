@@ -151,3 +151,16 @@ def generate(state: RunState, *, extra_ips: tuple[str, ...] = ()) -> ControlPlan
         service_account_key=sa_key_path,
         service_account_pub=sa_pub_path,
     )
+
+
+def server_tls(state: RunState, name: str, *, ips: tuple[str, ...] = ("127.0.0.1",)) -> tuple[Path, KeyPair]:
+    """A CA of its own and a serving pair for ``ips``, under the run's pki/ (``name``-ca.crt, ``name``.crt/.key);
+    returns (the CA certificate, the serving pair). For servers that stand apart from the control plane."""
+    ca_key = _key()
+    ca_name = _name(f"trustgrid {state.run_id} {name} CA")
+    ca_cert = _issue(ca_name, ca_key, None, ca=True)
+    ca_path = state.write_private(f"pki/{name}-ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM))
+    key = _key()
+    cert = _issue(_name(name), key, (ca_name, ca_key), dns=("localhost",), ips=ips,
+                  usages=(ExtendedKeyUsageOID.SERVER_AUTH,))
+    return ca_path, _write(state, name, cert, key)

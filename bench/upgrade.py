@@ -1,0 +1,82 @@
+"""Measure a rolling upgrade of a real OpenBao raft cluster under reads, and a single node's upgrade.
+
+    .venv/bin/python bench/upgrade.py [--nodes 3] [--hz 10]
+
+The same procedure tests/test_raft_upgrade.py judges (cluster/local/raftcluster.py, versions.toml
+[upgrade.openbao] FROM and TO), measured: reads through the cluster's one address at ``--hz``, each
+on a new connection, for the whole upgrade. Prints, for the cluster and for one node: failed reads,
+the longest gap between two successful reads, and each node's time away (out of the front until back);
+for the single node, the outage: from the last successful read before it to the first one after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import itertools
+
+from cluster.local.istiobuild import find_envoy
+from cluster.local.pki import server_tls
+from cluster.local.raftcluster import RaftCluster
+from cluster.local.vaultrelease import openbao_release, upgrade_pair
+from cluster.runstate import RunState, cache_dir, new_run_id
+from cluster.wait import wait_until
+from scenarios.monitor import Monitor, Sample
+from tests.test_raft_upgrade import _settled, read_probe, seeded
+
+
+def longest_gap(samples: list[Sample]) -> float:
+    """The longest time between the answers of two successive successful reads (seconds)."""
+    ok = [s.end for s in samples if s.ok]
+    return max((b - a for a, b in itertools.pairwise(ok)), default=float("nan"))
+
+
+def measure(size: int, hz: float) -> None:
+    low, high = upgrade_pair()
+    state = RunState.create(new_run_id())
+    try:
+        ca, tls = server_tls(state, "vault-raft")
+        cluster = RaftCluster(state, find_envoy().path, tls, ca, size=size)
+        with cluster.running(openbao_release(low, cache_dir())):
+            token, value = seeded(cluster)
+            monitor = Monitor({"vault": read_probe(cluster, token, value)}, hz=hz)
+            with monitor:
+                wait_until(lambda: _settled(monitor, 0.0), timeout=30, describe="reads before the upgrade")
+                started = monitor.now()
+                steps = cluster.rolling_upgrade(openbao_release(high, cache_dir()), clock=monitor.now)
+                done = monitor.now()
+                wait_until(lambda: _settled(monitor, done), timeout=30, describe="reads after the upgrade")
+            samples = [s for s in monitor.samples if started <= s.t]
+            failed = [s for s in samples if not s.ok]
+            print(f"{size} node(s), OpenBao {low} -> {high}: upgrade took {done - started:.1f} s; "
+                  f"{len(samples)} reads, {len(failed)} failed; longest gap between successful reads "
+                  f"{longest_gap(samples):.2f} s")
+            for step in steps:
+                away = step.back_in_front_at - step.left_front_at
+                print(f"  {step.node_id} ({step.role}): away {away:.1f} s, "
+                      f"restart to unsealed {step.unsealed_at - step.stopped_at:.1f} s, now {step.version}")
+            for s in failed[:8]:
+                print(f"  failed at {s.t:.2f}-{s.end:.2f}: {s.outcome} {s.detail[:120]}")
+            if size == 1 and failed:
+                before = max(s.end for s in samples if s.ok and s.end <= failed[0].t)
+                after = min(s.end for s in samples if s.ok and s.t >= failed[-1].end)
+                print(f"  outage: {after - before:.2f} s from the last read before it to the first after")
+    finally:
+        state.remove()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--hz", type=float, default=10.0)
+    args = parser.parse_args()
+    measure(args.nodes, args.hz)
+    measure(1, args.hz)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""A rolling upgrade of a real OpenBao raft cluster, FROM to TO (versions.toml [upgrade.openbao]), under reads.
+
+Three real nodes of the pinned previous release, from its PyPI wheel, behind one address (a real
+Envoy, health checked as a Service's readiness probes would be), upgraded the way OpenBao's HA
+upgrade guide prescribes (cluster/local/raftcluster.py). Reads go on the whole time, through that
+address, each on a new connection. The verdict is what the servers did: no read failed, and each
+node reports TO of itself afterwards. The single node is the other case: its outage is real, reads
+fail closed during it (no answer is served by a stopped or sealed Vault) and come back.
+bench/upgrade.py prints the figures (the longest gap between successful reads, the outage).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from cluster.local.istiobuild import find_envoy
+from cluster.local.pki import server_tls
+from cluster.local.raftcluster import RaftCluster
+from cluster.local.vaultrelease import openbao_release, upgrade_pair
+from cluster.profile import DEFAULT_PROFILE, load_profile
+from cluster.runstate import RunState, cache_dir, new_run_id
+from cluster.wait import wait_until
+from scenarios.monitor import OK, Monitor, Probe
+
+pytestmark = pytest.mark.platform
+FROM, TO = upgrade_pair()
+
+
+@pytest.fixture
+def state() -> Iterator[RunState]:
+    run = RunState.create(new_run_id())
+    try:
+        yield run
+    finally:
+        run.remove()
+
+
+def read_probe(cluster: RaftCluster, token: str, value: str) -> Probe:
+    def probe() -> tuple[str, str]:
+        with requests.Session() as http:  # a new connection each time, as a fresh client would open
+            answer = http.get(f"{cluster.address}/v1/kv/data/probe", headers={"X-Vault-Token": token},
+                              verify=str(cluster.ca), timeout=2)
+        if answer.status_code == 200 and answer.json()["data"]["data"].get("value") == value:
+            return OK, ""
+        return f"http_{answer.status_code}", answer.text[:200]
+
+    return probe
+
+
+def seeded(cluster: RaftCluster) -> tuple[str, str]:
+    """A KV v2 secret and a token that may only read it (never the root token in a probe)."""
+    admin = cluster.admin()
+    admin.sys.enable_secrets_engine("kv", path="kv", options={"version": "2"})
+    value = secrets.token_hex(8)
+    wait_until(lambda: admin.secrets.kv.v2.create_or_update_secret("probe", {"value": value}, mount_point="kv"),
+               timeout=30, describe="the KV mount to accept a write")
+    admin.sys.create_or_update_policy("probe", 'path "kv/data/probe" { capabilities = ["read"] }')
+    token = str(admin.auth.token.create(policies=["probe"], ttl="1h")["auth"]["client_token"])
+
+    def every_node_serves_it() -> bool:
+        # A new KV v2 mount answers 400 "Waiting for the primary to upgrade from non-versioned to versioned data"
+        # on a standby until its own upgrade has reached it: the setup is ready once every node serves the read.
+        return all(requests.get(f"{node.addr}/v1/kv/data/probe", headers={"X-Vault-Token": token},
+                                verify=str(cluster.ca), timeout=2).status_code == 200 for node in cluster.nodes)
+
+    wait_until(every_node_serves_it, timeout=60, interval=0.2, describe="every node to serve the seeded secret")
+    return token, value
+
+
+def _settled(monitor: Monitor, after: float, count: int = 5) -> bool:
+    recent = monitor.recent("vault", count, since=after)
+    return len(recent) == count and all(s.ok for s in recent)
+
+
+def test_a_rolling_upgrade_of_three_nodes_fails_no_read_and_ends_on_the_new_version(state: RunState) -> None:
+    ca, tls = server_tls(state, "vault-raft")
+    cluster = RaftCluster(state, find_envoy().path, tls, ca, size=3)
+    with cluster.running(openbao_release(FROM, cache_dir())):
+        assert {cluster.status(node).version for node in cluster.nodes} == {FROM}
+        token, value = seeded(cluster)
+        monitor = Monitor({"vault": read_probe(cluster, token, value)}, hz=10)
+        with monitor:
+            wait_until(lambda: _settled(monitor, 0.0), timeout=30, describe="reads to succeed before the upgrade")
+            steps = cluster.rolling_upgrade(openbao_release(TO, cache_dir()), clock=monitor.now)
+            done = monitor.now()
+            wait_until(lambda: _settled(monitor, done), timeout=30, describe="reads after the upgrade")
+        failed = [s for s in monitor.samples if not s.ok]
+        assert failed == [], failed[:5]
+        assert [step.role for step in steps] == ["standby", "standby", "active"]  # the guide's order
+        assert {cluster.status(node).version for node in cluster.nodes} == {TO}
+        assert [step.version for step in steps] == [TO, TO, TO]
+        active = cluster.active_node()
+        assert active.node_id != steps[-1].node_id or len(cluster.nodes) == 1  # an upgraded standby took over
+        # Reads went on during every node's absence: some sample started after it left and answered before it
+        # was back.
+        for step in steps:
+            assert [s for s in monitor.samples if step.left_front_at <= s.t and s.end <= step.back_in_front_at
+                    and s.ok], step
+
+
+def test_a_single_nodes_upgrade_fails_reads_closed_and_they_come_back(state: RunState) -> None:
+    ca, tls = server_tls(state, "vault-raft")
+    cluster = RaftCluster(state, find_envoy().path, tls, ca, size=1)
+    with cluster.running(openbao_release(FROM, cache_dir())):
+        token, value = seeded(cluster)
+        monitor = Monitor({"vault": read_probe(cluster, token, value)}, hz=10)
+        with monitor:
+            wait_until(lambda: _settled(monitor, 0.0), timeout=30, describe="reads to succeed before the upgrade")
+            [step] = cluster.rolling_upgrade(openbao_release(TO, cache_dir()), clock=monitor.now)
+            wait_until(lambda: _settled(monitor, step.back_in_front_at), timeout=30,
+                       describe="reads after the upgrade")
+        during = [s for s in monitor.samples if step.left_front_at <= s.t and s.end <= step.unsealed_at]
+        assert during and not [s for s in during if s.ok], "a read succeeded while the only node was away"
+        assert cluster.status(cluster.nodes[0]).version == TO
+        # The outage, at its widest: from the start of the last read that succeeded before it to the answer of
+        # the first that succeeded after it. Judged against the policy's recovery bound.
+        samples = monitor.samples
+        before = max(s.t for s in samples if s.ok and s.end <= during[0].t)
+        after = min(s.end for s in samples if s.ok and s.t >= during[-1].end)
+        bound = load_profile(DEFAULT_PROFILE).policy.recovery_bound.total_seconds()
+        assert after - before <= bound, (after - before, bound)

@@ -11,8 +11,11 @@ bench/upgrade.py prints the figures (the longest gap between successful reads, t
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -25,6 +28,7 @@ from cluster.profile import DEFAULT_PROFILE, load_profile
 from cluster.runstate import RunState, cache_dir, new_run_id
 from cluster.wait import wait_until
 from scenarios.monitor import OK, Monitor, Probe
+from tests.lifecycle import Child, new_since, snapshot
 
 pytestmark = pytest.mark.platform
 FROM, TO = upgrade_pair()
@@ -123,3 +127,23 @@ def test_a_single_nodes_upgrade_fails_reads_closed_and_they_come_back(state: Run
         after = min(s.end for s in samples if s.ok and s.t >= during[-1].end)
         bound = load_profile(DEFAULT_PROFILE).policy.recovery_bound.total_seconds()
         assert after - before <= bound, (after - before, bound)
+
+
+def test_ctrl_c_in_the_middle_of_a_rolling_upgrade_leaves_nothing() -> None:
+    """Interrupted once a node runs TO while the others still run FROM: every node, the front, and the run's
+    state (its unseal keys among it) go. The next run starts clean: nothing of this one is left to trip on."""
+    before = snapshot()
+    child = Child.start("tests/test_raft_upgrade.py", "-k", "three_nodes", "-v")
+
+    def mixed_versions() -> bool:
+        for pid in snapshot().pids - before.pids:
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode().endswith(f"openbao-{TO}/bao"):
+                    return True
+        return False
+
+    wait_until(mixed_versions, timeout=180, interval=0.05, describe=f"a node of the child to run OpenBao {TO}")
+    child.process.send_signal(signal.SIGINT)
+    code = child.process.wait(timeout=60)
+    assert code == 2, child.output  # pytest's "interrupted"
+    assert new_since(before).problems() == []

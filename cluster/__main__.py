@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("gomod", help="regenerate cluster/local/controlplane/go.mod from versions.toml")
     image_parser = sub.add_parser("image", help="docker build the workload image (tgpod alone, FROM scratch) for "
                                                 "the Docker engine's OS and architecture; for --workload-image")
-    image_parser.add_argument("--tag", default="trustgrid/tgpod:dev")
+    image_parser.add_argument("--tag", default="trustgrid/tgpod:dev",
+                              help="the image reference to build (default: trustgrid/tgpod:dev, what kind loads)")
     args = parser.parse_args(argv)
     try:
         if args.command == "build":

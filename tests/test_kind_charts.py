@@ -32,6 +32,7 @@ from cluster.kind.plan import install_plan
 from cluster.profile import DEFAULT_PROFILE, load_profile
 from cluster.versions import VERSIONS_FILE
 
+ROOT = Path(__file__).resolve().parents[1]
 PINS = load_pins()
 ISTIO_CSR = PINS["istio_csr"]
 SETUP = load_profile(DEFAULT_PROFILE).setup
@@ -82,13 +83,15 @@ def test_no_istio_csr_reference_is_one_line_naming_the_option_and_the_way_withou
     with pytest.raises(ChartUnavailable) as err:
         istio_csr_source(None, ISTIO_CSR)
     line = _one_line(err)
-    assert ISTIO_CSR_OPTION in line and "mesh.ca: plugin" in line and ISTIO_CSR.version in line
+    assert ISTIO_CSR_OPTION in line and "setup.mesh.ca: plugin" in line and ISTIO_CSR.version in line
+    assert "--profile cluster/profiles/plugin-ca.yaml" in line and (ROOT / "cluster/profiles/plugin-ca.yaml").exists()
 
 
 @pytest.mark.parametrize(("reference", "why"), [
     ("oci://registry.example/charts/cert-manager", "names chart 'cert-manager'"),
     ("oci://registry.example/charts/cert-manager-istio-csr:v0.16.0", "asks for tag v0.16.0"),
-    ("oci://registry.example/charts/cert-manager-istio-csr@md5:abc", "helm checks sha256"),
+    ("oci://registry.example/charts/cert-manager-istio-csr@md5:abc", "not sha256: and 64 hex digits"),
+    ("oci://registry.example/charts/cert-manager-istio-csr@sha256:abc", "not sha256: and 64 hex digits"),
     ("https://registry.example/cert-manager-istio-csr-v0.17.0.tgz", "no such chart directory"),
 ])
 def test_a_reference_that_is_not_the_pinned_chart_is_refused(reference: str, why: str) -> None:

@@ -22,6 +22,7 @@ Errors are one line with the fix (ChartUnavailable).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tarfile
@@ -170,8 +171,8 @@ def istio_csr_source(reference: str | None, pin: ChartPin) -> ChartSource:
     pinned version), or a local chart directory or ``.tgz`` whose Chart.yaml is the pinned chart and version.
     Raises ChartUnavailable (one line) when none was given or it is not the pinned chart."""
     fix = (f"pass {ISTIO_CSR_OPTION} (or set {ISTIO_CSR_ENV}) to the oci:// reference of the "
-           f"{ISTIO_CSR_CHART_NAME} chart {pin.version} from istio-csr's install docs, or run a profile with "
-           "mesh.ca: plugin (no istio-csr)")
+           f"{ISTIO_CSR_CHART_NAME} chart {pin.version} from istio-csr's install docs, or use a profile with "
+           "setup.mesh.ca: plugin, such as --profile cluster/profiles/plugin-ca.yaml (no istio-csr)")
     if not reference:
         raise ChartUnavailable(f"the istio-csr chart {pin.version} is published only to an OCI registry, "
                                "and no reference to it was given", fix=fix)
@@ -184,9 +185,10 @@ def istio_csr_source(reference: str | None, pin: ChartPin) -> ChartSource:
             raise ChartUnavailable(f"{ISTIO_CSR_OPTION} asks for tag {tag}; this suite pins {pin.version}",
                                    fix="drop the tag (the pinned version is used) or bump [charts.istio_csr]")
         digest = reference.rpartition("@")[2] if "@" in reference else ""
-        if digest and not digest.startswith("sha256:"):
-            raise ChartUnavailable(f"{ISTIO_CSR_OPTION} has digest {digest!r}; helm checks sha256:<hex> digests",
-                                   fix=fix)
+        if digest and re.fullmatch(r"sha256:[0-9a-f]{64}", digest) is None:
+            # An OCI digest (opencontainers/image-spec descriptor.md): the algorithm, then 64 lowercase hex digits.
+            raise ChartUnavailable(f"{ISTIO_CSR_OPTION} has digest {digest!r}, not sha256: and 64 hex digits",
+                                   fix="copy the digest `helm pull` prints, or drop it")
         return ChartSource(pin.version, reference, f"digest {digest} (helm checks it)" if digest else
                            f"version {pin.version} only; add @sha256:<digest> to pin its content", registry=True)
     path = Path(reference).expanduser()

@@ -40,7 +40,7 @@ def docker_engine(timeout: float = 1.2) -> str | None:
     if result.returncode == 0 and result.stdout.strip():
         return None
     lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
-    return redact(lines[-1].rstrip(".?") if lines else f"`docker version` exited {result.returncode}")
+    return redact(lines[-1].rstrip(".") if lines else f"`docker version` exited {result.returncode}")
 
 
 def docker_engine_answers(timeout: float = 1.2) -> bool:

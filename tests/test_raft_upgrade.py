@@ -89,10 +89,14 @@ def test_a_rolling_upgrade_of_three_nodes_fails_no_read_and_ends_on_the_new_vers
         monitor = Monitor({"vault": read_probe(cluster, token, value)}, hz=10)
         with monitor:
             wait_until(lambda: _settled(monitor, 0.0), timeout=30, describe="reads to succeed before the upgrade")
+            started = monitor.now()
             steps = cluster.rolling_upgrade(openbao_release(TO, cache_dir()), clock=monitor.now)
             done = monitor.now()
             wait_until(lambda: _settled(monitor, done), timeout=30, describe="reads after the upgrade")
-        failed = [s for s in monitor.samples if not s.ok]
+        # Judged from the upgrade's start, once reads had settled: a fresh KV v2 mount can still answer 400
+        # "Waiting for the primary to upgrade ..." on a standby before that (seen once in CI), which is the
+        # mount's own start, not the upgrade.
+        failed = [s for s in monitor.samples if s.t >= started and not s.ok]
         assert failed == [], failed[:5]
         assert [step.role for step in steps] == ["standby", "standby", "active"]  # the guide's order
         assert {cluster.status(node).version for node in cluster.nodes} == {TO}

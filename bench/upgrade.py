@@ -24,9 +24,8 @@ from cluster.local.pki import server_tls
 from cluster.local.raftcluster import RaftCluster
 from cluster.local.vaultrelease import openbao_release, upgrade_pair
 from cluster.runstate import RunState, cache_dir, new_run_id
-from cluster.wait import wait_until
-from scenarios.monitor import Monitor, Sample
-from tests.test_raft_upgrade import _settled, read_probe, seeded
+from scenarios.monitor import Sample
+from tests.test_raft_upgrade import upgrade_under_reads
 
 
 def longest_gap(samples: list[Sample]) -> float:
@@ -42,15 +41,9 @@ def measure(size: int, hz: float) -> None:
         ca, tls = server_tls(state, "vault-raft")
         cluster = RaftCluster(state, find_envoy().path, tls, ca, size=size)
         with cluster.running(openbao_release(low, cache_dir())):
-            token, value = seeded(cluster)
-            monitor = Monitor({"vault": read_probe(cluster, token, value)}, hz=hz)
-            with monitor:
-                wait_until(lambda: _settled(monitor, 0.0), timeout=30, describe="reads before the upgrade")
-                started = monitor.now()
-                steps = cluster.rolling_upgrade(openbao_release(high, cache_dir()), clock=monitor.now)
-                done = monitor.now()
-                wait_until(lambda: _settled(monitor, done), timeout=30, describe="reads after the upgrade")
-            samples = [s for s in monitor.samples if started <= s.t]
+            run = upgrade_under_reads(cluster, hz)
+            started, done, steps = run.started, run.done, run.steps
+            samples = [s for s in run.samples if started <= s.t]
             failed = [s for s in samples if not s.ok]
             print(f"{size} node(s), OpenBao {low} -> {high}: upgrade took {done - started:.1f} s; "
                   f"{len(samples)} reads, {len(failed)} failed; longest gap between successful reads "

@@ -15,6 +15,7 @@ import contextlib
 import secrets
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,12 +23,12 @@ import requests
 
 from cluster.local.istiobuild import find_envoy
 from cluster.local.pki import server_tls
-from cluster.local.raftcluster import RaftCluster
+from cluster.local.raftcluster import RaftCluster, UpgradeStep
 from cluster.local.vaultrelease import openbao_release, upgrade_pair
 from cluster.profile import DEFAULT_PROFILE, load_profile
 from cluster.runstate import RunState, cache_dir, new_run_id
 from cluster.wait import wait_until
-from scenarios.monitor import OK, Monitor, Probe
+from scenarios.monitor import OK, Monitor, Probe, Sample
 from tests.lifecycle import Child, new_since, snapshot
 
 pytestmark = pytest.mark.platform
@@ -75,6 +76,30 @@ def seeded(cluster: RaftCluster) -> tuple[str, str]:
     return token, value
 
 
+@dataclass(frozen=True)
+class UnderReads:
+    """A rolling upgrade watched by reads: every sample, each node's step, and when the upgrade ran (monitor clock)."""
+
+    samples: list[Sample]
+    steps: list[UpgradeStep]
+    started: float
+    done: float
+
+
+def upgrade_under_reads(cluster: RaftCluster, hz: float = 10) -> UnderReads:
+    """Seed a secret, read it at ``hz`` through the front until five reads in a row succeed, upgrade FROM to TO,
+    and read on until five in a row succeed again."""
+    token, value = seeded(cluster)
+    monitor = Monitor({"vault": read_probe(cluster, token, value)}, hz=hz)
+    with monitor:
+        wait_until(lambda: _settled(monitor, 0.0), timeout=30, describe="reads to succeed before the upgrade")
+        started = monitor.now()
+        steps = cluster.rolling_upgrade(openbao_release(TO, cache_dir()), clock=monitor.now)
+        done = monitor.now()
+        wait_until(lambda: _settled(monitor, done), timeout=30, describe="reads after the upgrade")
+    return UnderReads(monitor.samples, steps, started, done)
+
+
 def _settled(monitor: Monitor, after: float, count: int = 5) -> bool:
     recent = monitor.recent("vault", count, since=after)
     return len(recent) == count and all(s.ok for s in recent)
@@ -85,18 +110,12 @@ def test_a_rolling_upgrade_of_three_nodes_fails_no_read_and_ends_on_the_new_vers
     cluster = RaftCluster(state, find_envoy().path, tls, ca, size=3)
     with cluster.running(openbao_release(FROM, cache_dir())):
         assert {cluster.status(node).version for node in cluster.nodes} == {FROM}
-        token, value = seeded(cluster)
-        monitor = Monitor({"vault": read_probe(cluster, token, value)}, hz=10)
-        with monitor:
-            wait_until(lambda: _settled(monitor, 0.0), timeout=30, describe="reads to succeed before the upgrade")
-            started = monitor.now()
-            steps = cluster.rolling_upgrade(openbao_release(TO, cache_dir()), clock=monitor.now)
-            done = monitor.now()
-            wait_until(lambda: _settled(monitor, done), timeout=30, describe="reads after the upgrade")
+        run = upgrade_under_reads(cluster)
+        steps = run.steps
         # Judged from the upgrade's start, once reads had settled: a fresh KV v2 mount can still answer 400
         # "Waiting for the primary to upgrade ..." on a standby before that (seen once in CI), which is the
         # mount's own start, not the upgrade.
-        failed = [s for s in monitor.samples if s.t >= started and not s.ok]
+        failed = [s for s in run.samples if s.t >= run.started and not s.ok]
         assert failed == [], failed[:5]
         assert [step.role for step in steps] == ["standby", "standby", "active"]  # the guide's order
         assert {cluster.status(node).version for node in cluster.nodes} == {TO}
@@ -106,7 +125,7 @@ def test_a_rolling_upgrade_of_three_nodes_fails_no_read_and_ends_on_the_new_vers
         # Reads went on during every node's absence: some sample started after it left and answered before it
         # was back.
         for step in steps:
-            assert [s for s in monitor.samples if step.left_front_at <= s.t and s.end <= step.back_in_front_at
+            assert [s for s in run.samples if step.left_front_at <= s.t and s.end <= step.back_in_front_at
                     and s.ok], step
 
 
@@ -114,19 +133,14 @@ def test_a_single_nodes_upgrade_fails_reads_closed_and_they_come_back(state: Run
     ca, tls = server_tls(state, "vault-raft")
     cluster = RaftCluster(state, find_envoy().path, tls, ca, size=1)
     with cluster.running(openbao_release(FROM, cache_dir())):
-        token, value = seeded(cluster)
-        monitor = Monitor({"vault": read_probe(cluster, token, value)}, hz=10)
-        with monitor:
-            wait_until(lambda: _settled(monitor, 0.0), timeout=30, describe="reads to succeed before the upgrade")
-            [step] = cluster.rolling_upgrade(openbao_release(TO, cache_dir()), clock=monitor.now)
-            wait_until(lambda: _settled(monitor, step.back_in_front_at), timeout=30,
-                       describe="reads after the upgrade")
-        during = [s for s in monitor.samples if step.left_front_at <= s.t and s.end <= step.unsealed_at]
+        run = upgrade_under_reads(cluster)
+        [step] = run.steps
+        during = [s for s in run.samples if step.left_front_at <= s.t and s.end <= step.unsealed_at]
         assert during and not [s for s in during if s.ok], "a read succeeded while the only node was away"
         assert cluster.status(cluster.nodes[0]).version == TO
         # The outage, at its widest: from the start of the last read that succeeded before it to the answer of
         # the first that succeeded after it. Judged against the policy's recovery bound.
-        samples = monitor.samples
+        samples = run.samples
         before = max(s.t for s in samples if s.ok and s.end <= during[0].t)
         after = min(s.end for s in samples if s.ok and s.t >= during[-1].end)
         bound = load_profile(DEFAULT_PROFILE).policy.recovery_bound.total_seconds()

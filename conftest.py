@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 SESSION: pytest.StashKey[PlatformSession] = pytest.StashKey()
 REPORTS: pytest.StashKey[ReportPlugin] = pytest.StashKey()
 SUITES = Path(__file__).parent / "suites"
+UPGRADE_SUITE = SUITES / "upgrade"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -86,6 +87,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="--platform kind, mesh CA istio-csr: the oci:// reference of the cert-manager-istio-csr chart "
                          "from istio-csr's install docs (optionally @sha256:<digest>), or a local chart directory or "
                          ".tgz; installed at the pinned version (env TRUSTGRID_ISTIO_CSR_CHART)")
+    group.addoption("--upgrade-vault", default=None, metavar="FROM:TO",
+                    help="suites/upgrade: the OpenBao versions of the upgrade, both pinned in versions.toml "
+                         "[upgrade.openbao] (default: the pinned previous and current; env TRUSTGRID_UPGRADE_VAULT)")
     group.addoption("--dry-run", action="store_true", default=False,
                     help="print the kind platform's install plan (commands and manifests, redacted) and stop")
     group.addoption("--reuse-cluster", action="store_true", default=False,
@@ -116,6 +120,9 @@ def _needs_platform(config: pytest.Config) -> bool:
     for arg in config.args:
         path = Path(arg.split("::")[0])
         path = (config.invocation_params.dir / path).resolve()
+        # suites/upgrade opens a platform per test, started on the upgrade's FROM: it needs no shared one.
+        if path == UPGRADE_SUITE or UPGRADE_SUITE in path.parents:
+            continue
         if path == SUITES or SUITES in path.parents or path in SUITES.parents:
             return True
     return False

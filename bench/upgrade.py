@@ -22,8 +22,9 @@ import itertools
 from cluster.local.istiobuild import find_envoy
 from cluster.local.pki import server_tls
 from cluster.local.raftcluster import RaftCluster
-from cluster.local.vaultrelease import openbao_release, upgrade_pair
+from cluster.local.vaultrelease import openbao_release
 from cluster.runstate import RunState, cache_dir, new_run_id
+from cluster.versions import upgrade_pair
 from scenarios.monitor import Sample
 from tests.test_raft_upgrade import upgrade_under_reads
 

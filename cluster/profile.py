@@ -37,6 +37,9 @@ class VaultSetup:
     audit: bool = True
     # The audience that workload tokens carry and roles require.
     audience: str = "vault"
+    # Raft nodes behind the one address workloads use: 1, or 3 or 5 for HA (an odd count keeps a quorum
+    # through one node's absence). The local platform runs more than one only for upgrades (suites/upgrade).
+    nodes: int = 1
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,7 @@ def _container(value: Any, hint: Any, key: str, path: str) -> Any:
 # type -> (accepts, what to call it in an error)
 _SCALARS: dict[Any, tuple[Callable[[Any], bool], str]] = {
     bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
     float: (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
     str: (lambda v: isinstance(v, str), "a string"),
 }
@@ -182,6 +186,8 @@ def _check(profile: Profile) -> None:
         raise ProfileError(path, "setup.vault.token_ttl", "is longer than setup.vault.token_max_ttl")
     if mesh.ca_token_ttl > mesh.ca_token_max_ttl:
         raise ProfileError(path, "setup.mesh.ca_token_ttl", "is longer than setup.mesh.ca_token_max_ttl")
+    if vault.nodes not in (1, 3, 5):
+        raise ProfileError(path, "setup.vault.nodes", "must be 1, 3 or 5 (raft needs an odd count for a quorum)")
     if not 0 < mesh.renew_fraction < 1:
         raise ProfileError(path, "setup.mesh.renew_fraction", "must be between 0 and 1 (exclusive)")
     for key, value in (("setup.mesh.cert_ttl", mesh.cert_ttl), ("setup.vault.token_ttl", vault.token_ttl)):

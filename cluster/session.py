@@ -69,7 +69,10 @@ class PlatformSession:
         if self._platform is not None:
             lines.append("trustgrid: " + ", ".join(self._platform.versions.lines()[1:]))
         else:
-            lines.append("trustgrid: no platform started (no suites selected)")
+            lines.append("trustgrid: no shared platform started (no suites selected, or suites/upgrade only, "
+                         "which opens its own)")
+        low, high = self.settings.upgrade_vault
+        lines.append(f"trustgrid: upgrades (suites/upgrade): OpenBao {low} -> {high}")
         return lines
 
 

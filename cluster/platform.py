@@ -7,7 +7,7 @@ cluster/kubeconfig) and is chosen once, by cluster.select.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -201,6 +201,46 @@ class Capture:
         return text.encode() in self._payload
 
 
+@dataclass(frozen=True)
+class VaultNodeStatus:
+    """What one Vault node says of itself (its own ``sys/seal-status`` and ``sys/health``)."""
+
+    node_id: str
+    version: str  # "2.7.2", as sys/seal-status reports it without the "v"
+    sealed: bool
+    active: bool
+
+
+@dataclass(frozen=True)
+class VaultUpgradeStep:
+    """One node's turn in a rolling upgrade. Instants are seconds on the caller's clock."""
+
+    node_id: str
+    role: str  # "standby" or "active" when it was stopped
+    left_front_at: float  # out of the address clients use (its Service's endpoints)
+    stopped_at: float  # its old server exited (SIGTERM)
+    unsealed_at: float  # on the new version, unsealed
+    back_in_front_at: float
+    version: str  # what the node reported afterwards
+    lingering: int = 0  # kept-alive client connections to it still open when it was stopped
+
+
+class Upgrades(Protocol):
+    """In-place upgrades of the platform's own Vault (suites/upgrade). Raises PlatformUnavailable, naming
+    the fix, where the platform cannot do one."""
+
+    def vault_nodes(self) -> tuple[VaultNodeStatus, ...]:
+        """Every Vault node, as each reports itself, in node order."""
+        ...
+
+    def upgrade_vault(self, version: str, *, clock: Callable[[], float],
+                      progress: Callable[[str], None]) -> tuple[VaultUpgradeStep, ...]:
+        """Upgrade every node to ``version`` ("2.7.2") the documented way: standbys first, then the active
+        node, whose SIGTERM steps it down (OpenBao website/content/docs/upgrading/ha-upgrade.mdx); one
+        node is restarted on the new binary. Returns once every node serves again, one step per node."""
+        ...
+
+
 class Faults(Protocol):
     """Cluster-wide faults. Each one is undone by its counterpart; callers hold ``exclusive``."""
 
@@ -247,6 +287,10 @@ class Platform(Protocol):
         ...
 
     def faults(self) -> Faults: ...
+
+    def upgrades(self) -> Upgrades:
+        """Raises PlatformUnavailable, naming the fix, where this platform cannot upgrade its Vault in place."""
+        ...
 
     def deploy(self, ns: str, name: str, sa: str, *, meshed: bool = True,
                annotations: Mapping[str, str] | None = None) -> Workload:

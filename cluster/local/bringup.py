@@ -52,7 +52,9 @@ from cluster.local.platform import (
     images_record,
 )
 from cluster.local.process import claim_port, stop_recorded
+from cluster.local.raftcluster import RaftCluster
 from cluster.local.vaultpod import TokenRefresher, VaultPod
+from cluster.local.vaultrelease import openbao_release
 from cluster.runstate import RunState, owner_alive, reap_dead_runs, terminate_run
 from cluster.settings import Settings
 from cluster.tenancy import install_setup_namespaces
@@ -140,7 +142,12 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
     tgpod = find_pod_binary(settings.cache_dir, progress=progress)
     istio = find_istio(settings.cache_dir, progress=progress)
     envoy = find_envoy(istio.pins)
-    vault_binary = find_vault(settings.vault_binary)
+    # An upgrade's platform starts on the pinned FROM release; every other run on the bundled server.
+    vault_binary = (openbao_release(settings.vault_release, settings.cache_dir) if settings.vault_release
+                    else find_vault(settings.vault_binary))
+    # Raft nodes behind one front (an Envoy on the address pods use, as a Service): what an in-place upgrade
+    # needs, for one node as for three. Otherwise the one server is that address itself.
+    raft_nodes = setup.vault.nodes if settings.vault_release or setup.vault.nodes > 1 else 0
     cidr = pick_pod_cidr(settings.run_id, settings.pod_cidr)
     owner = not settings.keep_cluster  # kept processes must outlive pytest
 
@@ -173,20 +180,29 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
         vault_cluster_port = claim_port(0, "--vault-port")
         vault = LocalVault(vault_binary, state, vault_endpoint, vault_port,
                            cluster_port=vault_cluster_port, node_ip=network.host_ip, audit=setup.vault.audit)
+        raft = RaftCluster(state, envoy.path, pki.vault, pki.ca.cert, size=raft_nodes, front_port=vault_port,
+                           hosts=("127.0.0.1", network.host_ip), pod_token_dir=vault.token_dir,
+                           audit_log=vault.audit_log if setup.vault.audit else None,
+                           drain_timeout=5, drain_required=False) if raft_nodes else None
 
         progress("starting etcd, OpenBao, kube-apiserver and kube-controller-manager")
         for process in (etcd, apiserver):
             process.die_with_parent = owner
         stack.callback(etcd.stop)
         etcd.start()
-        # Armed before the start: an interrupt while Vault comes up must still stop it.
-        stack.callback(vault.stop)
-        vault.start(owner=owner)
+        if raft is None:
+            # Armed before the start: an interrupt while Vault comes up must still stop it.
+            stack.callback(vault.stop)
+            vault.start(owner=owner)
         etcd.wait_ready(lambda: etcd_healthy(etcd_endpoint), timeout=20, describe="etcd /health")
         apiserver.start()
         stack.callback(apiserver.stop)
-        vault.initialize()
-        vault.unseal()
+        if raft is None:
+            vault.initialize()
+            vault.unseal()
+        else:
+            vault.token_dir.mkdir(mode=0o700, exist_ok=True)
+            stack.enter_context(raft.running(vault_binary, progress=progress))  # started, initialized, unsealed
         apiserver.wait_ready(lambda: apiserver_ready(api_endpoint), timeout=60, describe="kube-apiserver /readyz")
         write_kubeconfig(state, api_endpoint)
         stack.callback(controller_manager.stop)  # armed before the start, as Vault's
@@ -206,7 +222,11 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
         configure_started = time.monotonic()
         progress("configuring Vault: Kubernetes auth, KV, PKI root and intermediate, audit")
         layout = VaultLayout()
-        configurator = VaultConfigurator(vault_endpoint.client(vault.root_token()), layout, setup, settings.run_id)
+        # A raft cluster is configured on its active node, as the Vault chart's "-active" Service offers: a
+        # standby behind the front may not have applied a mount yet when the next request writes into it
+        # (seen: 404 "no handler for route auth/kubernetes/config" right after enabling the mount).
+        admin = raft.admin(raft.active_node()) if raft else vault_endpoint.client(vault.root_token())
+        configurator = VaultConfigurator(admin, layout, setup, settings.run_id)
         configure_vault(configurator, api_endpoint, str(vault.audit_log) if setup.vault.audit else None)
         timings["vault_configure_s"] = time.monotonic() - configure_started
 
@@ -256,10 +276,10 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
             pod_cidr=str(cidr), node_ip=network.host_ip, node_name=f"trustgrid-{run_tag(settings.run_id)}",
             pods_root=str(pods_root), images=images_record(images), mesh_ca_address=ca_address,
             istiod_http_port=started_istiod.endpoints.http_port, istio_release=istio.pins.release,
-            envoy_version=envoy.version, ca_mode=setup.mesh.ca, timings=timings,
+            envoy_version=envoy.version, ca_mode=setup.mesh.ca, timings=timings, vault_nodes=raft_nodes,
         )
         Kubelet(state, network, kube, connection.node, pods_root).register_node()
-        platform = LocalPlatform(settings, state, connection, owner=owner)
+        platform = LocalPlatform(settings, state, connection, owner=owner, raft=raft)
         stack.callback(platform.close)
         timings["platform_up_s"] = time.monotonic() - started
         state.write_private(CONNECTION_FILE, json.dumps(asdict(connection)))

@@ -36,6 +36,13 @@ _POD_WRAPPER = (
 )
 
 
+def pod_argv(token_dir: Path, binary: Path, config: Path) -> list[str]:
+    """``binary server -config=config`` as a pod: ``token_dir`` mounted where the Kubernetes auth plugin
+    reads its own service-account token, in a private mount namespace."""
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", _POD_WRAPPER, "sh",
+            str(token_dir), str(binary), str(config), SA_MOUNT]
+
+
 @dataclass(frozen=True)
 class VaultEndpoint:
     addr: str
@@ -118,9 +125,8 @@ class LocalVault:
                 node_ip=self.node_ip,
             ))
         self.token_dir.mkdir(mode=0o700, exist_ok=True)
-        argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", _POD_WRAPPER, "sh",
-                str(self.token_dir), str(self.binary.path), str(config), SA_MOUNT]
-        return ManagedProcess("vault", argv, self.state, die_with_parent=owner)
+        return ManagedProcess("vault", pod_argv(self.token_dir, self.binary.path, config), self.state,
+                              die_with_parent=owner)
 
     def start(self, *, owner: bool = True) -> ManagedProcess:
         process = self.process(owner=owner)

@@ -11,7 +11,7 @@ import ipaddress
 import json
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +36,9 @@ from cluster.local.network import NodeNetwork
 from cluster.local.openbao import LocalVault, VaultEndpoint
 from cluster.local.pods import LocalPods
 from cluster.local.process import stop_recorded
+from cluster.local.raftcluster import RaftCluster, raft_root_token
 from cluster.local.vaultpod import VaultPod
+from cluster.local.vaultrelease import openbao_release
 from cluster.meshrules import IN_MESH_ALPN
 from cluster.platform import (
     CallResult,
@@ -44,7 +46,9 @@ from cluster.platform import (
     MeshCaStatus,
     SessionStep,
     SidecarStatus,
+    VaultNodeStatus,
     VaultRead,
+    VaultUpgradeStep,
     Versions,
     Workload,
 )
@@ -90,6 +94,7 @@ class Connection:
     envoy_version: str
     ca_mode: str
     timings: dict[str, float] = field(default_factory=dict)
+    vault_nodes: int = 0  # raft nodes behind a front (cluster/local/raftcluster.py); 0: one server, no front
 
     @property
     def apiserver(self) -> ApiServerEndpoint:
@@ -131,24 +136,33 @@ class LocalFaults:
     def shared(self) -> AbstractContextManager[None]:
         return self._platform.state.lock("platform", shared=True)
 
+    def _single_vault(self) -> LocalVault:
+        """The one Vault server these faults act on; an upgrade's raft cluster is not one."""
+        if self._platform.connection.vault_nodes:
+            raise PlatformUnavailable("this platform's Vault is a raft cluster behind a front (an upgrade's "
+                                      "platform): its faults act on one server only",
+                                      fix="run the chaos suite on a platform without --upgrade-vault")
+        return self._platform.vault
+
     def stop_vault(self) -> None:
-        self._platform.vault.stop()
+        self._single_vault().stop()
 
     def start_vault(self) -> None:
         platform = self._platform
+        vault = self._single_vault()
         platform.vault_pod.new_incarnation()  # a restarted Vault is a new pod with a new token
-        platform.vault.start(owner=platform.owner)
-        platform.vault.unseal()
+        vault.start(owner=platform.owner)
+        vault.unseal()
 
     def restart_vault(self) -> None:
         self.stop_vault()
         self.start_vault()
 
     def seal_vault(self) -> None:
-        self._platform.vault.seal()
+        self._single_vault().seal()
 
     def unseal_vault(self) -> None:
-        self._platform.vault.unseal()
+        self._single_vault().unseal()
 
     def mesh_ca_status(self) -> MeshCaStatus:
         """The CA's own status (cluster/local/meshca.py writes it), its Vault refusals sorted the way scenarios
@@ -203,11 +217,29 @@ class LocalFaults:
         wait_mesh_ca(process)
 
 
+class LocalUpgrades:
+    """The rolling upgrade of the platform's raft cluster, onto a pinned OpenBao release's binary."""
+
+    def __init__(self, raft: RaftCluster, cache: Path) -> None:
+        self._raft = raft
+        self._cache = cache
+
+    def vault_nodes(self) -> tuple[VaultNodeStatus, ...]:
+        return tuple(self._raft.status(node) for node in self._raft.nodes)
+
+    def upgrade_vault(self, version: str, *, clock: Callable[[], float],
+                      progress: Callable[[str], None]) -> tuple[VaultUpgradeStep, ...]:
+        binary = openbao_release(version, self._cache)
+        return tuple(self._raft.rolling_upgrade(binary, clock, progress))
+
+
 class LocalPlatform:
     name = "local"
 
-    def __init__(self, settings: Settings, state: RunState, connection: Connection, *, owner: bool) -> None:
+    def __init__(self, settings: Settings, state: RunState, connection: Connection, *, owner: bool,
+                 raft: RaftCluster | None = None) -> None:
         self.settings = settings
+        self.raft = raft  # the owner's raft cluster, when connection.vault_nodes
         self.state = state
         self.connection = connection
         self.owner = owner
@@ -247,13 +279,25 @@ class LocalPlatform:
         return self.connection.timings
 
     def vault_admin(self) -> hvac.Client:
-        return self.connection.vault_endpoint.client(self.vault.root_token())
+        if self.raft is not None:
+            # The active node, as the Vault chart's "-active" Service: a standby may not have applied a new
+            # mount yet when the next request writes into it (cluster/local/bringup.py).
+            client: hvac.Client = self.raft.admin(self.raft.active_node())
+            return client
+        token = raft_root_token(self.state) if self.connection.vault_nodes else self.vault.root_token()
+        return self.connection.vault_endpoint.client(token)
 
     def vault_client(self) -> hvac.Client:
         return self.connection.vault_endpoint.client()
 
     def faults(self) -> LocalFaults:
         return LocalFaults(self)
+
+    def upgrades(self) -> LocalUpgrades:
+        if self.raft is None:
+            raise PlatformUnavailable("this platform's Vault was not started for an upgrade (one server, no front)",
+                                      fix="open the platform with a vault_release (suites/upgrade does)")
+        return LocalUpgrades(self.raft, self.settings.cache_dir)
 
     def deploy(self, ns: str, name: str, sa: str, *, meshed: bool = True,
                annotations: Mapping[str, str] | None = None) -> Workload:

@@ -33,10 +33,13 @@ from typing import Any
 import requests
 import yaml
 
-from cluster.errors import ProcessFailed
+from cluster.errors import ProcessFailed, WaitTimeout
 from cluster.local.binaries import VaultBinary
+from cluster.local.openbao import pod_argv
 from cluster.local.pki import KeyPair
 from cluster.local.process import ManagedProcess, free_port, stop_recorded
+from cluster.platform import VaultNodeStatus as NodeStatus
+from cluster.platform import VaultUpgradeStep as UpgradeStep
 from cluster.runstate import RunState
 from cluster.secrets import register
 from cluster.wait import wait_until
@@ -64,29 +67,6 @@ class RaftNode:
         return f"https://127.0.0.1:{self.port}"
 
 
-@dataclass(frozen=True)
-class NodeStatus:
-    """What a node says of itself: ``sys/seal-status`` and ``sys/health``."""
-
-    node_id: str
-    version: str  # "2.7.2"
-    sealed: bool
-    active: bool
-
-
-@dataclass(frozen=True)
-class UpgradeStep:
-    """One node's turn in a rolling upgrade, on the caller's clock (``clock()``, seconds)."""
-
-    node_id: str
-    role: str  # "standby" or "active" when it was stopped
-    left_front_at: float
-    stopped_at: float
-    unsealed_at: float
-    back_in_front_at: float
-    version: str  # what the node reported afterwards
-
-
 def connections_to(port: int, pid: int) -> int:
     """How many established TCP connections process ``pid`` holds to local port ``port`` (/proc/net/tcp rows
     whose remote port is ``port`` and whose socket inode is one of the process's descriptors)."""
@@ -111,11 +91,16 @@ def connections_to(port: int, pid: int) -> int:
     return count
 
 
-def node_config(node: RaftNode, peers: list[RaftNode], *, data_dir: Path, tls: KeyPair, ca: Path) -> str:
-    """The server configuration of ``node`` (HCL). ``peers``: the other nodes it may join through."""
+def node_config(node: RaftNode, peers: list[RaftNode], *, data_dir: Path, tls: KeyPair, ca: Path,
+                audit_log: Path | None = None) -> str:
+    """The server configuration of ``node`` (HCL). ``peers``: the other nodes it may join through.
+    ``audit_log``: a file audit device, declared in the configuration (OpenBao refuses API-created audit
+    devices since CVE-2025-54997), which every node appends to as the one that serves the request."""
     joins = "".join(f'  retry_join {{\n    leader_api_addr = "{peer.addr}"\n    leader_ca_cert_file = "{ca}"\n  }}\n'
                     for peer in peers)
-    return (
+    audit = (f'audit "file" "file" {{\n  description = "trustgrid audit log"\n'
+             f'  options {{ file_path = "{audit_log}" }}\n}}\n') if audit_log else ""
+    return (audit +
         "ui = false\n"
         f'api_addr = "{node.addr}"\n'
         f'cluster_addr = "https://127.0.0.1:{node.cluster_port}"\n'
@@ -128,8 +113,13 @@ def node_config(node: RaftNode, peers: list[RaftNode], *, data_dir: Path, tls: K
     )
 
 
-def front_config(listen_port: int, admin_port: int, eds_dir: Path) -> dict[str, Any]:
-    """Envoy's bootstrap: a TCP proxy to cluster ``vault``, whose endpoints are read from ``eds_dir/eds.yaml``."""
+def front_config(listen_port: int, admin_port: int, eds_dir: Path,
+                 hosts: tuple[str, ...] = ("127.0.0.1",)) -> dict[str, Any]:
+    """Envoy's bootstrap: a TCP proxy on ``hosts``:``listen_port`` to cluster ``vault``, whose endpoints are
+    read from ``eds_dir/eds.yaml``."""
+    proxy = {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        "stat_prefix": "vault", "cluster": "vault", "max_connect_attempts": 3}}
     health = {"timeout": "1s", "interval": "0.25s", "unhealthy_threshold": 1, "healthy_threshold": 1,
               "http_health_check": {"path": "/v1/sys/health?standbyok=true"}}
     return {
@@ -137,14 +127,10 @@ def front_config(listen_port: int, admin_port: int, eds_dir: Path) -> dict[str, 
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
             "listeners": [{
-                "name": "vault",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen_port}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.tcp_proxy",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-                        "stat_prefix": "vault", "cluster": "vault", "max_connect_attempts": 3}}]}],
-            }],
+                "name": f"vault-{index}",
+                "address": {"socket_address": {"address": host, "port_value": listen_port}},
+                "filter_chains": [{"filters": [proxy]}],
+            } for index, host in enumerate(hosts)],
             "clusters": [{
                 "name": "vault", "type": "EDS", "connect_timeout": "1s",
                 "eds_cluster_config": {"eds_config": {"resource_api_version": "V3", "path_config_source": {
@@ -172,6 +158,18 @@ def endpoints(nodes: list[RaftNode]) -> dict[str, Any]:
     }]}
 
 
+def _init_data(state: RunState) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(state.file("vault-raft-init.json").read_text())
+    for secret in (*data["keys_base64"], data["root_token"]):
+        register(str(secret))
+    return data
+
+
+def raft_root_token(state: RunState) -> str:
+    """The root token of the run's raft cluster (registered with the redactor)."""
+    return str(_init_data(state)["root_token"])
+
+
 @dataclass
 class RaftCluster:
     """``size`` OpenBao nodes in one raft cluster, behind ``address``. Use ``running()``."""
@@ -183,8 +181,18 @@ class RaftCluster:
     size: int = 3
     nodes: list[RaftNode] = field(default_factory=list)
     binaries: dict[str, VaultBinary] = field(default_factory=dict)  # node_id -> what it runs now
-    front_port: int = 0
+    front_port: int = 0  # 0: a free port
     admin_port: int = 0
+    hosts: tuple[str, ...] = ("127.0.0.1",)  # where the front listens (a platform adds its pods' address)
+    pod_token_dir: Path | None = None  # run each node as the Vault pod (openbao.pod_argv), for Kubernetes auth
+    audit_log: Path | None = None
+    # How long a node's connections through the front may take to close before it is stopped anyway: a
+    # kept-alive client connection never closes by itself, and its request in flight is not known to a TCP
+    # proxy. A Service gives a terminating pod its grace period the same way; the node's shutdown then closes
+    # its idle connections, and HTTP clients retry an idempotent read on a fresh one. The Vault chart's pods
+    # wait 5 s (vault-helm values.yaml server.preStopSleepSeconds) between leaving the Service and SIGTERM.
+    drain_timeout: float = 30.0
+    drain_required: bool = True  # False: past drain_timeout, stop the node with connections still open
     _in_front: list[RaftNode] = field(default_factory=list)
 
     @property
@@ -208,12 +216,12 @@ class RaftCluster:
 
     def _start(self, binary: VaultBinary, progress: Progress) -> None:
         self.nodes = [RaftNode(f"node-{i}", free_port(), free_port(), free_port()) for i in range(self.size)]
-        self.front_port, self.admin_port = free_port(), free_port()
+        self.front_port, self.admin_port = self.front_port or free_port(), free_port()
         eds_dir = self.state.file("vault-front")
         eds_dir.mkdir(mode=0o700, exist_ok=True)
         self._set_front([])
         config = self.state.write_private("vault-front/envoy.yaml", yaml.safe_dump(
-            front_config(self.front_port, self.admin_port, eds_dir)))
+            front_config(self.front_port, self.admin_port, eds_dir, self.hosts)))
         # One worker: once the admin API shows a change, one request through the front proves the worker has it.
         front = ManagedProcess("vault-front", [str(self.envoy), "-c", str(config), "--log-level", "warn",
                                                "--concurrency", "1", "--base-id", str(self.admin_port)], self.state)
@@ -248,9 +256,11 @@ class RaftCluster:
         data = self.state.file(f"vault-raft/{node.node_id}")
         data.mkdir(mode=0o700, parents=True, exist_ok=True)
         peers = [peer for peer in self.nodes if peer != node]
-        config = self.state.write_private(f"vault-raft/{node.node_id}.hcl",
-                                          node_config(node, peers, data_dir=data, tls=self.tls, ca=self.ca))
-        process = ManagedProcess(self._name(node), [str(binary.path), "server", f"-config={config}"], self.state)
+        config = self.state.write_private(f"vault-raft/{node.node_id}.hcl", node_config(
+            node, peers, data_dir=data, tls=self.tls, ca=self.ca, audit_log=self.audit_log))
+        argv = (pod_argv(self.pod_token_dir, binary.path, config) if self.pod_token_dir
+                else [str(binary.path), "server", f"-config={config}"])
+        process = ManagedProcess(self._name(node), argv, self.state)
         process.start()
         process.wait_ready(lambda: self._health(node) is not None, timeout=30, describe=f"{node.node_id} to listen")
         self.binaries[node.node_id] = binary
@@ -263,11 +273,7 @@ class RaftCluster:
             return None
 
     def _init(self) -> dict[str, Any]:
-        path = self.state.file("vault-raft-init.json")
-        data: dict[str, Any] = json.loads(path.read_text())
-        for secret in (*data["keys_base64"], data["root_token"]):
-            register(str(secret))
-        return data
+        return _init_data(self.state)
 
     def root_token(self) -> str:
         return str(self._init()["root_token"])
@@ -381,12 +387,20 @@ class RaftCluster:
                                             timeout=2).status_code == 200,
                        timeout=30, interval=0.1, describe=f"{describe}: a request through the front")
 
-    def _drained(self, node: RaftNode) -> None:
+    def _drained(self, node: RaftNode) -> int:
         """Wait until the front holds no connection to ``node``'s API port: a read in flight through it finishes
-        first (tcp_proxy closes its upstream connection when the client's closes)."""
-        pid = self.state.pids().get("vault-front") or 0
-        wait_until(lambda: not connections_to(node.port, pid), timeout=30, interval=0.1,
-                   describe=f"the front's last connection to {node.node_id} to close")
+        first (tcp_proxy closes its upstream connection when the client's closes). Returns how many were still
+        open after ``drain_timeout`` (0 when drained); raises WaitTimeout then if ``drain_required``."""
+        try:
+            wait_until(lambda: not self._connections(node), timeout=self.drain_timeout, interval=0.1,
+                       describe=f"the front's last connection to {node.node_id} to close")
+        except WaitTimeout:
+            if self.drain_required:
+                raise
+        return self._connections(node)
+
+    def _connections(self, node: RaftNode) -> int:
+        return connections_to(node.port, self.state.pids().get("vault-front") or 0)
 
     # -- upgrades ---------------------------------------------------------------
     def upgrade_node(self, node: RaftNode, binary: VaultBinary, role: str, clock: Callable[[], float],
@@ -396,7 +410,8 @@ class RaftCluster:
         others = [peer for peer in self._in_front if peer != node]
         self._set_front(others)
         self._front_is(others, f"the front to stop routing to {node.node_id}")
-        self._drained(node)
+        # With no other node behind the front, waiting gains nothing: no request has anywhere else to go.
+        lingering = self._drained(node) if others else self._connections(node)
         left = clock()
         progress(f"{node.node_id} ({role}): SIGTERM, then OpenBao {binary.version}")
         stop_recorded(self.state, self._name(node), grace=30)
@@ -412,7 +427,7 @@ class RaftCluster:
         self.wait_raft_healthy()
         self._set_front([*others, node])
         self._front_is([*others, node], f"the front to route to {node.node_id} again")
-        return UpgradeStep(node.node_id, role, left, stopped, unsealed, clock(), status.version)
+        return UpgradeStep(node.node_id, role, left, stopped, unsealed, clock(), status.version, lingering)
 
     def rolling_upgrade(self, binary: VaultBinary, clock: Callable[[], float] = time.monotonic,
                         progress: Progress = _quiet) -> list[UpgradeStep]:

@@ -54,3 +54,9 @@ def platform_logs(platform: _Dumps, into: Path) -> None:
     for log in sorted(into.glob("*.log")):
         tail = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
         allure.attach(redact("\n".join(tail)), name=f"log {log.name}", attachment_type=allure.attachment_type.TEXT)
+
+
+def figures(name: str, data: dict[str, Any]) -> None:
+    """Measured figures of a test (an upgrade's failed probes, gaps and outage), as JSON."""
+    allure.attach(redact(json.dumps(data, indent=1)), name=f"{name} figures.json",
+                  attachment_type=allure.attachment_type.JSON)

@@ -1,0 +1,42 @@
+"""Ctrl-C in the middle of suites/upgrade: nothing of the upgrade's platform is left, and the next run starts clean."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from pathlib import Path
+
+import pytest
+
+from cluster.versions import upgrade_pair
+from cluster.wait import Abort, wait_until
+from tests.lifecycle import Child, new_since, snapshot
+
+pytestmark = pytest.mark.platform
+FROM, TO = upgrade_pair()
+
+
+def _runs_to(pids: frozenset[int]) -> bool:
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode().endswith(f"openbao-{TO}/bao"):
+                return True
+    return False
+
+
+def test_ctrl_c_while_the_platforms_vault_runs_mixed_versions_leaves_nothing() -> None:
+    """Interrupted once one node runs TO and the others FROM, with the platform's pods, istiod, mesh CA and
+    network up: every process, namespace, link, rule, pod folder and the run's state go."""
+    before = snapshot()
+    child = Child.start("suites/upgrade", "-k", "three_vault_nodes", "-v")
+
+    def mixed() -> bool:
+        if child.process.poll() is not None:
+            raise Abort(f"the child ended before its upgrade began:\n{child.output[-4000:]}")
+        return _runs_to(snapshot().pids - before.pids)
+
+    wait_until(mixed, timeout=300, interval=0.05, describe=f"a node of the child's platform to run OpenBao {TO}")
+    child.process.send_signal(signal.SIGINT)
+    code = child.process.wait(timeout=120)
+    assert code == 2, child.output  # pytest's "interrupted"
+    assert new_since(before).problems() == []

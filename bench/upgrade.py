@@ -17,7 +17,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import itertools
 
 from cluster.local.istiobuild import find_envoy
 from cluster.local.pki import server_tls
@@ -25,14 +24,8 @@ from cluster.local.raftcluster import RaftCluster
 from cluster.local.vaultrelease import openbao_release
 from cluster.runstate import RunState, cache_dir, new_run_id
 from cluster.versions import upgrade_pair
-from scenarios.monitor import Sample
+from scenarios.upgrade import longest_gap, outage
 from tests.test_raft_upgrade import upgrade_under_reads
-
-
-def longest_gap(samples: list[Sample]) -> float:
-    """The longest time between the answers of two successive successful reads (seconds)."""
-    ok = [s.end for s in samples if s.ok]
-    return max((b - a for a, b in itertools.pairwise(ok)), default=float("nan"))
 
 
 def measure(size: int, hz: float) -> None:
@@ -55,10 +48,10 @@ def measure(size: int, hz: float) -> None:
                       f"restart to unsealed {step.unsealed_at - step.stopped_at:.1f} s, now {step.version}")
             for s in failed[:8]:
                 print(f"  failed at {s.t:.2f}-{s.end:.2f}: {s.outcome} {s.detail[:120]}")
-            if size == 1 and failed:
-                before = max(s.end for s in samples if s.ok and s.end <= failed[0].t)
-                after = min(s.end for s in samples if s.ok and s.t >= failed[-1].end)
-                print(f"  outage: {after - before:.2f} s from the last read before it to the first after")
+            window = outage(run.samples)  # bracketed by the settled reads before the upgrade and after it
+            if window is not None:
+                print(f"  outage: {window[1] - window[0]:.2f} s, from the start of the last read that succeeded "
+                      "before it to the answer of the first that succeeded after it (as suites/upgrade judges it)")
     finally:
         state.remove()
 

@@ -149,7 +149,8 @@ def pytest_configure(config: pytest.Config) -> None:
             check_available(settings.platform, settings)
     except TrustgridError as err:
         raise pytest.UsageError(f"trustgrid: {err}") from None
-    from cluster.session import PlatformSession, raise_keyboard_interrupt_on_sigterm
+    from cluster.interrupts import raise_keyboard_interrupt_on_sigterm
+    from cluster.session import PlatformSession
     from reports.plugin import ReportPlugin
 
     def progress(message: str) -> None:
@@ -205,6 +206,10 @@ class _XdistBridge:
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
+    # After every plugin's pytest_configure, so that pytest's own unraisablehook is the one chained onto.
+    from cluster.interrupts import watching_lost
+
+    config.stash[SESSION].guard(watching_lost())
     if _is_worker(config) or not _needs_platform(config):
         return
     try:
@@ -241,6 +246,42 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if cleaned != text:
             report.longrepr = cleaned
     report.sections = [(title, redact(content)) for title, content in report.sections]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    return _then_raise_lost_interrupt((yield))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    return _then_raise_lost_interrupt((yield))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    return _then_raise_lost_interrupt((yield))
+
+
+def _then_raise_lost_interrupt(result: None) -> None:
+    """A Ctrl-C that landed in a finalizer during this phase surfaces here at the latest (cluster.interrupts)."""
+    from cluster.interrupts import raise_if_lost
+
+    raise_if_lost()
+    return result
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Iterator[None]:
+    """A Ctrl-C swallowed where no test phase was left to raise it still makes the run "interrupted".
+    The teardown that follows is what the interrupt would have started anyway, so it runs in full."""
+    from cluster.interrupts import consume_lost
+
+    swallowed = consume_lost()
+    result = yield
+    if swallowed or consume_lost():
+        session.exitstatus = pytest.ExitCode.INTERRUPTED
+    return result
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -7,10 +7,8 @@ translates pytest hooks into these calls.
 from __future__ import annotations
 
 import contextlib
-import signal
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 from cluster.errors import PlatformUnavailable
 from cluster.platform import Platform
@@ -29,6 +27,7 @@ class PlatformSession:
         self.progress = progress
         self._platform: Platform | None = None
         self._stack = contextlib.ExitStack()
+        self._guards = contextlib.ExitStack()  # outlive the platform: closed after it
         self._state_path: Path | None = None
 
     @property
@@ -60,8 +59,15 @@ class PlatformSession:
                                       fix="select tests under suites/ so that the session brings one up")
         return self._platform
 
+    def guard(self, context: contextlib.AbstractContextManager[None]) -> None:
+        """Hold ``context`` open until close(), after the platform's teardown (a hook watcher)."""
+        self._guards.enter_context(context)
+
     def close(self) -> None:
-        self._stack.close()
+        try:
+            self._stack.close()
+        finally:
+            self._guards.close()
 
     def header_lines(self) -> list[str]:
         lines = [f"trustgrid: run {self.settings.run_id}, profile {self.settings.profile.name}, "
@@ -74,14 +80,3 @@ class PlatformSession:
         low, high = self.settings.upgrade_vault
         lines.append(f"trustgrid: upgrades (suites/upgrade): OpenBao {low} -> {high}")
         return lines
-
-
-def raise_keyboard_interrupt_on_sigterm() -> None:
-    """Make SIGTERM and SIGHUP (a closed terminal) unwind like Ctrl-C, so that every context
-    manager tears down. What no handler can catch (SIGKILL) the run's janitor reaps."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGHUP, handler)

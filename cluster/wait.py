@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from cluster.errors import WaitTimeout
+from cluster.interrupts import raise_if_lost
 
 T = TypeVar("T")
 
@@ -25,8 +26,13 @@ class Abort(Exception):
 
 
 def pause(seconds: float) -> None:
-    """Wait a bounded time between polls. Only wait_until and pollers call this."""
+    """Wait a bounded time between polls. Only wait_until and pollers call this.
+
+    Also the safe point where a Ctrl-C that an unraisable context swallowed is raised
+    again (cluster.interrupts): every loop of the suite passes through here."""
+    raise_if_lost()
     _never.wait(max(0.0, seconds))
+    raise_if_lost()
 
 
 def wait_until(

@@ -90,6 +90,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--upgrade-vault", default=None, metavar="FROM:TO",
                     help="suites/upgrade: the OpenBao versions of the upgrade, both pinned in versions.toml "
                          "[upgrade.openbao] (default: the pinned previous and current; env TRUSTGRID_UPGRADE_VAULT)")
+    group.addoption("--upgrade-istio", default=None, metavar="FROM:TO",
+                    help="suites/upgrade: the Istio versions of the canary upgrade, each with a pinned istioctl "
+                         "(default: versions.toml [upgrade.istio]; env TRUSTGRID_UPGRADE_ISTIO)")
     group.addoption("--dry-run", action="store_true", default=False,
                     help="print the kind platform's install plan (commands and manifests, redacted) and stop")
     group.addoption("--reuse-cluster", action="store_true", default=False,

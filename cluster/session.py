@@ -78,5 +78,6 @@ class PlatformSession:
             lines.append("trustgrid: no shared platform started (no suites selected, or suites/upgrade only, "
                          "which opens its own)")
         low, high = self.settings.upgrade_vault
-        lines.append(f"trustgrid: upgrades (suites/upgrade): OpenBao {low} -> {high}")
+        old, new = self.settings.upgrade_istio
+        lines.append(f"trustgrid: upgrades (suites/upgrade): OpenBao {low} -> {high}, Istio {old} -> {new} (canary)")
         return lines

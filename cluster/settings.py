@@ -16,7 +16,7 @@ from cluster.guard import DEFAULT_ALLOWLIST
 from cluster.profile import DEFAULT_PROFILE, Profile, load_profile
 from cluster.runstate import cache_dir, new_run_id
 from cluster.targets import ExistingCluster, existing_cluster
-from cluster.versions import upgrade_pair, upgrade_wheels
+from cluster.versions import istio_upgrade_pair, istioctl_versions, upgrade_pair, upgrade_wheels
 
 PLATFORMS = ("auto", "local", "kind", "kubeconfig")
 
@@ -36,6 +36,7 @@ ENVIRONMENT = {
     "workload_image": "TRUSTGRID_WORKLOAD_IMAGE",
     "vault_ca": "VAULT_CACERT",
     "upgrade_vault": "TRUSTGRID_UPGRADE_VAULT",
+    "upgrade_istio": "TRUSTGRID_UPGRADE_ISTIO",
 }
 EXISTING_OPTIONS = ("vault_addr", "vault_cluster_addr", "vault_layout", "vault_workload", "mesh_ca", "mesh_ca_role",
                     "workload_image", "vault_unseal_keys", "vault_ca")
@@ -79,6 +80,8 @@ class Settings:
     vault_release: str | None = None
     # --upgrade-vault FROM:TO (suites/upgrade): pinned OpenBao versions, TO newer than FROM.
     upgrade_vault: tuple[str, str] = field(default_factory=upgrade_pair)
+    # --upgrade-istio FROM:TO (suites/upgrade): Istio versions with a pinned istioctl, TO newer than FROM.
+    upgrade_istio: tuple[str, str] = field(default_factory=istio_upgrade_pair)
 
     @property
     def run_report_dir(self) -> Path:
@@ -135,6 +138,21 @@ def parse_upgrade_vault(value: object | None) -> tuple[str, str]:
         raise SettingsError(f"--upgrade-vault {value!r} is not two pinned OpenBao versions", fix=fix)
     if _release(high) <= _release(low):
         raise SettingsError(f"--upgrade-vault {value!r} does not go to a newer version", fix=fix)
+    return low, high
+
+
+def parse_upgrade_istio(value: object | None) -> tuple[str, str]:
+    """``FROM:TO`` (e.g. "1.30.3:1.31.1"), both Istio versions with a pinned istioctl, TO newer: the canary
+    goes forward, and its rollback is the way back (Istio's canary upgrade docs). None: the pinned pair."""
+    if value is None or value == "":
+        return istio_upgrade_pair()
+    pinned = istioctl_versions()
+    low, sep, high = str(value).partition(":")
+    fix = f"pass --upgrade-istio FROM:TO with pinned versions ({', '.join(sorted(pinned, key=_release))})"
+    if not sep or low not in pinned or high not in pinned:
+        raise SettingsError(f"--upgrade-istio {value!r} is not two pinned Istio versions", fix=fix)
+    if _release(high) <= _release(low):
+        raise SettingsError(f"--upgrade-istio {value!r} does not go to a newer version", fix=fix)
     return low, high
 
 
@@ -199,4 +217,5 @@ def build_settings(
         run_id=run_id or new_run_id(),
         cache_dir=cache_dir(),
         upgrade_vault=parse_upgrade_vault(_pick(options, env, "upgrade_vault")),
+        upgrade_istio=parse_upgrade_istio(_pick(options, env, "upgrade_istio")),
     )

@@ -41,3 +41,15 @@ def upgrade_pair(path: Path = VERSIONS_FILE) -> tuple[str, str]:
     """The pinned (FROM, TO) OpenBao versions of an upgrade: the previous release and the current one."""
     data = tomllib.loads(path.read_text())["upgrade"]["openbao"]
     return str(data["from"]), str(data["to"])
+
+
+def istio_upgrade_pair(path: Path = VERSIONS_FILE) -> tuple[str, str]:
+    """The pinned (FROM, TO) Istio versions of the canary upgrade: the previous minor and the current one."""
+    data = tomllib.loads(path.read_text())["upgrade"]["istio"]
+    return str(data["from"]), str(data["to"])
+
+
+def istioctl_versions(path: Path = VERSIONS_FILE) -> frozenset[str]:
+    """Every Istio version with a pinned istioctl: the default ([tools.istioctl]) and the alternatives."""
+    data = tomllib.loads(path.read_text())
+    return frozenset({str(data["tools"]["istioctl"]["version"]), *map(str, data["alternatives"]["istioctl"])})

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from cluster.errors import SettingsError
 from cluster.local.pki import KeyPair
 from cluster.local.raftcluster import RaftNode, front_config, node_config
-from cluster.settings import build_settings, parse_upgrade_vault
-from cluster.versions import upgrade_pair, upgrade_wheels
+from cluster.session import PlatformSession
+from cluster.settings import build_settings, parse_upgrade_istio, parse_upgrade_vault
+from cluster.versions import istio_upgrade_pair, istioctl_versions, upgrade_pair, upgrade_wheels
 from scenarios.monitor import Sample
 from scenarios.upgrade import longest_gap, outage
 
@@ -37,6 +38,29 @@ def test_the_environment_supplies_the_upgrade(tmp_path: Path) -> None:
     low, high = upgrade_pair()
     settings = build_settings({}, {"TRUSTGRID_UPGRADE_VAULT": f"{low}:{high}"}, rootdir=tmp_path)
     assert settings.upgrade_vault == (low, high)
+
+
+def test_the_default_canary_is_the_pinned_istio_pair_and_both_have_a_pinned_istioctl(tmp_path: Path) -> None:
+    low, high = istio_upgrade_pair()
+    settings = build_settings({}, {"TRUSTGRID_UPGRADE_ISTIO": f"{low}:{high}"}, rootdir=tmp_path)
+    assert settings.upgrade_istio == (low, high) == build_settings({}, {}, rootdir=tmp_path).upgrade_istio
+    assert {low, high} <= istioctl_versions()
+
+
+@pytest.mark.parametrize("value", ["1.31.1", "1.30.3:1.99.0", "1.31.1:1.30.3", "1.31.1:1.31.1", "canary:1.31.1"])
+def test_a_canary_that_is_not_two_pinned_istio_versions_upwards_is_one_line_naming_the_pins(value: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        parse_upgrade_istio(value)
+    message = str(raised.value)
+    assert "\n" not in message and "--upgrade-istio FROM:TO" in message
+    assert all(version in message for version in istioctl_versions())
+
+
+def test_the_run_header_names_both_upgrades(tmp_path: Path) -> None:
+    settings = build_settings({"upgrade_vault": "2.6.2:2.7.2", "upgrade_istio": "1.30.3:1.31.1"}, {},
+                              rootdir=tmp_path)
+    lines = PlatformSession(settings, lambda _: None).header_lines()
+    assert any("OpenBao 2.6.2 -> 2.7.2" in line and "Istio 1.30.3 -> 1.31.1" in line for line in lines), lines
 
 
 def _sample(t: float, ok: bool, end: float | None = None) -> Sample:

@@ -183,12 +183,21 @@ def print_plan_and_exit(name: str, settings: Settings) -> None:
         raise TrustgridError(f"--dry-run prints the kind platform's plan; this run's platform is {name}",
                              fix="add --platform kind")
     from cluster.kind.charts import plan_sources
+    from cluster.kind.manifests import APP_NS
     from cluster.kind.plan import install_plan, render
+    from cluster.kind.upgradeplan import upgrade_plan
 
     charts = plan_sources(settings.cache_dir, settings.istio_csr_chart, fetch=False)
     print(render(install_plan(settings.profile.setup, settings.run_id, flavor=settings.kind_vault,
                               reuse=settings.reuse_cluster, external=settings.vault_placement == "external",
                               charts=charts)))
+    flavor = settings.kind_vault
+    (bao, _), (istio, _) = settings.upgrade_vault, settings.upgrade_istio
+    print(f"# suites/upgrade: on a cluster of its own, installed as above at the upgrade's FROM (OpenBao {bao} "
+          f"as server.image.tag, Istio {istio}'s istioctl), then:\n")
+    print(render(upgrade_plan(settings.profile.setup, flavor=flavor, vault_ns=flavor, chart=charts[flavor],
+                              vault_versions=settings.upgrade_vault, istio_versions=settings.upgrade_istio,
+                              namespaces=(APP_NS,))))
     pytest.exit("trustgrid: dry run; nothing was created", returncode=0)
 
 

@@ -25,10 +25,13 @@ def objects(text: str) -> list[Manifest]:
     return [doc for doc in yaml.safe_load_all(text) if isinstance(doc, dict) and doc.get("kind")]
 
 
-def render_istio(istioctl: Path, operator: Manifest, *, runner: Runner = run) -> list[Manifest]:
-    """What `istioctl install -f` would apply for ``operator``. Raises CommandFailed (one line) when istioctl
-    refuses it: an unknown field in the IstioOperator is an error there, as it would be at install."""
-    return objects(runner([str(istioctl), "manifest", "generate", "-f", "-"], stdin=documents([operator]),
+def render_istio(istioctl: Path, operator: Manifest, *, revision: str | None = None,
+                 runner: Runner = run) -> list[Manifest]:
+    """What `istioctl install -f` (with ``revision``: `--revision`, a canary) would apply for ``operator``.
+    Raises CommandFailed (one line) when istioctl refuses it: an unknown field in the IstioOperator is an
+    error there, as it would be at install."""
+    extra = ["--revision", revision] if revision else []
+    return objects(runner([str(istioctl), "manifest", "generate", *extra, "-f", "-"], stdin=documents([operator]),
                           timeout=120))
 
 

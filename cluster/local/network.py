@@ -26,6 +26,7 @@ SIDECAR_UID = 1337
 INBOUND_PORT = 15006
 OUTBOUND_PORT = 15001
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+LAST_RESERVED = "last_reserved"  # the address book's note of the address handed out last
 _AUTO_SUPERNET = ipaddress.IPv4Network("10.250.0.0/16")
 
 
@@ -173,7 +174,7 @@ class NodeNetwork:
 
     @contextlib.contextmanager
     def _addresses(self) -> Iterator[dict[str, str]]:
-        """The address book (ip -> pod), locked across processes while in use."""
+        """The address book (ip -> pod, and LAST_RESERVED -> ip), locked across processes while in use."""
         with self.ipam.with_suffix(".lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             book: dict[str, str] = json.loads(self.ipam.read_text()) if self.ipam.exists() else {}
@@ -181,10 +182,19 @@ class NodeNetwork:
             self.ipam.write_text(json.dumps(book))
 
     def _allocate(self, owner: str) -> ipaddress.IPv4Address:
+        """The next free address after the last one handed out, wrapping around, as CNI's host-local
+        IPAM allocates (plugins/ipam/host-local/backend/allocator/allocator.go: it starts after
+        lastReservedIP). An address just released is taken last: a caller's Envoy may still hold the
+        pod that had it as an endpoint, and would then reach a pod that is not listening yet."""
         with self._addresses() as book:
-            for candidate in list(self.cidr.hosts())[1:]:  # the first host address is the node's
+            hosts = list(self.cidr.hosts())[1:]  # the first host address is the node's
+            last = book.get(LAST_RESERVED)
+            start = hosts.index(ipaddress.IPv4Address(last)) + 1 if last and ipaddress.IPv4Address(last) in hosts \
+                else 0
+            for candidate in hosts[start:] + hosts[:start]:
                 if str(candidate) not in book:
                     book[str(candidate)] = owner
+                    book[LAST_RESERVED] = str(candidate)
                     return candidate
         usable = self.cidr.num_addresses - 3
         raise PodSpecError(f"the pod CIDR {self.cidr} is exhausted ({usable} pods)",

@@ -279,6 +279,11 @@ class Kubelet:
             self.kube.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
 
     # -- status --------------------------------------------------------------------
+    def set_ready(self, run: PodRun, ready: bool) -> None:
+        """Report the pod Ready or not, as a kubelet does when its readiness probe flips (a terminating pod
+        leaves its Service's endpoints this way before its containers stop)."""
+        self._set_status(run, ready=ready)
+
     def _set_status(self, run: PodRun, *, ready: bool) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         flag = "True" if ready else "False"

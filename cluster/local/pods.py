@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -37,8 +38,39 @@ from cluster.wait import wait_until
 from cluster.workloads import AGENT_SOCKET_DIR, APP_IMAGE, VaultTarget, fresh_connections, pod_template, service
 
 ENVOY_ADMIN_PORT = 15000
+MINIMUM_DRAIN_S = 5.0  # pilot-agent's MINIMUM_DRAIN_DURATION default
+# The sidecar's virtual inbound listener: istio-iptables redirects every connection into the pod to it.
+INBOUND_PORT = 15006
 PROXY = "istio-proxy"
 CLUSTER_DOMAIN = "svc.cluster.local"
+
+
+def inbound_connections(pid: int) -> int:
+    """Connections into the pod held by its sidecar, from the TCP tables of the network namespace ``pid`` is
+    in (/proc/<pid>/net/tcp and tcp6). Envoy's own listener stats are left out of Istio's stats inclusion
+    list, so the kernel is asked."""
+    tables = []
+    for table in (f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6"):
+        with contextlib.suppress(OSError):
+            tables.append(Path(table).read_text())
+    return sum(count_inbound(text) for text in tables)
+
+
+def count_inbound(table: str) -> int:
+    """Rows of a /proc/net/tcp table whose local port is the inbound listener's and whose state is
+    established (01) or being accepted (03, SYN_RECV) (include/net/tcp_states.h); 0A is the listener."""
+    count = 0
+    for row in table.splitlines()[1:]:
+        fields = row.split()
+        if len(fields) > 3 and int(fields[1].rsplit(":", 1)[1], 16) == INBOUND_PORT and fields[3] in ("01", "03"):
+            count += 1
+    return count
+
+
+def _host(status: dict[str, Any]) -> str:
+    """An Envoy /clusters host status's address as ip:port."""
+    address = status["address"]["socket_address"]
+    return f"{address['address']}:{address['port_value']}"
 
 
 def _agent(socket: str, timeout: float) -> httpx.Client:
@@ -53,18 +85,17 @@ class LocalPods:
         self.run_id = run_id
         self.audience = audience
         self._running: dict[tuple[str, str], tuple[PodRun, Workload]] = {}
+        # What each workload was deployed with, and how many pods it has had, for replace().
+        self._specs: dict[tuple[str, str], tuple[str, bool, Mapping[str, str] | None]] = {}
+        self._generation: dict[tuple[str, str], int] = {}
 
     # -- lifecycle ----------------------------------------------------------------
     def deploy(self, namespace: str, name: str, service_account: str, *, meshed: bool = True,
                annotations: Mapping[str, str] | None = None, timeout: float = 60) -> Workload:
         validate_pod_name(namespace, name)  # before anything is made: the Service and DR carry the name too
         address = self._service(namespace, name)
-        template = pod_template(namespace, name, service_account, self.vault, meshed=meshed, audience=self.audience,
-                                image=APP_IMAGE, annotations=annotations)
-        meta = template["metadata"]
-        manifest = {"apiVersion": "v1", "kind": "Pod", "spec": template["spec"],
-                    "metadata": {**meta, "name": name, "namespace": namespace,
-                                 "labels": {**meta["labels"], **labels(self.run_id, app=name)}}}
+        manifest = self._manifest(namespace, name, name, service_account, meshed=meshed, annotations=annotations)
+        self._specs[(namespace, name)] = (service_account, meshed, annotations)
         proxy_log = self.kubelet.state.file(f"logs/pod-{namespace}-{name}-{PROXY}.log")
         seen = proxy_log.stat().st_size if proxy_log.exists() else 0  # an earlier pod of that name logged there too
         try:
@@ -92,6 +123,75 @@ class LocalPods:
             self.delete(workload)
             raise
         return workload
+
+    def _manifest(self, namespace: str, pod: str, app: str, service_account: str, *, meshed: bool,
+                  annotations: Mapping[str, str] | None) -> dict[str, Any]:
+        template = pod_template(namespace, app, service_account, self.vault, meshed=meshed, audience=self.audience,
+                                image=APP_IMAGE, annotations=annotations)
+        meta = template["metadata"]
+        return {"apiVersion": "v1", "kind": "Pod", "spec": template["spec"],
+                "metadata": {**meta, "name": pod, "namespace": namespace,
+                             "labels": {**meta["labels"], **labels(self.run_id, app=app)}}}
+
+    def replace(self, workload: Workload, *, timeout: float = 60) -> Workload:
+        """A rolling restart of one pod, as a Deployment's (maxSurge 1, maxUnavailable 0): a new pod of the
+        workload, created now (so the injector of its namespace's revision fills it), joins the Service and
+        every meshed caller's Envoy; then the old pod leaves the endpoints (not Ready), every caller's Envoy
+        drops it, and only then its containers stop. Returns the workload at its new pod (same name, Service
+        and service account). Raises PodStartError when the new pod does not start; the old one then stays."""
+        key = (workload.namespace, workload.name)
+        old_run = self.run_of(workload)
+        service_account, meshed, annotations = self._specs[key]
+        generation = self._generation.get(key, 1) + 1
+        pod = f"{workload.name}-{generation}"
+        validate_pod_name(workload.namespace, pod)
+        manifest = self._manifest(workload.namespace, pod, workload.name, service_account, meshed=meshed,
+                                  annotations=annotations)
+        run = self.kubelet.run(workload.namespace, manifest, timeout=timeout)
+        self._generation[key] = generation
+        injected = any(c["name"] == PROXY for c in run.pod["spec"]["containers"])
+        new = replace(workload, ip=run.ip, meshed=injected)
+        self._running[key] = (run, new)
+        try:
+            self._wait_mesh_knows(new)
+            self.kubelet.set_ready(old_run, False)
+            self._wait_mesh_forgets(new, old_run.ip)
+            if meshed:
+                self._wait_drained(old_run)
+        finally:
+            self.kubelet.stop(old_run)
+        return new
+
+    def _wait_drained(self, run: PodRun) -> None:
+        """The old pod serves on while its proxy drains, as pilot-agent does on SIGTERM with
+        EXIT_ON_ZERO_ACTIVE_CONNECTIONS (pkg/envoy/agent.go terminate): at least MINIMUM_DRAIN_DURATION
+        (5 s, pilot/cmd/pilot-agent/options/options.go), then until Envoy's inbound listener has no
+        active downstream connection. A caller that chose the pod just before its Envoy heard it left
+        still reaches a live pod; stopping it sooner left such a call hanging on a vanished address."""
+        def active() -> int:
+            return inbound_connections(run.container_pid(PROXY))
+
+        since = time.monotonic()
+        wait_until(lambda: time.monotonic() - since >= MINIMUM_DRAIN_S and active() == 0,
+                   timeout=MINIMUM_DRAIN_S + 30, interval=0.1,
+                   describe=f"{run.namespace}/{run.name}'s proxy to drain its inbound connections")
+
+    def _wait_mesh_forgets(self, workload: Workload, ip: str) -> None:
+        """No meshed workload's Envoy still sends to the pod at ``ip`` (its endpoint gone or not HEALTHY)."""
+        cluster = f"outbound|{APP_PORT}||{workload.name}.{workload.namespace}.{CLUSTER_DOMAIN}"
+        endpoint = f"{ip}:{APP_PORT}"
+
+        def forgot(caller: Workload) -> bool:
+            for status in self.envoy(caller, "/clusters?format=json").get("cluster_statuses") or []:
+                if status.get("name") == cluster:
+                    return not any(_host(h) == endpoint
+                                   and (h.get("health_status") or {}).get("eds_health_status", "HEALTHY") == "HEALTHY"
+                                   for h in status.get("host_statuses") or [])
+            return True
+
+        callers = [w for _, w in self._running.values() if w.meshed]
+        wait_until(lambda: all(forgot(c) for c in callers), timeout=30, interval=0.1,
+                   describe=f"every meshed pod's Envoy to stop sending to {workload.namespace}'s old pod at {endpoint}")
 
     def _service(self, namespace: str, name: str) -> str:
         istio.apply(self.kube, fresh_connections(namespace, name, self.run_id))
@@ -146,8 +246,7 @@ class LocalPods:
                 if status.get("name") == cluster:
                     # Listed is not enough: a pod not yet Ready is sent as an unhealthy endpoint (its
                     # EndpointSlice condition), and a call then gets "no healthy upstream".
-                    return any(f"{h['address']['socket_address']['address']}:"
-                               f"{h['address']['socket_address']['port_value']}" == endpoint
+                    return any(_host(h) == endpoint
                                and (h.get("health_status") or {}).get("eds_health_status", "HEALTHY") == "HEALTHY"
                                for h in status.get("host_statuses") or [])
             return False

@@ -241,6 +241,42 @@ class Upgrades(Protocol):
         ...
 
 
+class Canary(Protocol):
+    """Istio control planes side by side: the canary upgrade of istio.io's "Canary upgrades" (istioctl
+    install --revision R, namespaces labelled istio.io/rev=R one by one, pods restarted, the old control
+    plane removed). Raises PlatformUnavailable, naming the fix, where the platform cannot run one."""
+
+    def revisions(self) -> tuple[str, ...]:
+        """The control planes running now, by revision name ("default": installed without one)."""
+        ...
+
+    def install_revision(self, revision: str) -> None:
+        """A second istiod as ``revision`` (a DNS label), serving beside the others; returns once it is ready."""
+        ...
+
+    def remove_revision(self, revision: str) -> None:
+        """Stop the revision's istiod and delete its webhook, ConfigMaps and RBAC (what no other revision shares)."""
+        ...
+
+    def move_namespace(self, namespace: str, revision: str) -> None:
+        """Label ``namespace`` so that its new pods are injected by ``revision``: istio.io/rev=R without
+        istio-injection (which takes precedence), or istio-injection=enabled for "default"."""
+        ...
+
+    def restart(self, workload: Workload) -> Workload:
+        """A rolling restart of the workload's pod (new pod Ready and known to callers before the old one
+        leaves); returns the workload at its new pod."""
+        ...
+
+    def injected_by(self, workload: Workload) -> str:
+        """The revision whose injector filled the workload's current pod (its sidecar.istio.io/status)."""
+        ...
+
+    def serving_revision(self, workload: Workload) -> str:
+        """The revision whose istiod the workload's proxy is connected to now (that istiod's own list)."""
+        ...
+
+
 class Faults(Protocol):
     """Cluster-wide faults. Each one is undone by its counterpart; callers hold ``exclusive``."""
 
@@ -290,6 +326,10 @@ class Platform(Protocol):
 
     def upgrades(self) -> Upgrades:
         """Raises PlatformUnavailable, naming the fix, where this platform cannot upgrade its Vault in place."""
+        ...
+
+    def canary(self) -> Canary:
+        """Raises PlatformUnavailable, naming the fix, where this platform cannot run Istio revisions side by side."""
         ...
 
     def deploy(self, ns: str, name: str, sa: str, *, meshed: bool = True,

@@ -40,6 +40,7 @@ from cluster.kubectl.objects import MESH_CA_ROLE, ca_configmap, cacerts_secret
 from cluster.meshrules import IN_MESH_ALPN
 from cluster.platform import (
     CallResult,
+    Canary,
     Capture,
     MeshCaStatus,
     SessionStep,
@@ -148,6 +149,13 @@ class KubectlPlatform:
         # Not built yet (issue 14): helm upgrade of the Vault chart's StatefulSet, pod by pod.
         raise PlatformUnavailable(f"an in-place Vault upgrade is not built for --platform {self.name} yet",
                                   fix="certify the upgrade on --platform local (pytest suites/upgrade)")
+
+    def canary(self) -> Canary:
+        # Not built yet (issue 14): `python -m pytest --platform kind --dry-run` prints its plan
+        # (cluster/kind/upgradeplan.py), and its objects pass the server-side dry-run.
+        raise PlatformUnavailable(f"the Istio canary upgrade is not run on --platform {self.name} yet (--dry-run "
+                                  "prints its plan)",
+                                  fix="certify the canary on --platform local (pytest suites/upgrade)")
 
     # -- workloads ---------------------------------------------------------------
     def deploy(self, ns: str, name: str, sa: str, *, meshed: bool = True,

@@ -23,6 +23,7 @@ from cluster.local import istiod
 from cluster.local import pki as local_pki
 from cluster.local.apiserver import ApiServerEndpoint, apiserver_process, apiserver_ready, write_kubeconfig
 from cluster.local.binaries import find_control_plane, find_crds, find_pod_binary, find_vault
+from cluster.local.canary import stop_revisions
 from cluster.local.controllermanager import (
     controller_manager_healthy,
     controller_manager_process,
@@ -254,6 +255,7 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
                                       node_ip=network.host_ip, webhook_ca=webhook_ca, tls=tls, cacerts=cacerts,
                                       owner=owner)
         stack.callback(stop_recorded, state, "istiod")  # whichever incarnation is running then
+        stack.callback(stop_revisions, state)  # canary istiods (suites/upgrade) a test left running
         started_istiod.process.start()
         apply(kube, peer_authentication(ROOT_NAMESPACE, "default", setup.mesh.mtls.default, settings.run_id))
         install_setup_namespaces(kube, configurator)

@@ -55,7 +55,7 @@ ISTIO_NS = "istio-system"
 HUB = "local"  # the injected images are local/proxyv2:<tag>; the local kubelet knows what they run
 XDS_PORT = 15012
 WEBHOOK_PORT = 15017
-PROCESS_FILE = "istiod/process.json"
+DEFAULT_REVISION = "default"  # Istio's name for the control plane installed without --revision
 # Vanilla Envoy lacks istio/proxy's filters (istio.metadata_exchange, istio.alpn, istio.stats).
 VANILLA_ENVOY_ENV = {"PILOT_ENABLE_METADATA_EXCHANGE": "false", "PILOT_DISABLE_MX_ALPN": "true",
                      "PILOT_ENABLE_ALPN_FILTER": "false"}
@@ -66,7 +66,35 @@ INSTALLED_KINDS = ("CustomResourceDefinition", "ServiceAccount", "ClusterRole", 
 Manifest = dict[str, Any]
 
 
-def operator(setup: Setup, *, tag: str, discovery_address: str, ca_address: str | None) -> Manifest:
+@dataclass(frozen=True)
+class Revision:
+    """An istiod control plane. "default" is the one installed without a revision; another (a canary, as
+    istio.io's "Canary upgrades") has its names suffixed by it (istiod-R, istio-R, istio-sidecar-injector-R)
+    and, here where istiod runs on the node, listens on ports of its own."""
+
+    name: str = DEFAULT_REVISION
+    xds_port: int = XDS_PORT
+    webhook_port: int = WEBHOOK_PORT
+
+    @property
+    def suffix(self) -> str:
+        return "" if self.name == DEFAULT_REVISION else f"-{self.name}"
+
+    @property
+    def process(self) -> str:
+        """Its process name in the run's records, and its service account's (istiod, istiod-R)."""
+        return f"istiod{self.suffix}"
+
+    @property
+    def process_file(self) -> str:
+        return f"{self.process}/process.json"
+
+
+DEFAULT = Revision()
+
+
+def operator(setup: Setup, *, tag: str, discovery_address: str, ca_address: str | None,
+             revision: str = DEFAULT_REVISION) -> Manifest:
     """istioctl's input: the profile's mesh, proxies that reach istiod (and the mesh CA) by address."""
     # No cloud metadata server answers a local pod: without CLOUD_PLATFORM=none, pilot-agent waits
     # for its discovery to time out before it starts (pkg/bootstrap/platform/discovery.go).
@@ -80,9 +108,11 @@ def operator(setup: Setup, *, tag: str, discovery_address: str, ca_address: str 
     values: dict[str, Any] = {"global": {"hub": HUB, "tag": tag}, "pilot": {"env": dict(VANILLA_ENVOY_ENV)}}
     if ca_address:
         values["global"]["caAddress"] = ca_address
-    return {"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator",
-            "spec": {"profile": "default", "meshConfig": mesh, "values": values,
-                     "components": {"ingressGateways": [{"name": "istio-ingressgateway", "enabled": False}]}}}
+    spec: dict[str, Any] = {"profile": "default", "meshConfig": mesh, "values": values,
+                            "components": {"ingressGateways": [{"name": "istio-ingressgateway", "enabled": False}]}}
+    if revision != DEFAULT_REVISION:
+        spec["revision"] = revision  # as `istioctl install --revision`: every name suffixed, its own webhook
+    return {"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator", "spec": spec}
 
 
 def render(istioctl: Path, iop: Manifest, workdir: Path) -> list[Manifest]:
@@ -133,14 +163,16 @@ class IstiodEndpoints:
 
     node_ip: str
     http_port: int  # /ready and /debug/* on loopback
+    xds_port: int = XDS_PORT
+    webhook_port: int = WEBHOOK_PORT
 
     @property
     def xds(self) -> str:
-        return f"{self.node_ip}:{XDS_PORT}"
+        return f"{self.node_ip}:{self.xds_port}"
 
     @property
     def webhook_url(self) -> str:
-        return f"https://{self.node_ip}:{WEBHOOK_PORT}/inject"
+        return f"https://{self.node_ip}:{self.webhook_port}/inject"
 
     @property
     def ready_url(self) -> str:
@@ -159,33 +191,37 @@ class IstiodTls:
     ca: Path
 
 
-def write_kubeconfig(state: RunState, server: str, ca: Path, token: str) -> Path:
-    """A kubeconfig for istiod's own service account (0600: it holds the token)."""
+def write_kubeconfig(state: RunState, server: str, ca: Path, token: str, revision: Revision = DEFAULT) -> Path:
+    """A kubeconfig for the revision's istiod service account (0600: it holds the token)."""
     config = {"apiVersion": "v1", "kind": "Config",
               "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority": str(ca)}}],
               "users": [{"name": "istiod", "user": {"token": token}}],
               "contexts": [{"name": "istiod", "context": {"cluster": "local", "user": "istiod"}}],
               "current-context": "istiod"}
-    return state.write_private("istiod/kubeconfig", yaml.safe_dump(config))
+    return state.write_private(f"{revision.process}/kubeconfig", yaml.safe_dump(config))
 
 
 def istiod_process(state: RunState, istio: IstioBinaries, kubeconfig: Path, *, node_ip: str,
-                   tls: IstiodTls | None, cacerts: Path | None, owner: bool) -> tuple[ManagedProcess, IstiodEndpoints]:
+                   tls: IstiodTls | None, cacerts: Path | None, owner: bool,
+                   revision: Revision = DEFAULT) -> tuple[ManagedProcess, IstiodEndpoints]:
     """``pilot-discovery discovery`` out of cluster: its CA off and our certificate (``tls``), or its
-    CA on with a plugged-in intermediate in ``cacerts`` (ca: plugin)."""
+    CA on with a plugged-in intermediate in ``cacerts`` (ca: plugin). ``revision``: which control plane;
+    istiod reads REVISION and then watches the ConfigMaps istio-R and istio-sidecar-injector-R (suffixed
+    unless R is "default": pilot/pkg/bootstrap/mesh.go getMeshConfigMapName, sidecarinjector.go
+    getInjectorConfigMapName); its webhook patcher keeps the caBundle of webhooks labelled istio.io/rev=R."""
     http_port = claim_port(0, "--istiod-port")
     monitoring_port = claim_port(0, "--istiod-port")
-    workdir = state.file("istiod")
+    workdir = state.file(revision.process)
     workdir.mkdir(mode=0o700, exist_ok=True)
-    env = {"POD_NAMESPACE": ISTIO_NS, "POD_NAME": f"istiod-{state.run_id}", "SERVICE_ACCOUNT": "istiod",
-           "REVISION": "default", "CLUSTER_ID": "Kubernetes", "VALIDATION_WEBHOOK_CONFIG_NAME": "",
-           "ISTIOD_CUSTOM_HOST": node_ip, "ENABLE_NATIVE_SIDECARS": "false",
+    env = {"POD_NAMESPACE": ISTIO_NS, "POD_NAME": f"{revision.process}-{state.run_id}",
+           "SERVICE_ACCOUNT": revision.process, "REVISION": revision.name, "CLUSTER_ID": "Kubernetes",
+           "VALIDATION_WEBHOOK_CONFIG_NAME": "", "ISTIOD_CUSTOM_HOST": node_ip, "ENABLE_NATIVE_SIDECARS": "false",
            **VANILLA_ENVOY_ENV}
     argv = [str(istio.pilot_discovery), "discovery", "--kubeconfig", str(kubeconfig),
             # Nonexistent on purpose: the ConfigMaps are the mesh config and the injector's (bootstrap/mesh.go).
             "--meshConfig", str(workdir / "no-file" / "mesh"), "--networksConfig", str(workdir / "no-file" / "nets"),
             "--httpAddr", f"127.0.0.1:{http_port}", "--grpcAddr", "",
-            "--secureGRPCAddr", f"{node_ip}:{XDS_PORT}", "--httpsAddr", f"{node_ip}:{WEBHOOK_PORT}",
+            "--secureGRPCAddr", f"{node_ip}:{revision.xds_port}", "--httpsAddr", f"{node_ip}:{revision.webhook_port}",
             "--monitoringAddr", f"127.0.0.1:{monitoring_port}", "--ctrlz_address", "127.0.0.1", "--ctrlz_port", "0",
             "--domain", "cluster.local", "--log_output_level", "default:info"]
     if tls is not None:
@@ -196,15 +232,15 @@ def istiod_process(state: RunState, istio: IstioBinaries, kubeconfig: Path, *, n
                     "ROOT_CA_DIR": str(cacerts or workdir / "cacerts")})
     # Recorded so a fault can start the same istiod again, from any process of the run (no secrets:
     # the token is in the kubeconfig file, which is 0600).
-    state.write_private(PROCESS_FILE, json.dumps({"argv": argv, "env": env, "node_ip": node_ip,
-                                                  "http_port": http_port}))
-    process = ManagedProcess("istiod", argv, state, env=env, die_with_parent=owner, cwd=workdir)
-    return process, IstiodEndpoints(node_ip, http_port)
+    state.write_private(revision.process_file, json.dumps({"argv": argv, "env": env, "node_ip": node_ip,
+                                                           "http_port": http_port}))
+    process = ManagedProcess(revision.process, argv, state, env=env, die_with_parent=owner, cwd=workdir)
+    return process, IstiodEndpoints(node_ip, http_port, revision.xds_port, revision.webhook_port)
 
 
 def istiod_from_record(state: RunState, *, owner: bool) -> tuple[ManagedProcess, IstiodEndpoints]:
     """The istiod the run started, as recorded at its first start (same ports, same CA mode)."""
-    record = json.loads(state.file(PROCESS_FILE).read_text())
+    record = json.loads(state.file(DEFAULT.process_file).read_text())
     process = ManagedProcess("istiod", record["argv"], state, env=record["env"], die_with_parent=owner,
                              cwd=state.file("istiod"))
     return process, IstiodEndpoints(record["node_ip"], int(record["http_port"]))

@@ -48,10 +48,11 @@ def node_images(istio: IstioBinaries, envoy: Envoy, tgpod: Path) -> dict[str, Im
 
 
 def rendered(istio: IstioBinaries, setup: Setup, cache: Path, *, discovery: str,
-             ca_address: str) -> list[dict[str, object]]:
-    """istioctl's manifests for this setup and these addresses (rendered once per setup, then cached)."""
+             ca_address: str, revision: str = istiod.DEFAULT_REVISION) -> list[dict[str, object]]:
+    """istioctl's manifests for this setup, these addresses and this control-plane revision (rendered
+    once per setup and revision, then cached)."""
     iop = istiod.operator(setup, tag=istio.pins.build_version, discovery_address=DISCOVERY_PLACEHOLDER,
-                          ca_address=CA_PLACEHOLDER)
+                          ca_address=CA_PLACEHOLDER, revision=revision)
     key = hashlib.sha256(json.dumps([istio.pins.module, iop], sort_keys=True).encode()).hexdigest()[:16]
     cached = cache / "istio-render" / f"{key}.yaml"
     if not cached.exists():
@@ -81,14 +82,14 @@ class IstiodStart:
 
 def start_istiod(state: RunState, api: ApiClient, istio: IstioBinaries, objects: list[dict[str, object]], *,
                  server: str, server_ca: Path, node_ip: str, webhook_ca: str, tls: istiod.IstiodTls | None,
-                 cacerts: Path | None, owner: bool) -> IstiodStart:
-    """Install what istiod needs in the cluster, then run it as its own service account."""
+                 cacerts: Path | None, owner: bool, revision: istiod.Revision = istiod.DEFAULT) -> IstiodStart:
+    """Install what the revision's istiod needs in the cluster, then run it as its own service account."""
     kube = Kube(api)
     kube.ensure_namespace(istiod.ISTIO_NS, state.run_id)
-    istiod.install(api, objects, webhook_url=istiod.IstiodEndpoints(node_ip, 0).webhook_url, ca_bundle=webhook_ca,
-                   run_id=state.run_id)
-    token = kube.request_token(istiod.ISTIO_NS, "istiod", audience=None, seconds=7 * 24 * 3600)
-    kubeconfig = istiod.write_kubeconfig(state, server, server_ca, token)
+    webhook_url = istiod.IstiodEndpoints(node_ip, 0, revision.xds_port, revision.webhook_port).webhook_url
+    istiod.install(api, objects, webhook_url=webhook_url, ca_bundle=webhook_ca, run_id=state.run_id)
+    token = kube.request_token(istiod.ISTIO_NS, revision.process, audience=None, seconds=7 * 24 * 3600)
+    kubeconfig = istiod.write_kubeconfig(state, server, server_ca, token, revision)
     process, endpoints = istiod.istiod_process(state, istio, kubeconfig, node_ip=node_ip, tls=tls, cacerts=cacerts,
-                                               owner=owner)
+                                               owner=owner, revision=revision)
     return IstiodStart(process, endpoints)

@@ -27,6 +27,7 @@ from cluster.istiodlog import cacerts_reloads, wait_cacerts_taken
 from cluster.kube import Kube
 from cluster.local.apiserver import ApiServerEndpoint
 from cluster.local.binaries import VaultBinary
+from cluster.local.canary import LocalCanary
 from cluster.local.istiobuild import load_istio_pins
 from cluster.local.istiod import istiod_from_record, wait_istiod
 from cluster.local.kubelet import Image, Kubelet, Node
@@ -298,6 +299,11 @@ class LocalPlatform:
             raise PlatformUnavailable("this platform's Vault was not started for an upgrade (one server, no front)",
                                       fix="open the platform with a vault_release (suites/upgrade does)")
         return LocalUpgrades(self.raft, self.settings.cache_dir)
+
+    def canary(self) -> LocalCanary:
+        return LocalCanary(self.settings, self.state, self.pods, self.kube, node_ip=self.connection.node_ip,
+                           apiserver_url=self.connection.apiserver_url, ca=Path(self.connection.ca),
+                           mesh_ca_address=self.connection.mesh_ca_address, owner=self.owner)
 
     def deploy(self, ns: str, name: str, sa: str, *, meshed: bool = True,
                annotations: Mapping[str, str] | None = None) -> Workload:

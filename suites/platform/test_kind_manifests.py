@@ -22,7 +22,8 @@ from kubernetes.dynamic.exceptions import NotFoundError
 from cluster.kind import manifests
 from cluster.kind.helmbuild import cert_manager_chart, find_helm, vault_chart
 from cluster.kind.plan import load_kind_pins
-from cluster.kind.render import node_kube_version, render_chart, render_istio
+from cluster.kind.render import find, node_kube_version, render_chart, render_istio
+from cluster.kind.upgradeplan import canary_revision
 from cluster.kind.vaulttls import make_vault_tls, tls_secret
 from cluster.kube import Kube
 from cluster.local.istiobuild import find_istio
@@ -176,4 +177,29 @@ def test_every_object_of_the_vault_chart_passes_a_server_side_dry_run(platform: 
                             kube_version=node_kube_version(load_kind_pins().node_image))
     assert {"StatefulSet", "Service", "ConfigMap", "ClusterRoleBinding"} <= {o["kind"] for o in rendered}
     refused = refusals(DynamicClient(platform.kube), kube, rendered, platform.run_id)
+    assert refused == [], "\n".join(refused)
+
+
+def test_every_object_of_the_canary_revision_passes_a_server_side_dry_run(platform: Platform, kube: Kube,
+                                                                         settings: Settings) -> None:
+    """suites/upgrade on kind: what `istioctl install --revision R` would add beside the running istiod
+    (cluster/kind/upgradeplan.py), rendered by the real istioctl, each object validated by the API server;
+    and a moved namespace as the plan's `kubectl label` leaves it."""
+    revision = canary_revision(settings.upgrade_istio[1])
+    setup = settings.profile.setup
+    rendered = render_istio(find_istio(cache_dir()).istioctl, manifests.istio_operator(setup, ca=setup.mesh.ca),
+                            revision=revision)
+    for kind, name in [("Deployment", f"istiod-{revision}"), ("ConfigMap", f"istio-{revision}"),
+                       ("ConfigMap", f"istio-sidecar-injector-{revision}"), ("Service", f"istiod-{revision}")]:
+        find(rendered, kind, name)  # KeyError naming what was rendered instead
+    webhook = find(rendered, "MutatingWebhookConfiguration", f"istio-sidecar-injector-{revision}")
+    # The precedence the plan's relabel relies on: the revision's webhook injects only where istio-injection is gone.
+    by_namespace = next(w for w in webhook["webhooks"] if w["name"].startswith("rev.namespace."))
+    assert {"key": "istio.io/rev", "operator": "In", "values": [revision]} in by_namespace["namespaceSelector"][
+        "matchExpressions"]
+    assert {"key": "istio-injection", "operator": "DoesNotExist"} in by_namespace["namespaceSelector"][
+        "matchExpressions"]
+    moved = manifests.namespace("tg-kind-canary", platform.run_id)
+    moved["metadata"]["labels"]["istio.io/rev"] = revision
+    refused = refusals(DynamicClient(platform.kube), kube, [*rendered, moved], platform.run_id)
     assert refused == [], "\n".join(refused)

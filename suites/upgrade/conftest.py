@@ -4,7 +4,9 @@ upgrade never touches the platform the other suites share (and runs the same ins
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -21,6 +23,15 @@ from cluster.wait import wait_until
 log = logging.getLogger("trustgrid.upgrade")
 
 
+def keep_figures(settings: Settings, figures: dict[str, object]) -> None:
+    """Into the run's report folder, as upgrade-figures.json (one JSON object per line, one line per test)."""
+    folder = settings.run_report_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+    with (folder / "upgrade-figures.json").open("a") as out:
+        out.write(json.dumps({"test": test, **figures}) + "\n")
+
+
 @dataclass(frozen=True)
 class UpgradeStage:
     """A platform whose Vault runs FROM on ``nodes`` raft nodes, with a meshed client and server."""
@@ -31,18 +42,26 @@ class UpgradeStage:
     server: Workload
 
 
-def upgrade_settings(settings: Settings, nodes: int) -> Settings:
-    """The run's settings for a platform of its own, whose Vault starts on --upgrade-vault's FROM."""
+def upgrade_settings(settings: Settings, nodes: int, *, vault_from: bool = True) -> Settings:
+    """The run's settings for a platform of its own, whose Vault starts on --upgrade-vault's FROM (or, without
+    ``vault_from``, is the platform's usual one)."""
     profile = settings.profile
     setup = replace(profile.setup, vault=replace(profile.setup.vault, nodes=nodes))
-    return replace(settings, run_id=new_run_id(), vault_release=settings.upgrade_vault[0],
+    return replace(settings, run_id=new_run_id(), vault_release=settings.upgrade_vault[0] if vault_from else None,
                    profile=replace(profile, setup=setup), keep_cluster=False, reuse_cluster=False,
                    vault_port=0, apiserver_port=0, pod_cidr=None)
 
 
+@dataclass(frozen=True)
+class CanaryStage(UpgradeStage):
+    """An upgrade stage with a meshed workload of another namespace, whose principal the server must deny."""
+
+    foreign: Workload
+
+
 @contextlib.contextmanager
-def _stage(settings: Settings, nodes: int, label: str) -> Iterator[UpgradeStage]:
-    variant = upgrade_settings(settings, nodes)
+def _stage(settings: Settings, nodes: int, label: str, *, vault_from: bool = True) -> Iterator[UpgradeStage]:
+    variant = upgrade_settings(settings, nodes, vault_from=vault_from)
     session = PlatformSession(variant, lambda message: log.info("upgrade platform: %s", message))
     try:
         platform = session.start()
@@ -59,6 +78,17 @@ def _stage(settings: Settings, nodes: int, label: str) -> Iterator[UpgradeStage]
         session.close()
 
 
+@contextlib.contextmanager
+def _canary_stage(settings: Settings, label: str) -> Iterator[CanaryStage]:
+    with _stage(settings, 1, label, vault_from=False) as stage, \
+            open_tenant(stage.platform, stage.settings.profile.setup, f"{label[:30]}-foreign", ("stranger",)) as other:
+        stranger = stage.platform.deploy(other.namespace, "stranger", "stranger")
+        try:
+            yield CanaryStage(stage.platform, stage.settings, stage.client, stage.server, stranger)
+        finally:
+            stage.platform.undeploy(stranger)
+
+
 @pytest.fixture
 def upgrade_stage(settings: Settings, request: pytest.FixtureRequest) -> Callable[[int],
                                                                                   AbstractContextManager[UpgradeStage]]:
@@ -66,3 +96,14 @@ def upgrade_stage(settings: Settings, request: pytest.FixtureRequest) -> Callabl
     if settings.platform != "local":
         pytest.skip(f"an in-place Vault upgrade is built for --platform local only so far, not {settings.platform}")
     return lambda nodes: _stage(settings, nodes, request.node.name)
+
+
+@pytest.fixture
+def canary_stage(settings: Settings,
+                 request: pytest.FixtureRequest) -> Callable[[], AbstractContextManager[CanaryStage]]:
+    """``canary_stage()``: a platform of the test's own (its usual Vault), a meshed client and server, and a
+    meshed stranger in another namespace; everything of it is gone when the block ends."""
+    if settings.platform != "local":
+        pytest.skip(f"the Istio canary is built for --platform local only so far, not {settings.platform} "
+                    "(--dry-run prints the kind plan)")
+    return lambda: _canary_stage(settings, request.node.name)

@@ -8,9 +8,7 @@ come from the probes and the wire, never from the harness's own timing.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -19,7 +17,7 @@ import pytest
 from cluster.settings import Settings
 from reports import attach
 from scenarios.upgrade import Watched, longest_gap, mtls_held, outage, watch_upgrade
-from suites.upgrade.conftest import UpgradeStage
+from suites.upgrade.conftest import UpgradeStage, keep_figures
 
 pytestmark = pytest.mark.upgrade
 log = logging.getLogger("trustgrid.upgrade")
@@ -35,15 +33,6 @@ def _figures(watched: Watched) -> dict[str, object]:
     figures["steps"] = [{"node": s.node_id, "role": s.role, "away_s": round(s.back_in_front_at - s.left_front_at, 2),
                          "version": s.version, "lingering_connections": s.lingering} for s in watched.steps]
     return figures
-
-
-def _keep(settings: Settings, figures: dict[str, object]) -> None:
-    """Into the run's report folder, as upgrade-figures.json (one JSON object per line, one line per test)."""
-    folder = settings.run_report_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
-    with (folder / "upgrade-figures.json").open("a") as out:
-        out.write(json.dumps({"test": test, **figures}) + "\n")
 
 
 def _upgrade(stage: UpgradeStage) -> Watched:
@@ -63,7 +52,7 @@ def test_a_rolling_upgrade_of_three_vault_nodes_fails_no_read_and_no_call(upgrad
         figures = _figures(watched)
         log.info("three-node upgrade %s -> %s: %s", low, high, figures)
         attach.figures("vault upgrade", figures)
-        _keep(settings, figures)
+        keep_figures(settings, figures)
         assert [step.role for step in watched.steps] == ["standby", "standby", "active"]  # the guide's order
         assert watched.failed("vault") == [], watched.failed("vault")[:5]
         assert watched.failed("mesh") == [], watched.failed("mesh")[:5]
@@ -96,7 +85,7 @@ def test_a_single_vault_nodes_upgrade_fails_reads_closed_and_keeps_established_m
         figures["vault_outage_s"] = round(window[1] - window[0], 2)
         log.info("single-node upgrade %s -> %s: %s", low, high, figures)
         attach.figures("vault upgrade", figures)
-        _keep(settings, figures)
+        keep_figures(settings, figures)
         bound = stage.settings.profile.policy.recovery_bound.total_seconds()
         assert window[1] - window[0] <= bound, (window, bound)
         # Established mTLS kept working: the mesh's certificates do not wait on Vault.

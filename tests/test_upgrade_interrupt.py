@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster.local.canary import revision_of
 from cluster.versions import upgrade_pair
 from cluster.wait import Abort, wait_until
 from tests.lifecycle import Child, new_since, snapshot
@@ -36,6 +37,33 @@ def test_ctrl_c_while_the_platforms_vault_runs_mixed_versions_leaves_nothing() -
         return _runs_to(snapshot().pids - before.pids)
 
     wait_until(mixed, timeout=300, interval=0.05, describe=f"a node of the child's platform to run OpenBao {TO}")
+    child.process.send_signal(signal.SIGINT)
+    code = child.process.wait(timeout=120)
+    assert code == 2, child.output  # pytest's "interrupted"
+    assert new_since(before).problems() == []
+
+
+def _runs_canary_istiod(pids: frozenset[int]) -> bool:
+    port = f":{revision_of('canary').xds_port}"
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if argv[0].decode().endswith("pilot-discovery") and any(port.encode() in arg for arg in argv):
+                return True
+    return False
+
+
+def test_ctrl_c_while_two_istiod_revisions_serve_the_mesh_leaves_nothing() -> None:
+    """Interrupted once the canary revision's istiod runs beside the default one: both go, with everything else."""
+    before = snapshot()
+    child = Child.start("suites/upgrade", "-k", "takes_the_mesh_over", "-v")
+
+    def mixed() -> bool:
+        if child.process.poll() is not None:
+            raise Abort(f"the child ended before its canary began:\n{child.output[-4000:]}")
+        return _runs_canary_istiod(snapshot().pids - before.pids)
+
+    wait_until(mixed, timeout=300, interval=0.05, describe="the child's canary istiod to run")
     child.process.send_signal(signal.SIGINT)
     code = child.process.wait(timeout=120)
     assert code == 2, child.output  # pytest's "interrupted"

@@ -7,7 +7,7 @@ then default. Nothing reads options or the environment after this.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,19 +126,22 @@ def _release(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split("."))
 
 
+def _pair(value: object, option: str, product: str, pinned: Collection[str]) -> tuple[str, str]:
+    low, sep, high = str(value).partition(":")
+    fix = f"pass {option} FROM:TO with pinned versions ({', '.join(sorted(pinned, key=_release))})"
+    if not sep or low not in pinned or high not in pinned:
+        raise SettingsError(f"{option} {value!r} is not two pinned {product} versions", fix=fix)
+    if _release(high) <= _release(low):
+        raise SettingsError(f"{option} {value!r} does not go to a newer version", fix=fix)
+    return low, high
+
+
 def parse_upgrade_vault(value: object | None) -> tuple[str, str]:
     """``FROM:TO`` (e.g. "2.6.2:2.7.2"), both pinned in versions.toml [upgrade.openbao.wheels], TO newer:
     OpenBao does not support downgrades (its storage may have moved on). None: the pinned pair."""
     if value is None or value == "":
         return upgrade_pair()
-    pinned = upgrade_wheels()
-    low, sep, high = str(value).partition(":")
-    fix = f"pass --upgrade-vault FROM:TO with pinned versions ({', '.join(sorted(pinned, key=_release))})"
-    if not sep or low not in pinned or high not in pinned:
-        raise SettingsError(f"--upgrade-vault {value!r} is not two pinned OpenBao versions", fix=fix)
-    if _release(high) <= _release(low):
-        raise SettingsError(f"--upgrade-vault {value!r} does not go to a newer version", fix=fix)
-    return low, high
+    return _pair(value, "--upgrade-vault", "OpenBao", upgrade_wheels())
 
 
 def parse_upgrade_istio(value: object | None) -> tuple[str, str]:
@@ -146,14 +149,7 @@ def parse_upgrade_istio(value: object | None) -> tuple[str, str]:
     goes forward, and its rollback is the way back (Istio's canary upgrade docs). None: the pinned pair."""
     if value is None or value == "":
         return istio_upgrade_pair()
-    pinned = istioctl_versions()
-    low, sep, high = str(value).partition(":")
-    fix = f"pass --upgrade-istio FROM:TO with pinned versions ({', '.join(sorted(pinned, key=_release))})"
-    if not sep or low not in pinned or high not in pinned:
-        raise SettingsError(f"--upgrade-istio {value!r} is not two pinned Istio versions", fix=fix)
-    if _release(high) <= _release(low):
-        raise SettingsError(f"--upgrade-istio {value!r} does not go to a newer version", fix=fix)
-    return low, high
+    return _pair(value, "--upgrade-istio", "Istio", istioctl_versions())
 
 
 def build_settings(

@@ -181,16 +181,8 @@ class LocalPods:
         cluster = f"outbound|{APP_PORT}||{workload.name}.{workload.namespace}.{CLUSTER_DOMAIN}"
         endpoint = f"{ip}:{APP_PORT}"
 
-        def forgot(caller: Workload) -> bool:
-            for status in self.envoy(caller, "/clusters?format=json").get("cluster_statuses") or []:
-                if status.get("name") == cluster:
-                    return not any(_host(h) == endpoint
-                                   and (h.get("health_status") or {}).get("eds_health_status", "HEALTHY") == "HEALTHY"
-                                   for h in status.get("host_statuses") or [])
-            return True
-
         callers = [w for _, w in self._running.values() if w.meshed]
-        wait_until(lambda: all(forgot(c) for c in callers), timeout=30, interval=0.1,
+        wait_until(lambda: not any(self._routes_to(c, cluster, endpoint) for c in callers), timeout=30, interval=0.1,
                    describe=f"every meshed pod's Envoy to stop sending to {workload.namespace}'s old pod at {endpoint}")
 
     def _service(self, namespace: str, name: str) -> str:
@@ -240,20 +232,20 @@ class LocalPods:
         cluster = f"outbound|{APP_PORT}||{new.name}.{new.namespace}.{CLUSTER_DOMAIN}"
         endpoint = f"{new.ip}:{APP_PORT}"
 
-        def knows(caller: Workload) -> bool:
-            dump = self.envoy(caller, "/clusters?format=json")
-            for status in dump.get("cluster_statuses") or []:
-                if status.get("name") == cluster:
-                    # Listed is not enough: a pod not yet Ready is sent as an unhealthy endpoint (its
-                    # EndpointSlice condition), and a call then gets "no healthy upstream".
-                    return any(_host(h) == endpoint
-                               and (h.get("health_status") or {}).get("eds_health_status", "HEALTHY") == "HEALTHY"
-                               for h in status.get("host_statuses") or [])
-            return False
-
         callers = [w for _, w in self._running.values() if w.meshed]
-        wait_until(lambda: all(knows(c) for c in callers), timeout=30, interval=0.1,
+        wait_until(lambda: all(self._routes_to(c, cluster, endpoint) for c in callers), timeout=30, interval=0.1,
                    describe=f"every meshed pod's Envoy to know {new.namespace}/{new.name} at {endpoint}")
+
+    def _routes_to(self, caller: Workload, cluster: str, endpoint: str) -> bool:
+        """Whether ``caller``'s Envoy has ``endpoint`` (ip:port) in ``cluster`` as HEALTHY. Listed is not
+        enough: a pod not Ready is sent as an unhealthy endpoint (its EndpointSlice condition), which Envoy
+        does not route to (Istio disables panic mode for it: cluster_traffic_policy.go)."""
+        for status in self.envoy(caller, "/clusters?format=json").get("cluster_statuses") or []:
+            if status.get("name") == cluster:
+                return any(_host(h) == endpoint
+                           and (h.get("health_status") or {}).get("eds_health_status", "HEALTHY") == "HEALTHY"
+                           for h in status.get("host_statuses") or [])
+        return False
 
     # -- probes -------------------------------------------------------------------------
     def agent_socket(self, workload: Workload) -> str:

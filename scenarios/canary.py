@@ -18,7 +18,7 @@ from cluster.agent import APP_PORT
 from cluster.platform import CallResult, Canary, Capture, Platform, Workload
 from cluster.wait import wait_until
 from scenarios.monitor import Monitor, Sample, mesh_probe, vault_probe
-from scenarios.upgrade import CANARY_PREFIX, PROBES, SETTLED
+from scenarios.upgrade import CANARY_PREFIX, PROBES, SETTLED, wire_problems
 
 DEFAULT = "default"
 MIXED_CALLS = 2 * SETTLED  # successful calls the mixed phase's capture must see
@@ -52,14 +52,14 @@ class CanaryRun:
 
 
 def serving(canary: Canary, workload: Workload, expected: str) -> str:
-    """The revision serving ``workload``'s proxy, once exactly one istiod lists it and it is ``expected``;
+    """The revision observed serving ``workload``'s proxy, once exactly one istiod lists it and it is ``expected``;
     WaitTimeout naming what was seen otherwise (a restarted proxy connects once, as it starts)."""
-    def check() -> bool:
-        return canary.serving_revision(workload) == expected
+    def check() -> str:
+        observed = canary.serving_revision(workload)
+        return observed if observed == expected else ""
 
-    wait_until(check, timeout=30, interval=0.2,
-               describe=f"{workload.namespace}/{workload.name}'s proxy to be served by revision {expected}")
-    return expected
+    return wait_until(check, timeout=30, interval=0.2,
+                      describe=f"{workload.namespace}/{workload.name}'s proxy to be served by revision {expected}")
 
 
 def _wait_calls(monitor: Monitor, since: float, count: int) -> None:
@@ -140,18 +140,6 @@ def run_canary(platform: Platform, client: Workload, server: Workload, foreign: 
                      canary.revisions())
 
 
-def wire_problems(run: CanaryRun) -> list[str]:
-    """Why the mixed phase's wire does not show mTLS ([] when it does): the capture saw a TLS request for every
-    successful call, no flow carried plaintext, and no call's canary crossed in the clear."""
-    problems = []
-    seen = run.mixed_wire.requests_to(run.mixed_server)
-    if seen < run.mixed_calls:
-        problems.append(f"{run.mixed_calls} successful calls in the mixed phase, only {seen} TLS requests to "
-                        f"{run.mixed_server}")
-    if run.mixed_wire.plaintext_flows:
-        problems.append(f"plaintext flows: {list(run.mixed_wire.plaintext_flows)[:3]}")
-    if run.mixed_wire.contains(CANARY_PREFIX):
-        problems.append("a call's canary crossed the wire in the clear")
-    return problems
-
-
+def mixed_wire_problems(run: CanaryRun) -> list[str]:
+    """Why the mixed phase's wire does not show mTLS for its calls ([] when it does; see wire_problems)."""
+    return wire_problems(run.mixed_wire, run.mixed_server, run.mixed_calls)

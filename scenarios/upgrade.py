@@ -97,16 +97,21 @@ def watch_upgrade(platform: Platform, client: Workload, server: Workload, upgrad
 
 
 def mtls_held(watched: Watched) -> list[str]:
-    """Why the wire does not show mTLS throughout ([] when it does): every successful mesh call crossed the server's
-    interface as TLS (at least one TLS record per call), no flow carried plaintext, and no canary crossed in the
-    clear."""
+    """Why the wire does not show mTLS throughout ([] when it does), over every successful mesh call (wire_problems)."""
+    calls = len([s for s in watched.samples if s.probe == "mesh" and s.ok])
+    return wire_problems(watched.wire, watched.server_address, calls)
+
+
+def wire_problems(wire: Capture, server_address: str, calls: int) -> list[str]:
+    """Why a capture does not show mTLS ([] when it does): ``calls`` successful mesh calls to ``server_address``
+    (ip:port) crossed it as TLS (at least one TLS record per call), no flow carried plaintext, and no call's canary
+    crossed in the clear."""
     problems = []
-    calls = [s for s in watched.samples if s.probe == "mesh" and s.ok]
-    seen = watched.wire.requests_to(watched.server_address)
-    if seen < len(calls):
-        problems.append(f"{len(calls)} successful calls, only {seen} TLS requests to {watched.server_address}")
-    if watched.wire.plaintext_flows:
-        problems.append(f"plaintext flows: {list(watched.wire.plaintext_flows)[:3]}")
-    if watched.wire.contains(CANARY_PREFIX):
+    seen = wire.requests_to(server_address)
+    if seen < calls:
+        problems.append(f"{calls} successful calls, only {seen} TLS requests to {server_address}")
+    if wire.plaintext_flows:
+        problems.append(f"plaintext flows: {list(wire.plaintext_flows)[:3]}")
+    if wire.contains(CANARY_PREFIX):
         problems.append("a call's canary crossed the wire in the clear")
     return problems

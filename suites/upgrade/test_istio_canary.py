@@ -18,7 +18,7 @@ import pytest
 
 from cluster.settings import Settings
 from reports import attach
-from scenarios.canary import DEFAULT, CanaryRun, run_canary, wire_problems
+from scenarios.canary import DEFAULT, CanaryRun, mixed_wire_problems, run_canary
 from scenarios.upgrade import longest_gap
 from suites.upgrade.conftest import CanaryStage, keep_figures
 
@@ -54,7 +54,7 @@ def _mixed_phase_held(run: CanaryRun) -> None:
     # still to the default revision.
     assert (run.serving["mixed server"], run.serving["mixed client"]) == (REVISION, DEFAULT), run.serving
     assert run.serving["mixed server injected by"] == REVISION, run.serving
-    assert wire_problems(run) == []
+    assert mixed_wire_problems(run) == []
     # Authorization still enforced across the two control planes: another namespace's principal is refused.
     assert (run.foreign.status, run.foreign.error) == (403, "http_403"), run.foreign
     assert run.failed("mesh") == [], run.failed("mesh")[:5]

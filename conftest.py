@@ -100,6 +100,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "baseline (never trusting leftovers), and keep it afterwards")
     group.addoption("--keep-cluster", action="store_true", default=False,
                     help="leave the platform running after the run, and print how to reach and remove it")
+    group.addoption("--gate-tests", default=None, metavar="ARGS",
+                    help="suites/upgrade's gate: the pytest arguments it runs before and after the upgrade (default: "
+                         "conformance and two Vault-API chaos scenarios; env TRUSTGRID_GATE_TESTS)")
+    group.addoption("--attach", default=None, metavar="RUN_ID",
+                    help="--platform local: run on the live local platform of run RUN_ID (kept with --keep-cluster, "
+                         "or the upgrade gate's), neither starting nor stopping it (env TRUSTGRID_ATTACH)")
     group.addoption("--report-dir", default=None, metavar="DIR",
                     help="where reports go (default reports/out; each run writes DIR/<run-id>/)")
     group.addoption("--vault-binary", default=None, metavar="PATH",

@@ -101,3 +101,14 @@ def attach_platform(name: str, settings: Settings, state_path: Path) -> Platform
     from cluster.local.bringup import attach_local
 
     return attach_local(settings, state_path)
+
+
+def attach_run(name: str, settings: Settings) -> tuple[Platform, Path]:
+    """--attach RUN_ID: the live local platform of another process's run, and its state directory.
+
+    Raises PlatformUnavailable (one line) when the run is not there, or its owner is gone."""
+    from cluster.local.bringup import attach_live
+
+    if name != "local" or settings.attach is None:
+        raise PlatformUnavailable(f"--attach is for --platform local, not {name}", fix="add --platform local")
+    return attach_live(settings, settings.attach)

@@ -13,7 +13,7 @@ from pathlib import Path
 from cluster.errors import PlatformUnavailable
 from cluster.platform import Platform
 from cluster.runstate import runs_root
-from cluster.select import attach_platform, open_platform
+from cluster.select import attach_platform, attach_run, open_platform
 from cluster.settings import Settings
 
 Progress = Callable[[str], None]
@@ -39,7 +39,11 @@ class PlatformSession:
         return self._state_path
 
     def start(self) -> Platform:
-        """Bring the platform up (owner only). On failure nothing is left running."""
+        """Bring the platform up (owner only), or with --attach take another run's. On failure nothing is left
+        running."""
+        if self.settings.attach:
+            self._platform, self._state_path = attach_run(self.name, self.settings)
+            return self._platform
         try:
             self._platform = self._stack.enter_context(open_platform(self.name, self.settings, self.progress))
         except BaseException:
@@ -70,8 +74,9 @@ class PlatformSession:
             self._guards.close()
 
     def header_lines(self) -> list[str]:
+        attached = f", attached to run {self.settings.attach}" if self.settings.attach else ""
         lines = [f"trustgrid: run {self.settings.run_id}, profile {self.settings.profile.name}, "
-                 f"platform {self.name} ({self.reason})"]
+                 f"platform {self.name} ({self.reason}{attached})"]
         if self._platform is not None:
             lines.append("trustgrid: " + ", ".join(self._platform.versions.lines()[1:]))
         else:

@@ -7,6 +7,8 @@ then default. Nothing reads options or the environment after this.
 from __future__ import annotations
 
 import os
+import re
+import shlex
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +39,19 @@ ENVIRONMENT = {
     "vault_ca": "VAULT_CACERT",
     "upgrade_vault": "TRUSTGRID_UPGRADE_VAULT",
     "upgrade_istio": "TRUSTGRID_UPGRADE_ISTIO",
+    "attach": "TRUSTGRID_ATTACH",
+    "gate_tests": "TRUSTGRID_GATE_TESTS",
 }
+
+# What the upgrade gate (suites/upgrade/test_gate.py) runs before and after the upgrade, as pytest arguments:
+# conformance, and chaos scenarios that act through Vault's API (a raft platform's Vault processes are the
+# upgrade's; the seal, stop and restart faults act on a single server only). --gate-tests replaces it.
+GATE_TESTS = (
+    "suites/conformance/test_live_policy.py", "suites/conformance/test_kubernetes_auth.py",
+    "suites/conformance/test_mtls.py", "suites/chaos/test_scenarios.py::test_chaos[policy-revocation]",
+    "suites/chaos/test_scenarios.py::test_chaos[vault-token-revocation]",
+    "-k", "not vault_restart and not rotation_keeps",
+)
 EXISTING_OPTIONS = ("vault_addr", "vault_cluster_addr", "vault_layout", "vault_workload", "mesh_ca", "mesh_ca_role",
                     "workload_image", "vault_unseal_keys", "vault_ca")
 KIND_VAULTS = ("vault", "openbao")
@@ -82,6 +96,11 @@ class Settings:
     upgrade_vault: tuple[str, str] = field(default_factory=upgrade_pair)
     # --upgrade-istio FROM:TO (suites/upgrade): Istio versions with a pinned istioctl, TO newer than FROM.
     upgrade_istio: tuple[str, str] = field(default_factory=istio_upgrade_pair)
+    # --attach RUN_ID (local): run the tests on a local platform another process owns (a run kept with
+    # --keep-cluster, or the upgrade gate's platform); this run neither starts nor stops it.
+    attach: str | None = None
+    # --gate-tests "ARGS" (suites/upgrade's gate): the pytest arguments run before and after the upgrade.
+    gate_tests: tuple[str, ...] = GATE_TESTS
 
     @property
     def run_report_dir(self) -> Path:
@@ -120,6 +139,36 @@ def _vault_placement(value: object | None) -> str:
     if chosen not in VAULT_PLACEMENTS:
         raise SettingsError(f"unknown --vault {chosen!r}", fix=f"choose one of {', '.join(VAULT_PLACEMENTS)}")
     return chosen
+
+
+def _attach(value: object | None, platform: str, keep: bool) -> str | None:
+    if not value:
+        return None
+    run_id = str(value)
+    if platform != "local":
+        raise SettingsError(f"--attach {run_id} names a local run, and this run's platform is {platform}",
+                            fix="add --platform local (kind keeps a cluster with --reuse-cluster; an existing "
+                                "cluster is --platform kubeconfig)")
+    if keep:
+        raise SettingsError(f"--attach {run_id} uses a platform this run does not own, so there is nothing to keep",
+                            fix="drop --keep-cluster (the run's owner decides when it ends)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", run_id):
+        raise SettingsError(f"--attach {run_id!r} is not a run id", fix="pass a run id such as tg-20261202-101500-ab12")
+    return run_id
+
+
+def _gate_tests(value: object | None) -> tuple[str, ...]:
+    if not value:
+        return GATE_TESTS
+    try:
+        args = tuple(shlex.split(str(value)))
+    except ValueError as err:
+        raise SettingsError(f"--gate-tests {value!r} cannot be split into arguments ({err})",
+                            fix="close its quotes, as a shell would") from None
+    if not any(arg.startswith("suites/") for arg in args):
+        raise SettingsError(f"--gate-tests {value!r} selects nothing under suites/",
+                            fix="name suites to run, e.g. --gate-tests 'suites/conformance suites/chaos'")
+    return args
 
 
 def _release(text: str) -> tuple[int, ...]:
@@ -187,6 +236,7 @@ def build_settings(
             mesh_ca_role=picked["mesh_ca_role"], image=picked["workload_image"],
             unseal_keys=picked["vault_unseal_keys"], vault_ca=picked["vault_ca"])
 
+    attach = _attach(_pick(options, env, "attach"), platform, bool(options.get("keep_cluster")))
     vault_value = _pick(options, env, "vault_binary")
     report_value = _pick(options, env, "report_dir")
     return Settings(
@@ -214,4 +264,6 @@ def build_settings(
         cache_dir=cache_dir(),
         upgrade_vault=parse_upgrade_vault(_pick(options, env, "upgrade_vault")),
         upgrade_istio=parse_upgrade_istio(_pick(options, env, "upgrade_istio")),
+        attach=attach,
+        gate_tests=_gate_tests(_pick(options, env, "gate_tests")),
     )

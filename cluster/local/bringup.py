@@ -56,7 +56,7 @@ from cluster.local.process import claim_port, stop_recorded
 from cluster.local.raftcluster import RaftCluster
 from cluster.local.vaultpod import TokenRefresher, VaultPod
 from cluster.local.vaultrelease import openbao_release
-from cluster.runstate import RunState, owner_alive, reap_dead_runs, terminate_run
+from cluster.runstate import RunState, owner_alive, reap_dead_runs, run_is_live, runs_root, terminate_run
 from cluster.settings import Settings
 from cluster.tenancy import install_setup_namespaces
 from cluster.vault import KubernetesAuthTarget, VaultConfigurator
@@ -291,6 +291,20 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
             progress(f"--keep-cluster: kept run {state.run_id}; KUBECONFIG={state.file('kubeconfig')}; "
                      f"remove it with: python -m cluster down {state.run_id}")
         yield platform
+
+
+def attach_live(settings: Settings, run_id: str) -> tuple[LocalPlatform, Path]:
+    """Another process's live run (--attach): its platform, never owned here, and its state directory."""
+    path = runs_root() / run_id
+    if not (path / CONNECTION_FILE).exists():
+        known = sorted(p.name for p in runs_root().glob("*/" + CONNECTION_FILE) if run_is_live(p.parent))
+        raise PlatformUnavailable(f"--attach {run_id}: no local platform of that run is up",
+                                  fix="keep one with --keep-cluster" + (f", or pass one of {', '.join(known)}"
+                                                                         if known else ""))
+    if not run_is_live(path):
+        raise PlatformUnavailable(f"--attach {run_id}: its owner process has exited, so its platform is going",
+                                  fix="remove what is left with: python -m cluster reap")
+    return attach_local(settings, path), path
 
 
 def attach_local(settings: Settings, state_path: Path) -> LocalPlatform:

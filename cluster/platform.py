@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 import hvac
 from kubernetes.client import ApiClient
 
+from cluster.profile import Setup
 from cluster.vault import PluginCa
 from cluster.vaultlayout import VaultLayout
 
@@ -238,6 +239,13 @@ class Upgrades(Protocol):
         """Upgrade every node to ``version`` ("2.7.2") the documented way: standbys first, then the active
         node, whose SIGTERM steps it down (OpenBao website/content/docs/upgrading/ha-upgrade.mdx); one
         node is restarted on the new binary. Returns once every node serves again, one step per node."""
+        ...
+
+    def apply_setup(self, setup: Setup) -> tuple[str, ...]:
+        """Apply the upgrade's TO profile: rewrite the mesh CA's Kubernetes-auth role (its token TTL and max)
+        from ``setup``, as new chart values would. Returns the keys that changed (cluster.profile.setup_changes);
+        raises SettingsError, naming them, when ``setup`` changes anything else, which a live platform does
+        not take."""
         ...
 
 

@@ -267,3 +267,19 @@ __all__ = [
     "parse_duration",
     "spiffe_pattern",
 ]
+
+
+# What an upgrade's TO profile may change on a live platform (cluster.platform.Upgrades.apply_setup): the
+# mesh CA's Vault role, as a chart upgrade's new values would rewrite it.
+UPGRADABLE_SETUP = ("mesh.ca_token_ttl", "mesh.ca_token_max_ttl")
+
+
+def setup_changes(before: Setup, after: Setup) -> tuple[str, ...]:
+    """The dotted keys whose values differ between two setups ("mesh.ca_token_ttl", ...), in field order:
+    what an upgrade to ``after``'s profile would change on a platform installed with ``before``'s."""
+    def walk(a: Any, b: Any, prefix: str) -> list[str]:
+        if dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b):
+            return [key for f in dataclasses.fields(a)
+                    for key in walk(getattr(a, f.name), getattr(b, f.name), f"{prefix}{f.name}.")]
+        return [] if a == b else [prefix.rstrip(".")]
+    return tuple(walk(before, after, ""))

@@ -13,16 +13,17 @@ import socket
 import ssl
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import hvac
+import requests
 from kubernetes import client as k8s
 from kubernetes.client import ApiClient
 
 from cluster.agent import APP_PORT
-from cluster.errors import PlatformUnavailable, TrustgridError
+from cluster.errors import PlatformUnavailable, SettingsError, TrustgridError
 from cluster.istiodlog import cacerts_reloads, wait_cacerts_taken
 from cluster.kube import Kube
 from cluster.local.apiserver import ApiServerEndpoint
@@ -53,6 +54,7 @@ from cluster.platform import (
     Versions,
     Workload,
 )
+from cluster.profile import UPGRADABLE_SETUP, Setup, setup_changes
 from cluster.runstate import RunState
 from cluster.secrets import redact
 from cluster.settings import Settings
@@ -219,11 +221,13 @@ class LocalFaults:
 
 
 class LocalUpgrades:
-    """The rolling upgrade of the platform's raft cluster, onto a pinned OpenBao release's binary."""
+    """The rolling upgrade of the platform's raft cluster, onto a pinned OpenBao release's binary, and the
+    upgrade's TO profile."""
 
-    def __init__(self, raft: RaftCluster, cache: Path) -> None:
+    def __init__(self, platform: LocalPlatform, raft: RaftCluster) -> None:
+        self._platform = platform
         self._raft = raft
-        self._cache = cache
+        self._cache = platform.settings.cache_dir
 
     def vault_nodes(self) -> tuple[VaultNodeStatus, ...]:
         return tuple(self._raft.status(node) for node in self._raft.nodes)
@@ -232,6 +236,17 @@ class LocalUpgrades:
                       progress: Callable[[str], None]) -> tuple[VaultUpgradeStep, ...]:
         binary = openbao_release(version, self._cache)
         return tuple(self._raft.rolling_upgrade(binary, clock, progress))
+
+    def apply_setup(self, setup: Setup) -> tuple[str, ...]:
+        platform = self._platform
+        changed = setup_changes(platform.settings.profile.setup, setup)
+        if untaken := [key for key in changed if key not in UPGRADABLE_SETUP]:
+            raise SettingsError(f"the upgrade's profile changes setup.{', setup.'.join(untaken)}, which a live "
+                                "platform does not take",
+                                fix=f"change only setup.{', setup.'.join(UPGRADABLE_SETUP)} in the TO profile")
+        VaultConfigurator(platform.vault_admin(), platform.vault_layout, setup,
+                          platform.run_id).configure_mesh_ca(MESH_NAMESPACE, MESH_CA_ACCOUNT)
+        return changed
 
 
 class LocalPlatform:
@@ -251,7 +266,7 @@ class LocalPlatform:
         self.versions = Versions(
             platform=self.name,
             kubernetes=connection.kubernetes_version,
-            vault=connection.vault_endpoint.display,
+            vault=self._vault_display(),
             extra={"etcd": connection.etcd_version, "kube-controller-manager": connection.controller_manager_version,
                    "istio": f"{connection.istio_release} (istiod and pilot-agent built from istio.io/istio "
                             f"{load_istio_pins().module})",
@@ -274,6 +289,18 @@ class LocalPlatform:
                             ca_configmap="kube-root-ca.crt")
         self.pods = LocalPods(Kube(self.kube), self.kubelet, vault, run_id=self.run_id,
                               audience=settings.profile.setup.vault.audience)
+
+    def _vault_display(self) -> str:
+        """"OpenBao 2.7.2": a raft cluster's version as its front reports it now (an upgrade changes it, and a
+        run attached after the upgrade must say so), else the version the run started."""
+        endpoint = self.connection.vault_endpoint
+        if self.connection.vault_nodes:
+            try:
+                version = str(endpoint.client().sys.read_seal_status()["version"]).removeprefix("v")
+            except (hvac.exceptions.VaultError, requests.RequestException, KeyError, TypeError):
+                return endpoint.display  # unreachable now: the recorded one, which the header then shows
+            return replace(endpoint, version=version).display
+        return endpoint.display
 
     @property
     def timings(self) -> dict[str, float]:
@@ -298,7 +325,7 @@ class LocalPlatform:
         if self.raft is None:
             raise PlatformUnavailable("this platform's Vault was not started for an upgrade (one server, no front)",
                                       fix="open the platform with a vault_release (suites/upgrade does)")
-        return LocalUpgrades(self.raft, self.settings.cache_dir)
+        return LocalUpgrades(self, self.raft)
 
     def canary(self) -> LocalCanary:
         return LocalCanary(self.settings, self.state, self.pods, self.kube, node_ip=self.connection.node_ip,

@@ -16,7 +16,8 @@ import pytest
 
 from cluster.settings import Settings
 from reports import attach
-from scenarios.upgrade import Watched, longest_gap, mtls_held, outage, watch_upgrade
+from scenarios.gate import OUTAGE_OUTCOMES, upgrade_figures
+from scenarios.upgrade import Watched, mtls_held, outage, watch_upgrade
 from suites.upgrade.conftest import UpgradeStage, keep_figures
 
 pytestmark = pytest.mark.upgrade
@@ -25,11 +26,7 @@ Stage = Callable[[int], AbstractContextManager[UpgradeStage]]
 
 
 def _figures(watched: Watched) -> dict[str, object]:
-    figures: dict[str, object] = {"upgrade_s": round(watched.done - watched.started, 2)}
-    for probe in ("mesh", "vault"):
-        during = watched.during(probe)
-        figures[probe] = {"samples": len(during), "failed": len(watched.failed(probe)),
-                          "longest_gap_s": round(longest_gap(during), 3)}
+    figures = upgrade_figures(watched)
     figures["steps"] = [{"node": s.node_id, "role": s.role, "away_s": round(s.back_in_front_at - s.left_front_at, 2),
                          "version": s.version, "lingering_connections": s.lingering} for s in watched.steps]
     return figures
@@ -78,7 +75,7 @@ def test_a_single_vault_nodes_upgrade_fails_reads_closed_and_keeps_established_m
         away = [s for s in watched.during("vault") if step.left_front_at <= s.t and s.end <= step.unsealed_at]
         assert away, f"no read ran while the node was away ({step})"
         assert not [s for s in away if s.ok], "a read succeeded while the only node was away"
-        assert {s.outcome for s in away} <= {"http_5xx", "refused", "reset", "timeout", "other"}, away[:5]
+        assert {s.outcome for s in away} <= OUTAGE_OUTCOMES, away[:5]
         # Its widest extent, bracketed by the settled reads before the upgrade and after it.
         window = outage(watched.of("vault"))
         assert window is not None

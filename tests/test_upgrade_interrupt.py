@@ -68,3 +68,33 @@ def test_ctrl_c_while_two_istiod_revisions_serve_the_mesh_leaves_nothing() -> No
     code = child.process.wait(timeout=120)
     assert code == 2, child.output  # pytest's "interrupted"
     assert new_since(before).problems() == []
+
+
+def _attached_pytests() -> list[int]:
+    """Every pytest whose arguments include --attach (the gate's own)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+            if b"--attach" in argv and b"pytest" in argv:
+                found.append(int(entry.name))
+    return found
+
+
+def test_ctrl_c_while_the_gates_tests_run_attached_leaves_nothing() -> None:
+    """Interrupted while the gate's own pytest runs attached to the upgrade's platform (with its pods up): that
+    pytest, the platform and everything of both go."""
+    before = snapshot()
+    child = Child.start("suites/upgrade/test_gate.py", "-v")
+
+    def attached() -> bool:
+        if child.process.poll() is not None:
+            raise Abort(f"the child ended before its gate ran its tests:\n{child.output[-4000:]}")
+        return bool(_attached_pytests())
+
+    wait_until(attached, timeout=300, interval=0.05, describe="the gate's attached pytest to run")
+    child.process.send_signal(signal.SIGINT)
+    code = child.process.wait(timeout=120)
+    assert code == 2, child.output  # pytest's "interrupted"
+    assert new_since(before).problems() == []
+    assert _attached_pytests() == []

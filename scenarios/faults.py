@@ -17,7 +17,7 @@ import hvac
 import requests
 from kubernetes.client.exceptions import ApiException
 
-from cluster.errors import TrustgridError
+from cluster.errors import PlatformUnavailable, TrustgridError
 from cluster.kube import Kube
 from cluster.meshconfig import read_mesh_config
 from cluster.pkitools import common_name, csr_and_key
@@ -452,7 +452,12 @@ class VaultSeal(_Base):
         self.platform.faults().seal_vault()
 
     def took_effect(self) -> str:
-        return "Vault reports sealed=true" if self.platform.vault_client().sys.read_seal_status()["sealed"] else ""
+        try:
+            return "Vault reports sealed=true" if self.platform.vault_client().sys.read_seal_status()["sealed"] else ""
+        except requests.ConnectionError:
+            # Raft nodes behind a front (a Service): once every node is sealed none is ready, and the address
+            # refuses. Then each node says it of itself.
+            return every_node_sealed(self.platform)
 
     def fail_closed_in(self) -> float | None:
         if "mesh" not in self.must_fail:
@@ -462,6 +467,16 @@ class VaultSeal(_Base):
 
     def restore(self) -> None:
         self.platform.faults().unseal_vault()
+
+
+def every_node_sealed(platform: Platform) -> str:
+    """Evidence that every raft node of the platform's Vault is sealed, from each node's own seal-status ("" when
+    one is not, or the platform has no raft nodes to ask)."""
+    try:
+        nodes = platform.upgrades().vault_nodes()
+    except (PlatformUnavailable, requests.RequestException):
+        return ""
+    return f"each of the {len(nodes)} Vault nodes reports sealed=true" if all(n.sealed for n in nodes) else ""
 
 
 class VaultDown(VaultSeal):

@@ -7,7 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scenarios.faults import expiry_evidence
+from cluster.errors import PlatformUnavailable
+from cluster.platform import VaultNodeStatus
+from scenarios.faults import every_node_sealed, expiry_evidence
 
 EXPIRE = "2026-12-01T03:00:00Z"
 
@@ -35,3 +37,26 @@ def test_a_token_not_yet_past_its_expiry_is_no_evidence(answer: dict[str, object
 @given(st.integers(min_value=0, max_value=10**9))
 def test_no_ttl_of_zero_or_more_is_ever_evidence(ttl: int) -> None:
     assert expiry_evidence({"ttl": ttl, "expire_time": EXPIRE}) == ""
+
+
+class _Nodes:
+    def __init__(self, sealed: list[bool] | None) -> None:
+        self.sealed = sealed
+
+    def upgrades(self) -> _Nodes:
+        if self.sealed is None:
+            raise PlatformUnavailable("one server, no front", fix="-")
+        return self
+
+    def vault_nodes(self) -> tuple[VaultNodeStatus, ...]:
+        return tuple(VaultNodeStatus(f"node-{i}", "2.7.2", s, False) for i, s in enumerate(self.sealed or []))
+
+
+@pytest.mark.parametrize(("sealed", "evidence"), [
+    ([True, True, True], "each of the 3 Vault nodes reports sealed=true"),
+    ([True, False, True], ""),  # one still unsealed: not the fault
+    (None, ""),  # no raft nodes to ask: a refusal alone proves nothing
+])
+def test_a_seal_behind_a_front_that_refuses_is_proven_by_every_node(sealed: list[bool] | None,
+                                                                    evidence: str) -> None:
+    assert every_node_sealed(_Nodes(sealed)) == evidence  # type: ignore[arg-type]

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from cluster.errors import PlatformUnavailable, SettingsError
 from cluster.local.bringup import attach_live
+from cluster.local.platform import LocalUpgrades
 from cluster.platform import Capture, FlowSummary, VaultNodeStatus, VaultUpgradeStep
 from cluster.profile import DEFAULT_PROFILE, PROFILES_DIR, UPGRADABLE_SETUP, load_profile, setup_changes
 from cluster.settings import GATE_TESTS, build_settings
@@ -182,3 +184,16 @@ def test_a_missing_or_corrupt_upgrade_record_is_one_line(tmp_path: Path, capsys:
     (tmp_path / "bad.json").write_text('{"upgrade": "x"}')
     with pytest.raises(ReportError, match="is not an upgrade record"):
         load_upgrade(tmp_path / "bad.json")
+
+
+def test_a_to_profile_that_changes_what_a_live_platform_does_not_take_is_refused_in_one_line(
+        tmp_path: Path) -> None:
+    settings = build_settings({"platform": "local"}, {}, rootdir=tmp_path)
+    platform = SimpleNamespace(settings=settings)  # refused before anything of the platform is used
+    upgrades = LocalUpgrades(platform, raft=None)  # type: ignore[arg-type]
+    permissive = load_profile(PROFILES_DIR / "mutants" / "permissive-mesh.yaml").setup
+    with pytest.raises(SettingsError) as raised:
+        upgrades.apply_setup(permissive)
+    message = str(raised.value)
+    assert "changes setup.mesh.mtls.default" in message and "setup.mesh.ca_token_ttl" in message
+    assert "\n" not in message

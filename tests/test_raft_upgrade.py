@@ -149,6 +149,40 @@ def test_a_single_nodes_upgrade_fails_reads_closed_and_they_come_back(state: Run
         assert after - before <= bound, (after - before, bound)
 
 
+def _reads(cluster: RaftCluster, token: str, value: str) -> str:
+    try:
+        return read_probe(cluster, token, value)()[0]
+    except requests.ConnectionError as err:  # the front closed the connection: no node behind it answers
+        return f"connection error: {type(err).__name__}"
+
+
+def test_another_process_of_the_run_seals_stops_and_brings_back_every_node(state: RunState) -> None:
+    """The chaos faults on a raft platform (vault-seal, vault-down, a restart), from the layout the owner saved, as
+    a pytest run attached to the platform acts: every node sealed or stopped, reads refused through the front, and
+    every node back, unsealed, with a leader and reads served again."""
+    ca, tls = server_tls(state, "vault-raft")
+    cluster = RaftCluster(state, find_envoy().path, tls, ca, size=3)
+    with cluster.running(openbao_release(FROM, cache_dir())):
+        token, value = seeded(cluster)
+        other = RaftCluster.attach(state)
+        assert (other.nodes, other.front_port, other.owner) == (cluster.nodes, cluster.front_port, False)
+        other.seal_all()
+        assert [cluster.status(node).sealed for node in cluster.nodes] == [True, True, True]
+        assert _reads(cluster, token, value) != OK
+        other.unseal_all()
+        wait_until(lambda: _reads(cluster, token, value) == OK, timeout=30, interval=0.2, converge=3,
+                   describe="reads after every node was unsealed")
+        other.stop_all()
+        assert not any(cluster.state.pids().get(f"vault-{node.node_id}") and
+                       Path(f"/proc/{cluster.state.pids()[f'vault-{node.node_id}']}").exists()
+                       for node in cluster.nodes)
+        assert _reads(cluster, token, value).startswith("connection error")
+        other.start_all()
+        wait_until(lambda: _reads(cluster, token, value) == OK, timeout=30, interval=0.2, converge=3,
+                   describe="reads after every node was started again")
+        assert sum(cluster.status(node).active for node in cluster.nodes) == 1
+
+
 def test_ctrl_c_in_the_middle_of_a_rolling_upgrade_leaves_nothing() -> None:
     """Interrupted once a node runs TO while the others still run FROM: every node, the front, and the run's
     state (its unseal keys among it) go. The next run starts clean: nothing of this one is left to trip on."""

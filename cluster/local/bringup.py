@@ -184,7 +184,7 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
         raft = RaftCluster(state, envoy.path, pki.vault, pki.ca.cert, size=raft_nodes, front_port=vault_port,
                            hosts=("127.0.0.1", network.host_ip), pod_token_dir=vault.token_dir,
                            audit_log=vault.audit_log if setup.vault.audit else None,
-                           drain_timeout=5, drain_required=False) if raft_nodes else None
+                           drain_timeout=5, drain_required=False, owner=owner) if raft_nodes else None
 
         progress("starting etcd, OpenBao, kube-apiserver and kube-controller-manager")
         for process in (etcd, apiserver):

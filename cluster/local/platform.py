@@ -139,33 +139,49 @@ class LocalFaults:
     def shared(self) -> AbstractContextManager[None]:
         return self._platform.state.lock("platform", shared=True)
 
-    def _single_vault(self) -> LocalVault:
-        """The one Vault server these faults act on; an upgrade's raft cluster is not one."""
-        if self._platform.connection.vault_nodes:
-            raise PlatformUnavailable("this platform's Vault is a raft cluster behind a front (an upgrade's "
-                                      "platform): its faults act on one server only",
-                                      fix="run the chaos suite on a platform without --upgrade-vault")
-        return self._platform.vault
+    def _raft(self) -> RaftCluster | None:
+        """The platform's raft cluster (an upgrade's platform), or None for the one server: the owner's own, or
+        as laid out in the run's state for another process of the run."""
+        platform = self._platform
+        if not platform.connection.vault_nodes:
+            return None
+        return platform.raft or RaftCluster.attach(platform.state)
 
     def stop_vault(self) -> None:
-        self._single_vault().stop()
+        """Every Vault server; on a raft platform the front stays, with nothing behind it."""
+        raft = self._raft()
+        if raft is None:
+            self._platform.vault.stop()
+        else:
+            raft.stop_all()
 
     def start_vault(self) -> None:
         platform = self._platform
-        vault = self._single_vault()
         platform.vault_pod.new_incarnation()  # a restarted Vault is a new pod with a new token
-        vault.start(owner=platform.owner)
-        vault.unseal()
+        raft = self._raft()
+        if raft is None:
+            platform.vault.start(owner=platform.owner)
+            platform.vault.unseal()
+        else:
+            raft.start_all()
 
     def restart_vault(self) -> None:
         self.stop_vault()
         self.start_vault()
 
     def seal_vault(self) -> None:
-        self._single_vault().seal()
+        raft = self._raft()
+        if raft is None:
+            self._platform.vault.seal()
+        else:
+            raft.seal_all()
 
     def unseal_vault(self) -> None:
-        self._single_vault().unseal()
+        raft = self._raft()
+        if raft is None:
+            self._platform.vault.unseal()
+        else:
+            raft.unseal_all()
 
     def mesh_ca_status(self) -> MeshCaStatus:
         """The CA's own status (cluster/local/meshca.py writes it), its Vault refusals sorted the way scenarios
@@ -322,10 +338,11 @@ class LocalPlatform:
         return LocalFaults(self)
 
     def upgrades(self) -> LocalUpgrades:
-        if self.raft is None:
+        if not self.connection.vault_nodes:
             raise PlatformUnavailable("this platform's Vault was not started for an upgrade (one server, no front)",
                                       fix="open the platform with a vault_release (suites/upgrade does)")
-        return LocalUpgrades(self, self.raft)
+        # The owner's raft cluster, or (another process of the run) the one its owner laid out.
+        return LocalUpgrades(self, self.raft or RaftCluster.attach(self.state))
 
     def canary(self) -> LocalCanary:
         return LocalCanary(self.settings, self.state, self.pods, self.kube, node_ip=self.connection.node_ip,

@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from cluster.secrets import register
 from cluster.wait import wait_until
 
 KEY_SHARES = 3
+LAYOUT_FILE = "vault-raft/layout.json"  # RaftCluster._save: what attach() reads
 KEY_THRESHOLD = 2
 Progress = Callable[[str], None]
 
@@ -193,6 +194,7 @@ class RaftCluster:
     # wait 5 s (vault-helm values.yaml server.preStopSleepSeconds) between leaving the Service and SIGTERM.
     drain_timeout: float = 30.0
     drain_required: bool = True  # False: past drain_timeout, stop the node with connections still open
+    owner: bool = True  # the run's owner: its nodes die with it (attach: another process's, they do not)
     _in_front: list[RaftNode] = field(default_factory=list)
 
     @property
@@ -261,9 +263,70 @@ class RaftCluster:
         argv = (pod_argv(self.pod_token_dir, binary.path, config) if self.pod_token_dir
                 else [str(binary.path), "server", f"-config={config}"])
         process = ManagedProcess(self._name(node), argv, self.state)
+        process.die_with_parent = self.owner
         process.start()
         process.wait_ready(lambda: self._health(node) is not None, timeout=30, describe=f"{node.node_id} to listen")
         self.binaries[node.node_id] = binary
+        self._save()
+
+    def _save(self) -> None:
+        """The layout another process of the run needs to act on the nodes (attach): ports, paths, binaries."""
+        self.state.write_private(LAYOUT_FILE, json.dumps({
+            "envoy": str(self.envoy), "tls": [str(self.tls.cert), str(self.tls.key)], "ca": str(self.ca),
+            "front_port": self.front_port, "admin_port": self.admin_port, "hosts": list(self.hosts),
+            "pod_token_dir": str(self.pod_token_dir) if self.pod_token_dir else None,
+            "audit_log": str(self.audit_log) if self.audit_log else None,
+            "nodes": [asdict(node) for node in self.nodes],
+            "binaries": {node_id: [str(b.path), b.flavor, b.version] for node_id, b in self.binaries.items()}}))
+
+    @classmethod
+    def attach(cls, state: RunState) -> RaftCluster:
+        """The run's raft cluster as its owner laid it out, for another process of the run (an xdist worker, a
+        pytest run with --attach); nodes it starts do not die with it."""
+        data = json.loads(state.file(LAYOUT_FILE).read_text())
+        nodes = [RaftNode(**node) for node in data["nodes"]]
+        cluster = cls(state, Path(data["envoy"]), KeyPair(Path(data["tls"][0]), Path(data["tls"][1])),
+                      Path(data["ca"]), size=len(nodes), nodes=nodes,
+                      binaries={node_id: VaultBinary(Path(path), flavor, version)
+                                for node_id, (path, flavor, version) in data["binaries"].items()},
+                      front_port=data["front_port"], admin_port=data["admin_port"], hosts=tuple(data["hosts"]),
+                      pod_token_dir=Path(data["pod_token_dir"]) if data["pod_token_dir"] else None,
+                      audit_log=Path(data["audit_log"]) if data["audit_log"] else None, owner=False)
+        cluster._in_front = list(nodes)
+        return cluster
+
+    # -- faults on the whole cluster (scenarios: vault-down, vault-seal, a Vault restart) --------------------
+    def stop_all(self) -> None:
+        """Stop every node (the front stays, with nothing healthy behind it: clients get refused, fail closed)."""
+        for node in self.nodes:
+            stop_recorded(self.state, self._name(node), grace=10)
+
+    def start_all(self) -> None:
+        """Start every node on the binary it ran, unseal each, and wait until raft is healthy and the front
+        routes to all of them again."""
+        for node in self.nodes:
+            self._start_node(node, self.binaries[node.node_id])
+        self.unseal_all()
+
+    def seal_all(self) -> None:
+        """Seal every node. The active one is sealed through the API while it still has its quorum. A standby
+        cannot be ("vault cannot seal when in standby mode; please restart instead", OpenBao vault/core.go
+        sealInitCommon), so each of the others is restarted, which leaves it sealed (Shamir), whether or not it
+        took the HA lock in between."""
+        active = self.active_node()
+        self.admin(active).sys.seal()
+        for node in self.nodes:
+            if node != active:
+                stop_recorded(self.state, self._name(node), grace=10)
+                self._start_node(node, self.binaries[node.node_id])
+        wait_until(lambda: all(self.status(node).sealed for node in self.nodes), timeout=30, interval=0.2,
+                   describe="every node to report sealed")
+
+    def unseal_all(self) -> None:
+        for node in self.nodes:
+            self.unseal(node)
+        self.wait_raft_healthy()
+        self._front_is(self.nodes, "the front to route to every node again")
 
     def _health(self, node: RaftNode) -> int | None:
         try:

@@ -15,8 +15,10 @@ from typing import Any
 from cluster.platform import VaultNodeStatus
 from scenarios.upgrade import Watched, longest_gap, mtls_held, outage
 
-# How a read fails while the only node is away (scenarios/monitor.py vault_probe's outcomes): never a 403.
-OUTAGE_OUTCOMES = frozenset({"http_5xx", "refused", "reset", "timeout", "other"})
+# How a read fails while the only node is away (scenarios/monitor.py vault_probe's outcomes): refused, reset,
+# timed out or 503, or the app's agent holds no token (its renewal failed during the outage: it dropped the
+# token and logs in again, cluster/local/pod/app.go loop); never a 403, which would be Vault denying.
+OUTAGE_OUTCOMES = frozenset({"http_5xx", "refused", "reset", "timeout", "no_token", "other"})
 
 
 def vault_upgrade_problems(watched: Watched, nodes: Sequence[VaultNodeStatus], target: str, *,
@@ -38,8 +40,8 @@ def vault_upgrade_problems(watched: Watched, nodes: Sequence[VaultNodeStatus], t
                 problems.append(f"Vault reads failed for {window[1] - window[0]:.2f} s, above the recovery bound "
                                 f"{outage_bound_s:g} s")
         if odd := sorted({s.outcome for s in watched.failed("vault")} - OUTAGE_OUTCOMES):
-            problems.append(f"Vault reads failed as {', '.join(odd)} during the restart: an outage refuses or "
-                            "times out, it does not deny")
+            problems.append(f"Vault reads failed as {', '.join(odd)} during the restart: an outage refuses, "
+                            "times out or leaves the agent without a token; it does not deny")
     problems += mtls_held(watched)
     if off := [n for n in nodes if (n.version, n.sealed) != (target, False)]:
         problems.append("node(s) not on " + target + " and unsealed: " +

@@ -18,6 +18,7 @@ while its cleanup runs.
 
 from __future__ import annotations
 
+import ctypes
 import signal
 import sys
 import threading
@@ -93,3 +94,13 @@ def raise_keyboard_interrupt_on_sigterm() -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGHUP, handler)
+
+
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def terminate_with_parent() -> None:
+    """For ``preexec_fn``: the kernel sends the child SIGTERM when the process that started it dies (prctl(2)
+    PR_SET_PDEATHSIG), so a SIGKILLed pytest takes its children along."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

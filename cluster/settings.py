@@ -166,7 +166,11 @@ def _gate_tests(value: object | None) -> tuple[str, ...]:
     except ValueError as err:
         raise SettingsError(f"--gate-tests {value!r} cannot be split into arguments ({err})",
                             fix="close its quotes, as a shell would") from None
-    if not any(arg.startswith("suites/") for arg in args):
+    paths = [arg.rstrip("/") for arg in args if arg.startswith("suites")]
+    if any(path == "suites" or path.startswith("suites/upgrade") for path in paths):
+        raise SettingsError(f"--gate-tests {value!r} includes suites/upgrade, so the gate would run itself",
+                            fix="name the suites to compare, e.g. --gate-tests 'suites/conformance suites/chaos'")
+    if not any(path.startswith("suites/") for path in paths):
         raise SettingsError(f"--gate-tests {value!r} selects nothing under suites/",
                             fix="name suites to run, e.g. --gate-tests 'suites/conformance suites/chaos'")
     return args

@@ -13,12 +13,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from cluster.platform import VaultNodeStatus
-from scenarios.upgrade import Watched, longest_gap, mtls_held, outage
+from scenarios.monitor import Sample
+from scenarios.upgrade import SETTLED, Watched, longest_gap, mtls_held, outage
 
 # How a read fails while the only node is away (scenarios/monitor.py vault_probe's outcomes): refused, reset,
 # timed out or 503, or the app's agent holds no token (its renewal failed during the outage: it dropped the
 # token and logs in again, cluster/local/pod/app.go loop); never a 403, which would be Vault denying.
 OUTAGE_OUTCOMES = frozenset({"http_5xx", "refused", "reset", "timeout", "no_token", "other"})
+
+
+def settled_reads(watched: Watched) -> list[Sample]:
+    """The Vault reads from the settled stretch before the upgrade on (watch_upgrade waited for ``SETTLED``
+    successes in a row): a failure while the Monitor warmed up, before that, is not the upgrade's."""
+    reads = watched.of("vault")
+    before = [s for s in reads if s.t < watched.started]
+    since = before[-SETTLED].t if len(before) >= SETTLED else float("-inf")
+    return [s for s in reads if s.t >= since]
 
 
 def vault_upgrade_problems(watched: Watched, nodes: Sequence[VaultNodeStatus], target: str, *,
@@ -32,7 +42,7 @@ def vault_upgrade_problems(watched: Watched, nodes: Sequence[VaultNodeStatus], t
         problems.append(f"{len(failed)} Vault read(s) failed during an HA upgrade (first: {failed[0].outcome})")
     if len(nodes) == 1:
         try:
-            window = outage(watched.of("vault"))
+            window = outage(settled_reads(watched))
         except ValueError:
             problems.append("Vault reads failed and never recovered")
         else:
@@ -57,7 +67,7 @@ def upgrade_figures(watched: Watched) -> dict[str, Any]:
         figures[probe] = {"samples": len(during), "failed": len(watched.failed(probe)),
                           "longest_gap_s": round(longest_gap(during), 3)}
     try:
-        window = outage(watched.of("vault"))
+        window = outage(settled_reads(watched))
     except ValueError:
         window = None
     if window is not None:

@@ -13,13 +13,15 @@ import pytest
 from cluster.errors import PlatformUnavailable, SettingsError
 from cluster.local.bringup import attach_live
 from cluster.local.platform import LocalUpgrades
+from cluster.local.raftcluster import RaftCluster
 from cluster.platform import Capture, FlowSummary, VaultNodeStatus, VaultUpgradeStep
 from cluster.profile import DEFAULT_PROFILE, PROFILES_DIR, UPGRADABLE_SETUP, load_profile, setup_changes
+from cluster.runstate import RunState
 from cluster.settings import GATE_TESTS, build_settings
 from reports.__main__ import main as reports_main
 from reports.run import ReportError
 from reports.upgrade import load_upgrade
-from scenarios.gate import upgrade_record, vault_upgrade_problems
+from scenarios.gate import settled_reads, upgrade_record, vault_upgrade_problems
 from scenarios.monitor import Sample
 from scenarios.upgrade import Watched
 
@@ -61,7 +63,9 @@ def test_the_gate_runs_conformance_and_chaos_unless_told_otherwise(tmp_path: Pat
     assert any(a.startswith("suites/chaos") for a in GATE_TESTS)
     chosen = build_settings({"gate_tests": "suites/conformance -k 'not slow'"}, {}, rootdir=tmp_path)
     assert chosen.gate_tests == ("suites/conformance", "-k", "not slow")
-    for value, needle in (("suites/conformance -k 'open", "cannot be split"), ("-k x", "selects nothing")):
+    for value, needle in (("suites/conformance -k 'open", "cannot be split"), ("-k x", "selects nothing"),
+                          ("suites/", "the gate would run itself"), ("suites/upgrade/test_gate.py", "run itself"),
+                          ("suites/conformance suites", "run itself")):
         with pytest.raises(SettingsError, match=needle):
             build_settings({"gate_tests": value}, {}, rootdir=tmp_path)
 
@@ -84,7 +88,7 @@ def _sample(t: float, probe: str, outcome: str = "ok") -> Sample:
 
 
 def _watched(vault_outcomes: dict[float, str], *, mesh_failed_at: float | None = None,
-             plaintext: bool = False) -> Watched:
+             plaintext: bool = False, started: float = 2.0) -> Watched:
     times = [t / 2 for t in range(0, 21)]  # 0 .. 10 s, every 0.5 s; the upgrade runs from 2 to 8
     samples = [_sample(t, "vault", vault_outcomes.get(t, "ok")) for t in times]
     samples += [_sample(t, "mesh", "timeout" if t == mesh_failed_at else "ok") for t in times]
@@ -94,7 +98,7 @@ def _watched(vault_outcomes: dict[float, str], *, mesh_failed_at: float | None =
         flows.append(FlowSummary("10.250.0.2:40001", SERVER, False, 120))
     wire.fill(flows, b"")
     step = VaultUpgradeStep("node-0", "active", 3.0, 3.1, 5.0, 5.2, "2.7.2")
-    return Watched(tuple(samples), (step,), 2.0, 8.0, wire, SERVER)
+    return Watched(tuple(samples), (step,), started, 8.0, wire, SERVER)
 
 
 ONE_NODE = (VaultNodeStatus("node-0", "2.7.2", False, True),)
@@ -119,6 +123,17 @@ def test_each_broken_upgrade_verdict_is_named() -> None:
         "1 Vault read(s) failed during an HA upgrade (first: refused)"]
     assert "never recovered" in " ".join(vault_upgrade_problems(
         _watched({t / 2: "refused" for t in range(6, 21)}), ONE_NODE, "2.7.2", outage_bound_s=30))
+
+
+def test_a_failure_while_the_monitor_warmed_up_is_not_the_upgrades() -> None:
+    """watch_upgrade starts the upgrade once five reads in a row succeeded: a failure before those is not judged."""
+    warm = _watched({0.0: "refused", 0.5: "refused", 4.5: "refused"}, started=4.0)
+    assert [s.t for s in settled_reads(warm)][:2] == [1.5, 2.0]  # the five before the upgrade's start at 4.0
+    # Judged from 1.5 on, the outage is the one failure at 4.5 (4.0 .. 5.1); from 0.0 on it would have had no
+    # success before its first failure: "never recovered".
+    assert vault_upgrade_problems(warm, ONE_NODE, "2.7.2", outage_bound_s=30) == []
+    assert vault_upgrade_problems(warm, ONE_NODE, "2.7.2", outage_bound_s=1.0) == [
+        "Vault reads failed for 1.10 s, above the recovery bound 1 s"]
 
 
 def test_the_record_puts_the_monitors_clock_on_the_epoch() -> None:
@@ -198,3 +213,14 @@ def test_a_to_profile_that_changes_what_a_live_platform_does_not_take_is_refused
     message = str(raised.value)
     assert "changes setup.mesh.mtls.default" in message and "setup.mesh.ca_token_ttl" in message
     assert "\n" not in message
+
+
+def test_a_run_without_a_readable_raft_layout_is_one_line(tmp_path: Path) -> None:
+    state = RunState("tg-old", tmp_path)
+    with pytest.raises(PlatformUnavailable, match="run tg-old saved no readable raft layout") as raised:
+        RaftCluster.attach(state)
+    (tmp_path / "vault-raft").mkdir()
+    (tmp_path / "vault-raft" / "layout.json").write_text('{"nodes": [')  # half-written
+    with pytest.raises(PlatformUnavailable, match="JSONDecodeError"):
+        RaftCluster.attach(state)
+    assert "\n" not in str(raised.value)

@@ -10,11 +10,9 @@ the rest at the next run.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import random
-import signal
 import socket
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
@@ -22,16 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster.errors import PortInUse, ProcessFailed, WaitTimeout
+from cluster.interrupts import terminate_with_parent
 from cluster.runstate import OWNER_ENV, RUN_ENV, RunState, group_members, process_run_id, terminate, terminate_group
 from cluster.secrets import redact
 from cluster.wait import Abort, wait_until
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -65,7 +57,7 @@ class ManagedProcess:
                 env=env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
+                preexec_fn=terminate_with_parent if self.die_with_parent else None,  # noqa: PLW1509
             )
         self.state.record_pid(self.name, self.popen.pid)
         _children[(str(self.state.path), self.name)] = self

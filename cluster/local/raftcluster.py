@@ -33,7 +33,7 @@ from typing import Any
 import requests
 import yaml
 
-from cluster.errors import ProcessFailed, WaitTimeout
+from cluster.errors import PlatformUnavailable, ProcessFailed, WaitTimeout
 from cluster.local.binaries import VaultBinary
 from cluster.local.openbao import pod_argv
 from cluster.local.pki import KeyPair
@@ -271,19 +271,26 @@ class RaftCluster:
 
     def _save(self) -> None:
         """The layout another process of the run needs to act on the nodes (attach): ports, paths, binaries."""
-        self.state.write_private(LAYOUT_FILE, json.dumps({
+        # Written aside and renamed: another process may read it while a node restarts.
+        self.state.write_private(LAYOUT_FILE + ".new", json.dumps({
             "envoy": str(self.envoy), "tls": [str(self.tls.cert), str(self.tls.key)], "ca": str(self.ca),
             "front_port": self.front_port, "admin_port": self.admin_port, "hosts": list(self.hosts),
             "pod_token_dir": str(self.pod_token_dir) if self.pod_token_dir else None,
             "audit_log": str(self.audit_log) if self.audit_log else None,
             "nodes": [asdict(node) for node in self.nodes],
-            "binaries": {node_id: [str(b.path), b.flavor, b.version] for node_id, b in self.binaries.items()}}))
+            "binaries": {node_id: [str(b.path), b.flavor, b.version] for node_id, b in self.binaries.items()},
+            "drain_timeout": self.drain_timeout, "drain_required": self.drain_required}))
+        os.replace(self.state.file(LAYOUT_FILE + ".new"), self.state.file(LAYOUT_FILE))
 
     @classmethod
     def attach(cls, state: RunState) -> RaftCluster:
         """The run's raft cluster as its owner laid it out, for another process of the run (an xdist worker, a
         pytest run with --attach); nodes it starts do not die with it."""
-        data = json.loads(state.file(LAYOUT_FILE).read_text())
+        try:
+            data = json.loads(state.file(LAYOUT_FILE).read_text())
+        except (OSError, ValueError) as err:
+            raise PlatformUnavailable(f"run {state.run_id} saved no readable raft layout ({type(err).__name__})",
+                                      fix="start the platform again with this version of trustgrid") from None
         nodes = [RaftNode(**node) for node in data["nodes"]]
         cluster = cls(state, Path(data["envoy"]), KeyPair(Path(data["tls"][0]), Path(data["tls"][1])),
                       Path(data["ca"]), size=len(nodes), nodes=nodes,
@@ -291,7 +298,8 @@ class RaftCluster:
                                 for node_id, (path, flavor, version) in data["binaries"].items()},
                       front_port=data["front_port"], admin_port=data["admin_port"], hosts=tuple(data["hosts"]),
                       pod_token_dir=Path(data["pod_token_dir"]) if data["pod_token_dir"] else None,
-                      audit_log=Path(data["audit_log"]) if data["audit_log"] else None, owner=False)
+                      audit_log=Path(data["audit_log"]) if data["audit_log"] else None, owner=False,
+                      drain_timeout=data["drain_timeout"], drain_required=data["drain_required"])
         cluster._in_front = list(nodes)
         return cluster
 

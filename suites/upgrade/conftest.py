@@ -47,8 +47,9 @@ def upgrade_settings(settings: Settings, nodes: int, *, vault_from: bool = True)
     ``vault_from``, is the platform's usual one)."""
     profile = settings.profile
     setup = replace(profile.setup, vault=replace(profile.setup.vault, nodes=nodes))
+    # Never --attach: an upgrade changes its platform's Vault and mesh, so it runs only on one it started.
     return replace(settings, run_id=new_run_id(), vault_release=settings.upgrade_vault[0] if vault_from else None,
-                   profile=replace(profile, setup=setup), keep_cluster=False, reuse_cluster=False,
+                   profile=replace(profile, setup=setup), keep_cluster=False, reuse_cluster=False, attach=None,
                    vault_port=0, apiserver_port=0, pod_cidr=None)
 
 

@@ -21,11 +21,13 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cluster.interrupts import terminate_with_parent
 from cluster.platform import VaultUpgradeStep
 from cluster.profile import PROFILES_DIR, Setup, load_profile
 from cluster.secrets import redact
@@ -56,7 +58,14 @@ def _tests(stage: UpgradeStage, profile: Path, into: Path) -> Path:
     command = [sys.executable, "-m", "pytest", *stage.settings.gate_tests, "--platform", "local",
                "--attach", stage.platform.run_id, "--profile", str(profile), "--report-dir", str(into),
                "-p", "no:cacheprovider", "-q"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False)
+    try:
+        # It gets SIGTERM (a KeyboardInterrupt there) if this process dies: it never outlives the platform.
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
+                                check=False, preexec_fn=terminate_with_parent)
+    except subprocess.TimeoutExpired as err:
+        tail = redact(str(err.stdout or "")[-3000:])
+        pytest.fail(f"the gate's tests ran past {CHILD_TIMEOUT_S} s and were stopped; their output ended:\n{tail}",
+                    pytrace=False)
     said = redact(result.stdout[-3000:] + result.stderr[-2000:])
     runs = [path for path in into.iterdir() if path.is_dir() and not path.is_symlink()]  # not "latest"
     assert len(runs) == 1 and (runs[0] / "junit.xml").exists(), f"the gate's tests left no report:\n{said}"
@@ -101,16 +110,19 @@ def _gate(before: Path, after: Path, record: Path) -> subprocess.CompletedProces
 def test_the_gate_passes_the_plain_upgrade_and_fails_a_broken_one(upgrade_stage: Stage, settings: Settings,
                                                                    request: pytest.FixtureRequest) -> None:
     folder = settings.run_report_dir / "gate" / request.node.name
-    broken = load_profile(BROKEN_TO)
     with upgrade_stage(1) as stage:
         low, high = stage.settings.upgrade_vault
+        setup = stage.settings.profile.setup  # the run's profile, as the stage installed it
+        short = load_profile(BROKEN_TO).setup.mesh  # the mutant's mesh CA token, on the run's own setup
+        broken = replace(setup, mesh=replace(setup.mesh, ca_token_ttl=short.ca_token_ttl,
+                                             ca_token_max_ttl=short.ca_token_max_ttl))
         assert {node.version for node in stage.platform.upgrades().vault_nodes()} == {low}
         before = _tests(stage, settings.profile.path, folder / "before")
-        plain = _upgrade(stage, high, settings.profile.setup, folder / "upgrade.json")
+        plain = _upgrade(stage, high, setup, folder / "upgrade.json")
         after = _tests(stage, settings.profile.path, folder / "after")
         green = _gate(before, after, folder / "upgrade.json")
         # The broken-on-purpose step, on the upgraded platform: only the TO profile changes.
-        broke = _upgrade(stage, None, broken.setup, folder / "upgrade-broken.json")
+        broke = _upgrade(stage, None, broken, folder / "upgrade-broken.json")
         after_broken = _tests(stage, BROKEN_TO, folder / "after-broken")
         red = _gate(before, after_broken, folder / "upgrade-broken.json")
     figures: dict[str, object] = {"gate": {

@@ -3,8 +3,9 @@
 Each mutant in cluster/profiles/mutants/ declares, under ``mutant.must_fail``,
 the conformance tests it must fail. Running ``pytest suites/conformance
 --profile <mutant>`` on the live local platform must fail those tests and no
-others; the default profile must fail none. A mutant that slips through, or
-a check that fails for the wrong reason, shows up as a difference.
+others. A mutant that slips through, or a check that fails for the wrong
+reason, shows up as a difference. That the default profile fails none is what
+the project's test command proves anyway, by running suites/conformance on it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.profile import DEFAULT_PROFILE, PROFILES_DIR, load_profile
+from cluster.profile import PROFILES_DIR, load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 MUTANTS = sorted((PROFILES_DIR / "mutants").glob("*.yaml"))
@@ -63,7 +64,7 @@ def test_each_mutant_loads_and_names_real_tests(profile: Path) -> None:
 
 
 @pytest.mark.platform
-@pytest.mark.parametrize("profile", [DEFAULT_PROFILE, *MUTANTS], ids=lambda p: p.stem)
+@pytest.mark.parametrize("profile", MUTANTS, ids=lambda p: p.stem)
 def test_conformance_fails_exactly_the_declared_tests(profile: Path, tmp_path: Path) -> None:
     junit = tmp_path / "junit.xml"
     result = subprocess.run(
@@ -77,4 +78,4 @@ def test_conformance_fails_exactly_the_declared_tests(profile: Path, tmp_path: P
         f"{profile.name}: failed {sorted(failed)}\n  but declared {sorted(expected)}\n"
         f"  missed (a check let the mutant through): {sorted(expected - failed)}\n"
         f"  extra (failed for another reason): {sorted(failed - expected)}\n{result.stdout[-4000:]}")
-    assert result.returncode == (1 if expected else 0), result.stdout[-2000:]
+    assert result.returncode == 1, result.stdout[-2000:]

@@ -30,7 +30,8 @@ import pytest
 from cluster.interrupts import terminate_with_parent
 from cluster.platform import VaultUpgradeStep
 from cluster.profile import PROFILES_DIR, Setup, load_profile
-from cluster.secrets import redact
+from cluster.runstate import runs_root
+from cluster.secrets import find_secrets, redact
 from cluster.settings import Settings
 from reports import attach
 from scenarios.gate import upgrade_record, vault_upgrade_problems
@@ -52,8 +53,9 @@ CHILD_TIMEOUT_S = 1200  # a whole conformance and chaos run, on a loaded machine
 MIN_DELTA_S = 5.0
 
 
-def _tests(stage: UpgradeStage, profile: Path, into: Path) -> Path:
-    """Run --gate-tests attached to the stage's platform with ``profile``; its report directory."""
+def _tests(stage: UpgradeStage, profile: Path, into: Path, outputs: list[str]) -> Path:
+    """Run --gate-tests attached to the stage's platform with ``profile``; its report directory. Its whole
+    output goes to ``outputs``, for the secret scan."""
     into.mkdir(parents=True)
     command = [sys.executable, "-m", "pytest", *stage.settings.gate_tests, "--platform", "local",
                "--attach", stage.platform.run_id, "--profile", str(profile), "--report-dir", str(into),
@@ -64,8 +66,10 @@ def _tests(stage: UpgradeStage, profile: Path, into: Path) -> Path:
                                 check=False, preexec_fn=terminate_with_parent)
     except subprocess.TimeoutExpired as err:
         tail = redact(str(err.stdout or "")[-3000:])
+        outputs.append(str(err.stdout or ""))
         pytest.fail(f"the gate's tests ran past {CHILD_TIMEOUT_S} s and were stopped; their output ended:\n{tail}",
                     pytrace=False)
+    outputs.append(result.stdout + result.stderr)
     said = redact(result.stdout[-3000:] + result.stderr[-2000:])
     runs = [path for path in into.iterdir() if path.is_dir() and not path.is_symlink()]  # not "latest"
     assert len(runs) == 1 and (runs[0] / "junit.xml").exists(), f"the gate's tests left no report:\n{said}"
@@ -107,23 +111,41 @@ def _gate(before: Path, after: Path, record: Path) -> subprocess.CompletedProces
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
 
 
+def _kept_secrets(run_id: str) -> list[str]:
+    """The root token and unseal keys the stage's platform kept at init (vault-init.json, or
+    vault-raft-init.json on raft, in its run's state directory)."""
+    kept = [json.loads(path.read_text()) for path in (runs_root() / run_id).glob("vault*init.json")]
+    return [value for data in kept for value in (data["root_token"], *data["keys_base64"])]
+
+
+def _secrets_in(outputs: list[str], folder: Path, exact: list[str]) -> list[str]:
+    """Where a secret shows: in the runs' outputs or any file of their reports (the patterns of
+    cluster/secrets.py, and the stage's own root token and unseal keys, as values)."""
+    texts = [(f"output {n}", text) for n, text in enumerate(outputs)]
+    texts += [(str(p), p.read_text(errors="replace")) for p in folder.rglob("*") if p.is_file()]
+    return [f"{name}: {what}" for name, text in texts
+            for what in find_secrets(text) + ["a root token or unseal key" for value in exact if value in text]]
+
+
 def test_the_gate_passes_the_plain_upgrade_and_fails_a_broken_one(upgrade_stage: Stage, settings: Settings,
                                                                    request: pytest.FixtureRequest) -> None:
     folder = settings.run_report_dir / "gate" / request.node.name
+    outputs: list[str] = []
     with upgrade_stage(1) as stage:
+        exact = _kept_secrets(stage.platform.run_id)
         low, high = stage.settings.upgrade_vault
         setup = stage.settings.profile.setup  # the run's profile, as the stage installed it
         short = load_profile(BROKEN_TO).setup.mesh  # the mutant's mesh CA token, on the run's own setup
         broken = replace(setup, mesh=replace(setup.mesh, ca_token_ttl=short.ca_token_ttl,
                                              ca_token_max_ttl=short.ca_token_max_ttl))
         assert {node.version for node in stage.platform.upgrades().vault_nodes()} == {low}
-        before = _tests(stage, settings.profile.path, folder / "before")
+        before = _tests(stage, settings.profile.path, folder / "before", outputs)
         plain = _upgrade(stage, high, setup, folder / "upgrade.json")
-        after = _tests(stage, settings.profile.path, folder / "after")
+        after = _tests(stage, settings.profile.path, folder / "after", outputs)
         green = _gate(before, after, folder / "upgrade.json")
         # The broken-on-purpose step, on the upgraded platform: only the TO profile changes.
         broke = _upgrade(stage, None, broken, folder / "upgrade-broken.json")
-        after_broken = _tests(stage, BROKEN_TO, folder / "after-broken")
+        after_broken = _tests(stage, BROKEN_TO, folder / "after-broken", outputs)
         red = _gate(before, after_broken, folder / "upgrade-broken.json")
     figures: dict[str, object] = {"gate": {
         "plain": {"exit": green.returncode, "upgrade": plain["figures"], "phases": plain["phases"]},
@@ -142,3 +164,7 @@ def test_the_gate_passes_the_plain_upgrade_and_fails_a_broken_one(upgrade_stage:
     regression = [line for line in red.stdout.splitlines() if CAUGHT_BY in line]
     assert regression and "regression" in regression[0], red.stdout
     assert "gate: FAILED" in red.stdout
+    # No token, key or JWT in anything the three runs and the two comparisons printed or reported.
+    assert len(exact) >= 2  # the scan really knows the stage's root token and unseal keys
+    hits = _secrets_in([*outputs, green.stdout + green.stderr, red.stdout + red.stderr], folder, exact)
+    assert hits == [], "\n".join(hits[:20])

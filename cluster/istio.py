@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,6 +12,10 @@ from cluster.kube import Kube, labels
 GROUP, VERSION = "security.istio.io", "v1"
 ROOT_NAMESPACE = meshrules.ROOT_NAMESPACE
 NAMESPACE_AUTHZ = "allow-same-namespace"
+DEFAULT_REVISION = "default"  # Istio's name for the control plane installed without --revision
+CANARY_REVISION = "canary"  # what suites/upgrade installs TO as, the name istio.io's "Canary upgrades" gives it
+REVISION_LABEL = "istio.io/rev"
+INJECTION_LABEL = "istio-injection"
 
 
 def peer_authentication(namespace: str, name: str, mode: str, run_id: str, *,
@@ -97,3 +102,34 @@ def namespace_policies(namespace: str, run_id: str, *, mtls_mode: str | None, au
 def principal(trust_domain: str, namespace: str, service_account: str) -> str:
     """Istio writes principals without the spiffe:// scheme."""
     return f"{trust_domain}/ns/{namespace}/sa/{service_account}"
+
+
+# -- revisions (istio.io "Canary upgrades") ---------------------------------------
+def namespace_labels(revision: str) -> dict[str, str | None]:
+    """The labels that put a namespace on ``revision`` (None removes one). istio-injection=enabled would win
+    over istio.io/rev: the revision's webhook matches only where istio-injection DoesNotExist
+    (manifests/charts/istio-control/istio-discovery/templates/mutatingwebhook.yaml)."""
+    if revision == DEFAULT_REVISION:
+        return {INJECTION_LABEL: "enabled", REVISION_LABEL: None}
+    return {INJECTION_LABEL: None, REVISION_LABEL: revision}
+
+
+def injected_revision(pod: Mapping[str, Any]) -> str:
+    """The revision recorded by the injector in a pod's sidecar.istio.io/status annotation ("" when none)."""
+    status = ((pod.get("metadata") or {}).get("annotations") or {}).get("sidecar.istio.io/status")
+    return str(json.loads(status).get("revision", "")) if status else ""
+
+
+def syncz_proxies(text: str) -> set[str]:
+    """The proxies ("pod.namespace") in istiod's debug ``syncz`` answer: a JSON array of one entry per
+    connected proxy, each with its "proxy" id (pilot/pkg/xds/debug.go SyncStatus). ``istioctl x
+    internal-debug syncz`` prints that answer indented, one after another when several istiods answer."""
+    decoder, found, at = json.JSONDecoder(), set(), 0
+    text = text.strip()
+    while at < len(text):
+        entries, end = decoder.raw_decode(text, at)
+        found |= {str(entry["proxy"]) for entry in entries or [] if entry.get("proxy")}
+        at = end
+        while at < len(text) and text[at].isspace():
+            at += 1
+    return found

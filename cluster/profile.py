@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
-from cluster.errors import ProfileError
+from cluster.errors import ProfileError, SettingsError
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 DEFAULT_PROFILE = PROFILES_DIR / "default.yaml"
@@ -283,3 +283,14 @@ def setup_changes(before: Setup, after: Setup) -> tuple[str, ...]:
                     for key in walk(getattr(a, f.name), getattr(b, f.name), f"{prefix}{f.name}.")]
         return [] if a == b else [prefix.rstrip(".")]
     return tuple(walk(before, after, ""))
+
+
+def upgradable_changes(before: Setup, after: Setup) -> tuple[str, ...]:
+    """setup_changes(before, after), when a live platform takes them all (UPGRADABLE_SETUP). Raises
+    SettingsError, naming the keys, for any other change."""
+    changed = setup_changes(before, after)
+    if untaken := [key for key in changed if key not in UPGRADABLE_SETUP]:
+        raise SettingsError(f"the upgrade's profile changes setup.{', setup.'.join(untaken)}, which a live "
+                            "platform does not take",
+                            fix=f"change only setup.{', setup.'.join(UPGRADABLE_SETUP)} in the TO profile")
+    return changed

@@ -10,7 +10,11 @@ through istioctl). Private keys are never in them: Envoy's admin redacts them. I
 tests/fixtures/agent/: the client's tgpod agent answering /vault (what every platform parses into a
 VaultRead, over the agent socket or through `kubectl exec ... tgpod agent /vault`), logged in and
 reading, and refused (its token revoked while the agent was paused, so that it did not log in
-again). Its token is never in it (the agent reports the accessor).
+again). Its token is never in it (the agent reports the accessor). Into tests/fixtures/istio/ as well:
+istiod's debug syncz with both proxies connected (what ``istioctl x internal-debug syncz`` prints on
+kind). Into tests/fixtures/openbao/: a server upgraded from --upgrade-vault's FROM to TO answering
+sys/seal-status (before and after), sys/health and LIST sys/version-history (what the kind upgrade
+reads).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,13 +33,15 @@ sys.path.insert(0, str(ROOT))
 from cluster.local.bringup import start_local  # noqa: E402
 from cluster.local.istiobuild import find_istio  # noqa: E402
 from cluster.local.pods import _agent  # noqa: E402
-from cluster.settings import build_settings  # noqa: E402
+from cluster.runstate import new_run_id  # noqa: E402
+from cluster.settings import Settings, build_settings  # noqa: E402
 from cluster.tenancy import open_tenant  # noqa: E402
 from cluster.vault import revoke_role_tokens  # noqa: E402
 from cluster.wait import wait_until  # noqa: E402
 
 OUT = ROOT / "tests" / "fixtures" / "istio"
 AGENT = ROOT / "tests" / "fixtures" / "agent"
+OPENBAO = ROOT / "tests" / "fixtures" / "openbao"
 
 
 def main() -> int:
@@ -51,6 +59,7 @@ def main() -> int:
         revoke_role_tokens(platform.vault_admin(), platform.vault_layout.kubernetes_path, tenant.role)
         with _agent(platform.pods.agent_socket(client), 10) as agent:
             vault_refused = agent.get("/vault").text
+        syncz = platform.canary()._istiod("default").debug("syncz")
         pod = platform.pods.run_of(server).pod
         dump = platform.pods.envoy(server, "/config_dump?include_eds")
         secrets = platform.pods.envoy(server, "/config_dump?resource=dynamic_active_secrets")
@@ -63,11 +72,29 @@ def main() -> int:
     (OUT / "pod-server-injected.json").write_text(json.dumps(pod, indent=1))
     (OUT / "envoy-secrets-server.json").write_text(json.dumps(secrets, indent=1))
     (OUT / "istioctl-proxy-config-secret-server.json").write_text(istioctl_json)
+    (OUT / "istiod-syncz.json").write_text(json.dumps(syncz, indent=2))  # as istioctl indents it (json.Indent)
     AGENT.mkdir(parents=True, exist_ok=True)
     (AGENT / "vault-read-ok.json").write_text(vault_ok)
     (AGENT / "vault-read-refused.json").write_text(vault_refused)
+    record_upgraded_openbao(settings)
     print(f"wrote {OUT}")
     return 0
+
+
+def record_upgraded_openbao(settings: Settings) -> None:
+    low, high = settings.upgrade_vault
+    setup = replace(settings.profile.setup, vault=replace(settings.profile.setup.vault, nodes=1))
+    raft = replace(settings, run_id=new_run_id(), vault_release=low, profile=replace(settings.profile, setup=setup))
+    with start_local(raft, print) as platform:
+        before = platform.vault_admin().sys.read_seal_status()
+        platform.upgrades().upgrade_vault(high, clock=time.monotonic, progress=print)
+        admin = platform.vault_admin()
+        answers = {f"seal-status-{low}": before, f"seal-status-{high}": admin.sys.read_seal_status(),
+                   f"health-{high}": admin.sys.read_health_status(method="GET"),
+                   f"version-history-{low}-{high}": admin.adapter.list("/v1/sys/version-history")}
+    OPENBAO.mkdir(parents=True, exist_ok=True)
+    for name, answer in answers.items():
+        (OPENBAO / f"{name}.json").write_text(json.dumps(answer, indent=1))
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cluster.istio import INJECTION_LABEL, REVISION_LABEL, injected_revision, namespace_labels
 from cluster.local import istiod
-from cluster.local.canary import INJECTION_LABEL, REVISION_LABEL, injected_revision, namespace_labels, revision_of
+from cluster.local.canary import revision_of
 from cluster.local.network import NodeNetwork
 from cluster.local.pods import INBOUND_PORT, count_inbound
 

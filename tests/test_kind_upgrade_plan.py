@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from cluster.errors import SettingsError
+from cluster.istio import CANARY_REVISION
 from cluster.kind.charts import plan_sources
 from cluster.kind.manifests import APP_NS
 from cluster.kind.plan import Step
 from cluster.kind.upgradeplan import (
-    canary_revision,
     canary_steps,
     rollback_steps,
     upgrade_plan,
@@ -57,8 +57,8 @@ def test_hashicorp_vault_is_one_line_naming_the_flavour_that_has_pins() -> None:
 
 def test_the_canary_installs_the_revision_first_moves_each_namespace_then_removes_the_old_plane() -> None:
     steps = canary_steps(SETUP, ("1.30.3", "1.31.1"), NAMESPACES)
-    revision = canary_revision("1.31.1")
-    assert revision == "1-31-1"
+    revision = CANARY_REVISION
+    assert revision == "canary"
     install = _index(steps, "istioctl-1.31.1", "install", "--revision", revision)
     assert install == 0 and steps[0].documents  # the same IstioOperator as the install
     last = install
@@ -68,12 +68,14 @@ def test_the_canary_installs_the_revision_first_moves_each_namespace_then_remove
         status = _index(steps, "-n", namespace, "rollout", "status")
         assert last < label < restart < status  # one namespace at a time, in the order given
         last = status
-    assert _index(steps, "istioctl-1.30.3", "uninstall", "-f") == len(steps) - 1 > last
+    # By its revision label, not -f: the canary's objects carry the same IstioOperator name.
+    assert _index(steps, "istioctl-1.30.3", "uninstall", "--revision", "default") == len(steps) - 1 > last
+    assert not steps[-1].documents
 
 
 def test_the_rollback_moves_every_namespace_back_before_it_removes_the_revision() -> None:
     steps = rollback_steps(SETUP, ("1.30.3", "1.31.1"), NAMESPACES)
-    removed = _index(steps, "istioctl-1.31.1", "uninstall", "--revision", "1-31-1")
+    removed = _index(steps, "istioctl-1.31.1", "uninstall", "--revision", "canary")
     assert removed == len(steps) - 1
     for namespace in NAMESPACES:
         assert _index(steps, "label", namespace, "istio.io/rev-", "istio-injection=enabled") < removed
@@ -85,7 +87,7 @@ def test_the_whole_plan_is_openbao_then_canary_rollback_and_canary_again() -> No
     installs = [n for n, s in enumerate(steps) if s.argv[1:3] == ("install", "-y")]
     uninstalls = [n for n, s in enumerate(steps) if s.argv[1:2] == ("uninstall",)]
     assert _index(steps, "helm", "upgrade") < installs[0] < uninstalls[0] < installs[1] < uninstalls[1]
-    assert "--revision" in steps[uninstalls[0]].argv and "--revision" not in steps[uninstalls[1]].argv
+    assert steps[uninstalls[0]].argv[-1] == "canary" and steps[uninstalls[1]].argv[-1] == "default"
     plain = upgrade_plan(SETUP, flavor="vault", vault_ns="vault", chart=CHART, vault_versions=("2.6.2", "2.7.2"),
                          istio_versions=("1.30.3", "1.31.1"), namespaces=(APP_NS,))
     assert plain[0].action == "none" and "--kind-vault openbao" in plain[0].title
@@ -101,8 +103,9 @@ def test_dry_run_prints_both_upgrades_with_the_chosen_versions(tmp_path: Path) -
     assert result.returncode == 0, out + result.stderr
     assert "# suites/upgrade: on a cluster of its own" in out
     assert "--reuse-values --set server.image.tag=2.7.2" in out
-    assert "$ istioctl-1.31.1 install -y --revision 1-31-1 -f -" in out
-    assert f"$ kubectl label namespace {APP_NS} istio-injection- istio.io/rev=1-31-1 --overwrite" in out
-    assert "$ istioctl-1.31.1 uninstall -y --revision 1-31-1" in out and "$ istioctl-1.30.3 uninstall -y -f -" in out
+    assert "$ istioctl-1.31.1 install -y --revision canary -f -" in out
+    assert f"$ kubectl label namespace {APP_NS} istio-injection- istio.io/rev=canary --overwrite" in out
+    assert "$ istioctl-1.31.1 uninstall -y --revision canary" in out
+    assert "$ istioctl-1.30.3 uninstall -y --revision default" in out
     assert find_secrets(out) == []
     assert not (tmp_path / "reports").exists()

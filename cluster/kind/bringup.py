@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import secrets
 import shutil
@@ -21,10 +22,11 @@ import yaml
 
 from cluster.errors import PlatformUnavailable
 from cluster.kind import manifests
-from cluster.kind.charts import plan_sources
+from cluster.kind.charts import ChartSource, plan_sources
 from cluster.kind.external import ExternalVault, external_vault
 from cluster.kind.plan import SA_ISSUER, KindPins, Step, cluster_name, install_plan, load_kind_pins
 from cluster.kind.platform import KindPlatform
+from cluster.kind.upgrade import UpgradeTools, pinned_istioctl
 from cluster.kind.vaulttls import make_vault_tls
 from cluster.kubectl.commands import Kubectl, Runner, documents, run
 from cluster.kubectl.forward import port_forward
@@ -246,7 +248,8 @@ def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> 
         name = cluster_name(settings.run_id, reuse=settings.reuse_cluster)
         external = settings.vault_placement == "external"
         plan = install_plan(settings.profile.setup, settings.run_id, flavor=up.flavor, pins=pins,
-                            reuse=settings.reuse_cluster, external=external, vault_tls=up.vault_tls, charts=charts)
+                            reuse=settings.reuse_cluster, external=external, vault_tls=up.vault_tls, charts=charts,
+                            vault_tag=settings.vault_release)
         if not (settings.keep_cluster or settings.reuse_cluster):  # armed first: a failed create leaves nothing
             state.write_private(KIND_CLUSTER_MARK, name)  # a run killed outright: the next run's reaper sees it
             stack.callback(runner, [str(tools["kind"]), "delete", "cluster", "--name", name], timeout=300)
@@ -259,19 +262,22 @@ def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> 
                 plan = install_plan(settings.profile.setup, settings.run_id, flavor=up.flavor, pins=pins,
                                     reuse=settings.reuse_cluster, external=True,
                                     external_address=up.external.cluster_addr, vault_tls=up.vault_tls,
-                                    charts=charts)
+                                    charts=charts, vault_tag=settings.vault_release)
         address = up.external.cluster_addr if up.external else f"https://{up.flavor}.{up.vault_ns}.svc:8200"
         ca_file = None if up.external else str(up.vault_ca_file)
         vault = ClusterVault(manifests.VaultTarget(up.vault_ns, address, up.flavor), up.vault_addr, ca_file)
         container = up.external.container if up.external else None
+        vault_chart = charts[up.flavor]
         platform = KindPlatform(settings, state, kubectl=up.kubectl, istioctl=tools["istioctl"], vault=vault,
                                 debug_image=pins.debug_image, runner=runner, mesh_ca=mesh_ca(settings),
-                                vault_container=container)
+                                vault_container=container,
+                                upgrade_tools=UpgradeTools(tools["helm"], vault_chart,
+                                                           pinned_istioctl(settings.cache_dir)))
         state.write_private(CONNECTION, json.dumps({
             "tools": {k: str(v) for k, v in tools.items()}, "vault_addr": up.vault_addr, "flavor": up.flavor,
             "vault_ns": up.vault_ns, "debug_image": pins.debug_image, "vault_cluster_addr": address,
             "vault_ca_file": ca_file,
-            "vault_container": container}))
+            "vault_container": container, "vault_chart": dataclasses.asdict(vault_chart)}))
         if settings.keep_cluster or settings.reuse_cluster:
             state.mark_kept({"kubeconfig": str(up.kubeconfig), "kind_cluster": name})
         yield platform
@@ -287,7 +293,10 @@ def attach_kind(settings: Settings, state_path: Path, runner: Runner = run) -> K
                         istioctl=tools["istioctl"],
                         vault=ClusterVault(target, data["vault_addr"], data.get("vault_ca_file")),
                         debug_image=data["debug_image"], runner=runner, mesh_ca=mesh_ca(settings),
-                        vault_container=data["vault_container"])
+                        vault_container=data["vault_container"],
+                        upgrade_tools=UpgradeTools(tools["helm"], ChartSource(**data["vault_chart"]),
+                                                   pinned_istioctl(settings.cache_dir))
+                        if data.get("vault_chart") else None)  # a run started before upgrades were recorded
 
 
 def mesh_ca(settings: Settings) -> tuple[str, str]:

@@ -123,9 +123,10 @@ def cert_manager_values() -> dict[str, Any]:
     return {"crds": {"enabled": True}}
 
 
-def vault_values(flavor: str, *, audit: bool = True) -> dict[str, Any]:
+def vault_values(flavor: str, *, audit: bool = True, image_tag: str | None = None) -> dict[str, Any]:
     """Server mode (never dev: seal, unseal and restart must be real), standalone, file storage, no injector,
     TLS from the Secret vault-tls (cluster/kind/vaulttls.py), which the chart mounts under userconfig.
+    ``image_tag``: the server's version (server.image.tag), where it is not the chart's own.
 
     OpenBao only accepts declarative audit devices, so its audit log is declared here (to stdout).
     """
@@ -138,11 +139,14 @@ def vault_values(flavor: str, *, audit: bool = True) -> dict[str, Any]:
         config += 'audit "file" "stdout" {\n  options {\n    file_path = "stdout"\n  }\n}\n'
     # The CLI in the pod (operator init, unseal) talks TLS to 127.0.0.1: it trusts the run's CA.
     ca_env = {"VAULT_CACERT": f"{tls}/ca.crt", "BAO_CACERT": f"{tls}/ca.crt"}
-    return {"global": {"tlsDisable": False}, "injector": {"enabled": False},
-            "server": {"dev": {"enabled": False}, "standalone": {"enabled": True, "config": config},
-                       "dataStorage": {"enabled": True}, "authDelegator": {"enabled": True},
-                       "extraVolumes": [{"type": "secret", "name": vaulttls.SECRET, "path": f"/{flavor}/userconfig"}],
-                       "extraEnvironmentVars": ca_env}}
+    server: dict[str, Any] = {
+        "dev": {"enabled": False}, "standalone": {"enabled": True, "config": config},
+        "dataStorage": {"enabled": True}, "authDelegator": {"enabled": True},
+        "extraVolumes": [{"type": "secret", "name": vaulttls.SECRET, "path": f"/{flavor}/userconfig"}],
+        "extraEnvironmentVars": ca_env}
+    if image_tag:
+        server["image"] = {"tag": image_tag}
+    return {"global": {"tlsDisable": False}, "injector": {"enabled": False}, "server": server}
 
 
 def storage_config(flavor: str, path: str, node: str) -> str:
@@ -166,6 +170,9 @@ def istio_csr_values(setup: Setup) -> dict[str, Any]:
                             "issuer": {"enabled": True, "name": ISSUER, "kind": "Issuer", "group": "cert-manager.io"}},
             "tls": {"trustDomain": setup.trust_domain, "rootCAFile": f"{ROOT_CA_MOUNT}/ca.pem"},
             "server": {"clusterID": "Kubernetes", "maxCertificateDuration": cert_ttl},
+            # istiod's serving certificate names each revision's Service (istiod-canary.istio-system.svc for
+            # suites/upgrade's canary); the chart's default names only "default"'s.
+            "istio": {"revisions": [istio.DEFAULT_REVISION, istio.CANARY_REVISION]},
         },
         "volumes": [{"name": "root-ca", "secret": {"secretName": ROOT_CA_SECRET}}],
         "volumeMounts": [{"name": "root-ca", "mountPath": ROOT_CA_MOUNT}],

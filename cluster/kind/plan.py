@@ -98,11 +98,12 @@ EXTERNAL_PLACEHOLDER = "http://<the container's address on the kind network>:820
 def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: KindPins | None = None,
                  reuse: bool = False, external: bool = False, external_address: str | None = None,
                  vault_tls: vaulttls.VaultTls | None = None,
-                 charts: Mapping[str, ChartSource] | None = None) -> list[Step]:
+                 charts: Mapping[str, ChartSource] | None = None, vault_tag: str | None = None) -> list[Step]:
     """The steps in order. With ``external`` Vault runs in a container beside the nodes; its address is
     known once it runs, so bring-up builds the plan again with ``external_address`` (same steps).
     ``vault_tls``: Vault's certificate for the run (bring-up keeps its CA; one is made when not given).
-    ``charts``: where each chart comes from (cluster/kind/charts.py); when not given, as a dry run shows it."""
+    ``charts``: where each chart comes from (cluster/kind/charts.py); when not given, as a dry run shows it.
+    ``vault_tag``: the server's image tag ("2.6.2"), as suites/upgrade starts on its FROM; None: the chart's."""
     pins = pins or load_kind_pins()
     chart = charts or plan_sources(cache_dir(), None, fetch=False)
     name = cluster_name(run_id, reuse=reuse)
@@ -130,7 +131,7 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
         Step(f"{flavor}'s TLS certificate and its CA, made for the run",
              documents=(manifests.namespace(vault_ns, run_id), vaulttls.tls_secret(vault_ns, tls, run_id)),
              action="apply"),
-        helm(flavor, flavor, vault_ns, manifests.vault_values(flavor, audit=setup.vault.audit)),
+        helm(flavor, flavor, vault_ns, manifests.vault_values(flavor, audit=setup.vault.audit, image_tag=vault_tag)),
         Step(f"initialize and unseal {flavor} through the API; keys kept 0600 in the run's state directory",
              notes=(f"a supervised port-forward to svc/{flavor} (it outlives the pod); once GET sys/seal-status "
                     "answers sealed and uninitialized: PUT sys/init (3 shares, threshold 2), then sys/unseal "

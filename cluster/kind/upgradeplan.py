@@ -10,14 +10,14 @@ OpenBao's "Upgrading on Kubernetes") then deletes each pod, standbys before the 
 unseals it. A lone server is the last and only step: reads fail closed until it is unsealed.
 
 Istio (istio.io "Canary upgrades", istioctl): TO is installed beside FROM as revision ``R``
-(``istioctl install --revision R``: istiod-R, the ConfigMaps istio-R and istio-sidecar-injector-R,
+(``istioctl install --revision canary``, R = canary: istiod-R, the ConfigMaps istio-R and istio-sidecar-injector-R,
 and the webhook that injects where ``istio.io/rev=R``). A namespace moves by dropping
 ``istio-injection`` (it takes precedence over ``istio.io/rev``: the injector's namespaceSelector,
 manifests/charts/istio-control/istio-discovery/templates/mutatingwebhook.yaml, matches the revision
 label only where ``istio-injection`` DoesNotExist) and setting ``istio.io/rev=R``, then restarting its
-workloads. The old control plane, installed without a revision, is removed with the options it was
-installed with (``istioctl uninstall -f``); a rollback moves the namespaces back and removes
-revision R instead.
+workloads. The old control plane, installed without a revision, carries istio.io/rev=default and is
+removed as that revision (``istioctl uninstall --revision default``); a rollback moves the namespaces
+back and removes revision R instead.
 """
 
 from __future__ import annotations
@@ -25,17 +25,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cluster.errors import SettingsError
+from cluster.istio import CANARY_REVISION
 from cluster.kind import manifests
 from cluster.kind.charts import ChartSource
 from cluster.kind.plan import Step
 from cluster.profile import Setup
 
 VAULT_UPGRADE_FLAVOR = "openbao"  # the versions pinned for an upgrade ([upgrade.openbao]) are OpenBao's
-
-
-def canary_revision(version: str) -> str:
-    """Istio's revision name for a version, as its docs spell them: "1.31.1" gives "1-31-1" (a DNS label)."""
-    return version.replace(".", "-")
 
 
 def istioctl(version: str) -> str:
@@ -71,50 +67,67 @@ def vault_upgrade_steps(flavor: str, namespace: str, chart: ChartSource, version
     ]
 
 
+def install_revision_step(setup: Setup, version: str, revision: str) -> Step:
+    """istiod ``version`` as ``revision``, beside the control plane that runs now."""
+    return Step(f"istiod {version} as revision {revision}, beside the control plane that runs now",
+                (istioctl(version), "install", "-y", "--revision", revision, "-f", "-"),
+                (manifests.istio_operator(setup, ca=setup.mesh.ca),),
+                notes=f"istiod-{revision}; the webhook istio-sidecar-injector-{revision} injects where "
+                      f"istio.io/rev={revision} and istio-injection is absent", action="run")
+
+
+def remove_default_step(version: str) -> Step:
+    """The control plane installed without a revision, removed by its revision label: every object of it is
+    labelled istio.io/rev=default (istio-discovery's templates). Not ``uninstall -f``: that selects by the
+    IstioOperator's name (operator/pkg/uninstall/prune.go GetPrunedResources), which the canary's objects
+    carry too, being installed from the same IstioOperator."""
+    return Step(f"remove istiod {version} (installed without a revision: revision default)",
+                (istioctl(version), "uninstall", "-y", "--revision", "default"),
+                notes="the canary's objects share the IstioOperator's name, so FROM is selected by its revision "
+                      "label alone", action="run")
+
+
+def remove_revision_step(version: str, revision: str) -> Step:
+    return Step(f"remove revision {revision} ({version})",
+                (istioctl(version), "uninstall", "-y", "--revision", revision),
+                notes="the rollback of istio.io's canary guide", action="run")
+
+
 def canary_steps(setup: Setup, versions: tuple[str, str], namespaces: Sequence[str]) -> list[Step]:
     """Istio FROM -> TO as a canary, namespace by namespace, then FROM removed. ``namespaces``: the meshed
     namespaces, in the order they move."""
     low, high = versions
-    revision = canary_revision(high)
-    operator = manifests.istio_operator(setup, ca=setup.mesh.ca)
-    steps = [Step(f"istiod {high} as revision {revision}, beside istiod {low}",
-                  (istioctl(high), "install", "-y", "--revision", revision, "-f", "-"), (operator,),
-                  notes=f"istiod-{revision}; the webhook istio-sidecar-injector-{revision} injects where "
-                        f"istio.io/rev={revision} and istio-injection is absent", action="run")]
-    steps += _move(namespaces, revision, f"onto revision {revision} ({high}); the mesh runs {low} and {high} "
-                                         "side by side until the last one moves", high)
-    steps.append(Step(f"remove istiod {low} (installed without a revision)",
-                      (istioctl(low), "uninstall", "-y", "-f", "-"), (operator,),
-                      notes="istio.io: an old control plane without a revision label is removed with the options "
-                            "it was installed with", action="run"))
+    revision = CANARY_REVISION
+    steps = [install_revision_step(setup, high, revision)]
+    for namespace in namespaces:
+        steps += move_steps(namespace, revision, high, f"onto revision {revision} ({high}); the mesh runs {low} and "
+                                                       f"{high} side by side until the last one moves")
+    steps.append(remove_default_step(low))
     return steps
 
 
 def rollback_steps(setup: Setup, versions: tuple[str, str], namespaces: Sequence[str]) -> list[Step]:
     """The way back, before FROM is removed: every namespace returns to FROM, then revision TO goes."""
     low, high = versions
-    revision = canary_revision(high)
-    steps = _move(namespaces, None, f"back to istiod {low} (istio-injection=enabled)", low)
-    steps.append(Step(f"remove revision {revision} ({high})",
-                      (istioctl(high), "uninstall", "-y", "--revision", revision),
-                      notes="the rollback of istio.io's canary guide", action="run"))
+    steps = [step for namespace in namespaces
+             for step in move_steps(namespace, None, low, f"back to istiod {low} (istio-injection=enabled)")]
+    steps.append(remove_revision_step(high, CANARY_REVISION))
     return steps
 
 
-def _move(namespaces: Sequence[str], revision: str | None, where: str, version: str) -> list[Step]:
-    steps = []
-    for namespace in namespaces:
-        labels = (("istio-injection-", f"istio.io/rev={revision}") if revision
-                  else ("istio.io/rev-", "istio-injection=enabled"))
-        steps += [
-            Step(f"namespace {namespace} {where}",
-                 ("kubectl", "label", "namespace", namespace, *labels, "--overwrite"), action="run"),
-            Step(f"restart {namespace}'s workloads onto {version}'s proxies",
-                 ("kubectl", "-n", namespace, "rollout", "restart", "deployment"), action="run"),
-            Step(f"wait for {namespace}'s rollout",
-                 ("kubectl", "-n", namespace, "rollout", "status", "deployment", "--timeout=300s"), action="run"),
-        ]
-    return steps
+def move_steps(namespace: str, revision: str | None, version: str, where: str) -> list[Step]:
+    """``namespace`` onto ``revision`` (None: back to the control plane installed without one), its workloads
+    restarted onto ``version``'s proxies."""
+    labels = (("istio-injection-", f"istio.io/rev={revision}") if revision
+              else ("istio.io/rev-", "istio-injection=enabled"))
+    return [
+        Step(f"namespace {namespace} {where}",
+             ("kubectl", "label", "namespace", namespace, *labels, "--overwrite"), action="run"),
+        Step(f"restart {namespace}'s workloads onto {version}'s proxies",
+             ("kubectl", "-n", namespace, "rollout", "restart", "deployment"), action="run"),
+        Step(f"wait for {namespace}'s rollout",
+             ("kubectl", "-n", namespace, "rollout", "status", "deployment", "--timeout=300s"), action="run"),
+    ]
 
 
 def upgrade_plan(setup: Setup, *, flavor: str, vault_ns: str, chart: ChartSource, vault_versions: tuple[str, str],

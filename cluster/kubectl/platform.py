@@ -146,16 +146,16 @@ class KubectlPlatform:
         return KubectlFaults(self)
 
     def upgrades(self) -> Upgrades:
-        # Not built yet (issue 14): helm upgrade of the Vault chart's StatefulSet, pod by pod.
-        raise PlatformUnavailable(f"an in-place Vault upgrade is not built for --platform {self.name} yet",
-                                  fix="certify the upgrade on --platform local (pytest suites/upgrade)")
+        # An existing cluster's Vault is not this run's: the suite upgrades only what it installed (kind,
+        # cluster/kind/upgrade.py). `--dry-run` prints the plan to run on a copy of that cluster.
+        raise PlatformUnavailable(f"suites/upgrade upgrades only a Vault it installed, and --platform {self.name} "
+                                  "uses one it did not", fix="certify the same versions on --platform kind or local; "
+                                                             "--dry-run prints the upgrade's plan")
 
     def canary(self) -> Canary:
-        # Not built yet (issue 14): `python -m pytest --platform kind --dry-run` prints its plan
-        # (cluster/kind/upgradeplan.py), and its objects pass the server-side dry-run.
-        raise PlatformUnavailable(f"the Istio canary upgrade is not run on --platform {self.name} yet (--dry-run "
-                                  "prints its plan)",
-                                  fix="certify the canary on --platform local (pytest suites/upgrade)")
+        raise PlatformUnavailable(f"suites/upgrade swaps only an Istio it installed, and --platform {self.name} "
+                                  "uses one it did not", fix="certify the same versions on --platform kind or local; "
+                                                             "--dry-run prints the canary's plan")
 
     # -- workloads ---------------------------------------------------------------
     def deploy(self, ns: str, name: str, sa: str, *, meshed: bool = True,

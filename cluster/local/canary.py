@@ -24,6 +24,7 @@ from kubernetes.client import ApiClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from cluster.errors import PlatformUnavailable
+from cluster.istio import DEFAULT_REVISION, injected_revision, namespace_labels
 from cluster.kube import Kube
 from cluster.local import istiod
 from cluster.local.istiobuild import find_istio
@@ -36,30 +37,13 @@ from cluster.settings import Settings
 
 # A canary's ports: the default's plus this, so a revision's listeners never meet another's.
 PORT_STEP = 100
-REVISION_LABEL = "istio.io/rev"
-INJECTION_LABEL = "istio-injection"
 
 
 def revision_of(name: str) -> istiod.Revision:
     """The revision named ``name``, with its ports (the default keeps 15012 and 15017)."""
-    if name == istiod.DEFAULT_REVISION:
+    if name == DEFAULT_REVISION:
         return istiod.DEFAULT
     return istiod.Revision(name, istiod.XDS_PORT + PORT_STEP, istiod.WEBHOOK_PORT + PORT_STEP)
-
-
-def namespace_labels(revision: str) -> dict[str, str | None]:
-    """The labels that put a namespace on ``revision`` (None removes one). istio-injection=enabled would win
-    over istio.io/rev: the revision's webhook matches only where istio-injection DoesNotExist
-    (manifests/charts/istio-control/istio-discovery/templates/mutatingwebhook.yaml)."""
-    if revision == istiod.DEFAULT_REVISION:
-        return {INJECTION_LABEL: "enabled", REVISION_LABEL: None}
-    return {INJECTION_LABEL: None, REVISION_LABEL: revision}
-
-
-def injected_revision(pod: dict[str, Any]) -> str:
-    """The revision recorded by the injector in a pod's sidecar.istio.io/status annotation ("" when none)."""
-    status = ((pod.get("metadata") or {}).get("annotations") or {}).get("sidecar.istio.io/status")
-    return str(json.loads(status).get("revision", "")) if status else ""
 
 
 class LocalCanary:
@@ -88,9 +72,9 @@ class LocalCanary:
                         ca_address=self._mesh_ca_address, revision=revision.name)
 
     def revisions(self) -> tuple[str, ...]:
-        running = [name.removeprefix("istiod").removeprefix("-") or istiod.DEFAULT_REVISION
+        running = [name.removeprefix("istiod").removeprefix("-") or DEFAULT_REVISION
                    for name in self._state.pids() if name == "istiod" or name.startswith("istiod-")]
-        return tuple(sorted(running, key=lambda r: (r != istiod.DEFAULT_REVISION, r)))
+        return tuple(sorted(running, key=lambda r: (r != DEFAULT_REVISION, r)))
 
     def install_revision(self, revision: str) -> None:
         if revision in self.revisions():

@@ -44,6 +44,7 @@ from kubernetes import dynamic
 from kubernetes.client import ApiClient
 
 from cluster.errors import PlatformUnavailable
+from cluster.istio import DEFAULT_REVISION
 from cluster.kube import labels
 from cluster.local.istiobuild import IstioBinaries
 from cluster.local.process import ManagedProcess, claim_port
@@ -55,7 +56,6 @@ ISTIO_NS = "istio-system"
 HUB = "local"  # the injected images are local/proxyv2:<tag>; the local kubelet knows what they run
 XDS_PORT = 15012
 WEBHOOK_PORT = 15017
-DEFAULT_REVISION = "default"  # Istio's name for the control plane installed without --revision
 # Vanilla Envoy lacks istio/proxy's filters (istio.metadata_exchange, istio.alpn, istio.stats).
 VANILLA_ENVOY_ENV = {"PILOT_ENABLE_METADATA_EXCHANGE": "false", "PILOT_DISABLE_MX_ALPN": "true",
                      "PILOT_ENABLE_ALPN_FILTER": "false"}

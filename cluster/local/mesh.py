@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 from kubernetes.client import ApiClient
 
+from cluster.istio import DEFAULT_REVISION
 from cluster.kube import Kube
 from cluster.local import istiod
 from cluster.local.istiobuild import Envoy, IstioBinaries
@@ -48,7 +49,7 @@ def node_images(istio: IstioBinaries, envoy: Envoy, tgpod: Path) -> dict[str, Im
 
 
 def rendered(istio: IstioBinaries, setup: Setup, cache: Path, *, discovery: str,
-             ca_address: str, revision: str = istiod.DEFAULT_REVISION) -> list[dict[str, object]]:
+             ca_address: str, revision: str = DEFAULT_REVISION) -> list[dict[str, object]]:
     """istioctl's manifests for this setup, these addresses and this control-plane revision (rendered
     once per setup and revision, then cached)."""
     iop = istiod.operator(setup, tag=istio.pins.build_version, discovery_address=DISCOVERY_PLACEHOLDER,

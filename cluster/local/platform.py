@@ -23,7 +23,7 @@ from kubernetes import client as k8s
 from kubernetes.client import ApiClient
 
 from cluster.agent import APP_PORT
-from cluster.errors import PlatformUnavailable, SettingsError, TrustgridError
+from cluster.errors import PlatformUnavailable, TrustgridError
 from cluster.istiodlog import cacerts_reloads, wait_cacerts_taken
 from cluster.kube import Kube
 from cluster.local.apiserver import ApiServerEndpoint
@@ -54,7 +54,7 @@ from cluster.platform import (
     Versions,
     Workload,
 )
-from cluster.profile import UPGRADABLE_SETUP, Setup, setup_changes
+from cluster.profile import Setup, upgradable_changes
 from cluster.runstate import RunState
 from cluster.secrets import redact
 from cluster.settings import Settings
@@ -255,11 +255,7 @@ class LocalUpgrades:
 
     def apply_setup(self, setup: Setup) -> tuple[str, ...]:
         platform = self._platform
-        changed = setup_changes(platform.settings.profile.setup, setup)
-        if untaken := [key for key in changed if key not in UPGRADABLE_SETUP]:
-            raise SettingsError(f"the upgrade's profile changes setup.{', setup.'.join(untaken)}, which a live "
-                                "platform does not take",
-                                fix=f"change only setup.{', setup.'.join(UPGRADABLE_SETUP)} in the TO profile")
+        changed = upgradable_changes(platform.settings.profile.setup, setup)
         VaultConfigurator(platform.vault_admin(), platform.vault_layout, setup,
                           platform.run_id).configure_mesh_ca(MESH_NAMESPACE, MESH_CA_ACCOUNT)
         return changed

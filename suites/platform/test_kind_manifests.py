@@ -19,11 +19,11 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
+from cluster.istio import CANARY_REVISION
 from cluster.kind import manifests
 from cluster.kind.helmbuild import cert_manager_chart, find_helm, vault_chart
 from cluster.kind.plan import load_kind_pins
 from cluster.kind.render import find, node_kube_version, render_chart, render_istio
-from cluster.kind.upgradeplan import canary_revision
 from cluster.kind.vaulttls import make_vault_tls, tls_secret
 from cluster.kube import Kube
 from cluster.local.istiobuild import find_istio
@@ -185,7 +185,7 @@ def test_every_object_of_the_canary_revision_passes_a_server_side_dry_run(platfo
     """suites/upgrade on kind: what `istioctl install --revision R` would add beside the running istiod
     (cluster/kind/upgradeplan.py), rendered by the real istioctl, each object validated by the API server;
     and a moved namespace as the plan's `kubectl label` leaves it."""
-    revision = canary_revision(settings.upgrade_istio[1])
+    revision = CANARY_REVISION
     setup = settings.profile.setup
     rendered = render_istio(find_istio(cache_dir()).istioctl, manifests.istio_operator(setup, ca=setup.mesh.ca),
                             revision=revision)

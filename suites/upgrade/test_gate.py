@@ -36,7 +36,7 @@ from cluster.settings import Settings
 from reports import attach
 from scenarios.gate import upgrade_record, vault_upgrade_problems
 from scenarios.upgrade import watch_upgrade
-from suites.upgrade.conftest import UpgradeStage, keep_figures
+from suites.upgrade.conftest import UpgradeStage, keep_figures, upgrade_refusal
 
 pytestmark = pytest.mark.upgrade
 log = logging.getLogger("trustgrid.upgrade")
@@ -129,6 +129,8 @@ def _secrets_in(outputs: list[str], folder: Path, exact: list[str]) -> list[str]
 
 def test_the_gate_passes_the_plain_upgrade_and_fails_a_broken_one(upgrade_stage: Stage, settings: Settings,
                                                                    request: pytest.FixtureRequest) -> None:
+    if reason := upgrade_refusal(settings, attach=True):
+        pytest.skip(reason)
     folder = settings.run_report_dir / "gate" / request.node.name
     outputs: list[str] = []
     with upgrade_stage(1) as stage:

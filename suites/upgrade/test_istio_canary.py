@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager
 
 import pytest
 
+from cluster.istio import CANARY_REVISION
 from cluster.settings import Settings
 from reports import attach
 from scenarios.canary import DEFAULT, CanaryRun, mixed_wire_problems, run_canary
@@ -25,7 +26,7 @@ from suites.upgrade.conftest import CanaryStage, keep_figures
 pytestmark = pytest.mark.upgrade
 log = logging.getLogger("trustgrid.upgrade")
 Stage = Callable[[], AbstractContextManager[CanaryStage]]
-REVISION = "canary"  # istio.io's canary guide names its revision so
+REVISION = CANARY_REVISION  # istio.io's canary guide names its revision so
 
 
 def _figures(run: CanaryRun) -> dict[str, object]:

@@ -1,0 +1,194 @@
+"""The audit exporter on what the real OpenBao wrote (tests/fixtures/audit, scripts/record_audit.py): each
+refusal counted with its reason, namespace and role; no secret or HMAC as a label; bounded label values;
+the log followed across rotation and truncation; the exporter as a process, scraped over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+
+from cluster.audit.exporter import MAX_VALUES, NONE, OTHER, AuditMetrics, Denial, denial
+from cluster.audit.follow import Follower
+from cluster.audit.reasons import OTHER as OTHER_REASON
+from cluster.audit.reasons import REASONS, reason
+from cluster.secrets import find_secrets
+from cluster.wait import wait_until
+
+FIXTURES = Path(__file__).parent / "fixtures" / "audit"
+LINES = (FIXTURES / "openbao-audit.jsonl").read_bytes().splitlines()
+EXPECTED: list[dict[str, str]] = json.loads((FIXTURES / "expected.json").read_text())
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def samples(metrics: AuditMetrics, name: str) -> list[tuple[dict[str, str], float]]:
+    return [(dict(s.labels), s.value) for family in metrics.registry.collect() for s in family.samples
+            if s.name == name]
+
+
+def test_each_refusal_openbao_wrote_is_classified_as_recorded() -> None:
+    entries = [json.loads(line) for line in LINES]
+    found = [(e["request"]["path"], d) for e in entries if (d := denial(e)) is not None]
+    polling = "auth/token/lookup"  # the script's own polling of the expiring token, refused once it expired
+    known = [(path, d) for path, d in found if path != polling]
+    assert [(path, d.reason) for path, d in known] == [(e["path"], e["reason"]) for e in EXPECTED]
+    for (_, got), want in zip(known, EXPECTED, strict=True):
+        assert got.namespace == want.get("namespace", got.namespace)
+        assert got.role == want.get("role", got.role)
+        assert got.login == want["path"].endswith("/login")
+    assert len(known) < len(found)  # the polling's refusals are in the log, and were told apart by path
+
+
+def test_the_counters_hold_each_refusal_under_its_labels() -> None:
+    metrics = AuditMetrics()
+    for line in LINES:
+        metrics.observe(line)
+    denials = samples(metrics, "vault_audit_denials_total")
+    for want in EXPECTED:
+        assert any(labels["reason"] == want["reason"] and labels["namespace"] == want.get("namespace",
+                                                                                           labels["namespace"])
+                   and labels["role"] == want.get("role", labels["role"]) and value >= 1
+                   for labels, value in denials), (want, denials)
+    logins = samples(metrics, "vault_audit_login_refusals_total")
+    assert sum(value for _, value in logins) == sum(e["path"].endswith("/login") for e in EXPECTED)
+    assert samples(metrics, "vault_audit_lines_total") == [({}, float(len(LINES)))]
+    assert samples(metrics, "vault_audit_unparsed_lines_total") == [({}, 0.0)]
+
+
+def test_no_label_is_a_token_an_accessor_or_an_hmac() -> None:
+    metrics = AuditMetrics()
+    for line in LINES:
+        metrics.observe(line)
+    hmacs = {value for line in LINES for value in _strings(json.loads(line)) if value.startswith("hmac-")}
+    assert hmacs, "the recorded lines hold HMACed values: the check below means something"
+    values = {v for family in metrics.registry.collect() for s in family.samples for v in s.labels.values()}
+    assert not values & hmacs
+    assert not [v for v in values if v.startswith("hmac-") or find_secrets(v)]
+
+
+def _strings(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [s for value in node.values() for s in _strings(value)]
+    if isinstance(node, list):
+        return [s for value in node for s in _strings(value)]
+    return [node] if isinstance(node, str) else []
+
+
+def test_a_message_no_rule_knows_is_other_and_every_reason_is_in_the_closed_set() -> None:
+    assert reason("something new went wrong") == OTHER_REASON
+    assert reason("2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n") == "token_invalid"
+    assert {reason(e["reason"]) for e in EXPECTED} <= set(REASONS)
+
+
+refusal = st.fixed_dictionaries({
+    "type": st.just("response"),
+    "error": st.sampled_from(["permission denied", 'invalid role name "x"', "boom"]) | st.text(max_size=30),
+    "auth": st.fixed_dictionaries({"metadata": st.fixed_dictionaries({
+        "role": st.text(max_size=12), "service_account_namespace": st.text(max_size=12)})}),
+    "request": st.fixed_dictionaries({"path": st.text(max_size=40), "operation": st.text(max_size=8)}),
+})
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(refusal, min_size=1, max_size=400))
+def test_label_values_stay_bounded_whatever_the_log_holds(entries: list[dict[str, Any]]) -> None:
+    limit = 5
+    metrics = AuditMetrics(max_values=limit)
+    for entry in entries:
+        metrics.observe(json.dumps(entry))
+    for name in ("vault_audit_denials_total", "vault_audit_login_refusals_total", "vault_audit_requests_total"):
+        found = samples(metrics, name)
+        for label in ("namespace", "mount", "role", "operation"):
+            values = {labels[label] for labels, _ in found if label in labels}
+            # limit values, "-" among them, plus the overflow
+            assert len(values - {OTHER}) <= limit, (label, values)
+        assert all(labels.get("reason", REASONS[0]) in REASONS for labels, _ in found)
+
+
+def test_age_of_the_newest_line_is_measured_from_its_own_time() -> None:
+    now = [0.0]
+    metrics = AuditMetrics(clock=lambda: now[0])
+    first = next(json.loads(line) for line in LINES)
+    metrics.observe(json.dumps(first))
+    written = metrics.newest_line_time()
+    now[0] = written + 7.5
+    assert samples(metrics, "vault_audit_newest_line_age_seconds") == [({}, 7.5)]
+    assert samples(metrics, "vault_audit_newest_line_timestamp_seconds") == [({}, written)]
+    metrics.observe(b"not json")
+    assert samples(metrics, "vault_audit_unparsed_lines_total") == [({}, 1.0)]
+
+
+def test_the_follower_reads_across_rotation_truncation_and_a_partial_line(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    follower = Follower(log)
+    assert follower.poll() == []  # not there yet
+    log.write_bytes(b"a\nb\npart")
+    assert follower.poll() == [b"a", b"b"]
+    with log.open("ab") as out:
+        out.write(b"ial\n")
+    assert follower.poll() == [b"partial"]
+    # Rotated (renamed, as logrotate does before Vault's SIGHUP reopens the path): the old file's tail,
+    # then the new file from its start.
+    with log.open("ab") as out:
+        out.write(b"last old\n")
+    log.rename(tmp_path / "audit.log.1")
+    log.write_bytes(b"first new\n")
+    assert follower.poll() == [b"last old", b"first new"] and follower.rotations == 1
+    # Truncated in place (copytruncate): read again from the start.
+    log.write_bytes(b"")
+    assert follower.poll() == [] and follower.truncations == 1
+    with log.open("ab") as out:
+        out.write(b"after truncation\n")
+    assert follower.poll() == [b"after truncation"]
+    follower.close()
+
+
+def test_the_exporter_process_serves_what_it_follows_and_stops_on_sigterm(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    log.write_bytes(b"")
+    process = subprocess.Popen([sys.executable, "-m", "cluster.audit", "--file", str(log), "--port", "0"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split(" on ")[-1].strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics"), url
+        with log.open("ab") as out:
+            out.write(b"\n".join(LINES) + b"\n")
+
+        def counted() -> float:
+            text = httpx.get(url, timeout=5).text
+            return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+                       if s.name == "vault_audit_lines_total")
+
+        wait_until(lambda: counted() >= len(LINES), timeout=30, interval=0.2,
+                   describe="the exporter to count every line written")
+        assert counted() == len(LINES)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_a_namespace_is_read_from_the_kv_path_and_a_refusal_without_a_token_is_an_unknown_token() -> None:
+    entry: dict[str, Any] = {"type": "response", "error": "1 error occurred:\n\t* permission denied\n\n",
+                             "auth": {"accessor": "hmac-sha256:00", "policies": ["default"]},
+                             "request": {"path": "secret/data/team-a/app", "operation": "read"}}
+    found = denial(entry)
+    assert found is not None and (found.reason, found.namespace, found.mount, found.role) == (
+        "permission_denied", "team-a", "secret", NONE)
+    entry["auth"] = {"token_type": "default"}  # as OpenBao wrote it for a revoked and an expired token
+    assert denial(entry) == Denial("token_invalid", "team-a", "secret", NONE, False)
+    entry["type"] = "request"  # the request entry carries the error too; only the response is counted
+    assert denial(entry) is None
+    assert MAX_VALUES >= 10

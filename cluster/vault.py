@@ -118,7 +118,7 @@ class VaultConfigurator:
         # The audit log HMACs every request and response value by default, the login's role and a refused
         # login's message among them ("invalid role name ..." is a response, not an error: path_login.go
         # logical.ErrorResponse). Neither is a secret; in plain text they say which role a refusal was for
-        # and why (cluster/audit). The mount's own tune (sys/mounts/auth/<path>/tune, audit_non_hmac_*_keys).
+        # and why (cluster/audit). The mount's own tune (sys/auth/<path>/tune, audit_non_hmac_*_keys; sudo).
         self.client.sys.tune_auth_method(path, audit_non_hmac_request_keys=list(AUDIT_PLAIN_REQUEST_KEYS),
                                          audit_non_hmac_response_keys=list(AUDIT_PLAIN_RESPONSE_KEYS))
         self._post(f"auth/{path}/config", {

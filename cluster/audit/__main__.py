@@ -13,7 +13,9 @@ from types import FrameType
 from prometheus_client import start_http_server
 
 from cluster.audit.exporter import AuditMetrics, Paths
-from cluster.audit.follow import follow
+from cluster.audit.follow import Follower
+
+POLL_S = 0.1  # while the log is quiet; a busy log is read as fast as it grows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True, help="where /metrics is served (0: any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default loopback)")
     parser.add_argument("--kv-mount", default="secret", help="the KV mount whose paths name the namespace")
+    parser.add_argument("--from-start", action="store_true",
+                        help="count what the file holds already (default: only lines written from now on)")
     options = parser.parse_args(argv)
     metrics = AuditMetrics(Paths(kv=options.kv_mount))
     stop = threading.Event()
@@ -32,18 +36,28 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stopping)
     try:
         server, _ = start_http_server(options.port, options.host, registry=metrics.registry)
-    except OSError as err:
-        print(f"audit exporter: cannot listen on {options.host}:{options.port} ({err.strerror}); "
+    except (OSError, OverflowError) as err:
+        print(f"audit exporter: cannot listen on {options.host}:{options.port} ({err}); "
               "fix: choose another --port", file=sys.stderr)
         return 2
-    print(f"audit exporter: {options.file} on http://{options.host}:{server.server_port}/metrics", flush=True)
+    follower = Follower(options.file, from_start=options.from_start)
     try:
-        for batch in follow(options.file, stop):
+        batch = follower.poll()  # placed (at the end, by default) before the address is announced
+        print(f"audit exporter: {options.file} on http://{options.host}:{server.server_port}/metrics", flush=True)
+        while not stop.is_set():
             for line in batch:
                 metrics.observe(line)
+            if not batch:
+                stop.wait(POLL_S)
+            batch = follower.poll()
     except KeyboardInterrupt:
         pass
+    except OSError as err:
+        print(f"audit exporter: cannot read {options.file} ({err}); fix: pass the audit device's file",
+              file=sys.stderr)
+        return 2
     finally:
+        follower.close()
         server.shutdown()
     return 0
 

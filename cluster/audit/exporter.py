@@ -12,7 +12,8 @@ Metrics (one registry per exporter):
 
 Labels come only from fields Vault does not HMAC (the path, the mount, the auth metadata, the error
 message) and are checked again: a value that looks like an HMAC, a token or a JWT is never a label
-(``-``). Each label keeps at most ``max_values`` distinct values; later ones count as ``_other``.
+(``-``). Each label keeps at most ``max_values`` distinct values; later ones count as ``_other``, except
+the mesh CA's role, which is always itself. Not bounded: the product of the labels (a series cap).
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from cluster.audit.reasons import reason
 from cluster.secrets import find_secrets
+from cluster.targets import DEFAULT_MESH_CA_ROLE
 
 OTHER = "_other"
 NONE = "-"
-MAX_VALUES = 50  # per label: namespaces, mounts and roles of one cluster's tenants, with room
+MAX_VALUES = 200  # per label: the namespaces, mounts and roles of one cluster's tenants (a suite run makes many)
 _SAFE = re.compile(r"[A-Za-z0-9_.:/-]{1,63}")
 _INVALID_ROLE = re.compile(r'invalid role name "([^"]{1,63})"')  # path_login.go: ErrorResponse("invalid role name %q")
 
@@ -61,9 +63,12 @@ class Paths:
     kv: str = "secret"
 
 
-@functools.lru_cache(maxsize=4096)  # label values repeat: each is checked once
 def _safe(value: object) -> str:
-    text = str(value or "")
+    return _safe_text(value if isinstance(value, str) else "")
+
+
+@functools.lru_cache(maxsize=4096)  # label values repeat: each is checked once
+def _safe_text(text: str) -> str:
     if not text or text.startswith("hmac-") or find_secrets(text) or not _SAFE.fullmatch(text):
         return NONE
     return text
@@ -89,15 +94,19 @@ def denial(entry: Mapping[str, Any], paths: Paths = Paths()) -> Denial | None:
     metadata = auth.get("metadata") or {}
     parts = path.split("/")
     login = len(parts) >= 3 and parts[0] == "auth" and parts[-1] == "login"
-    mount = parts[1] if parts[0] == "auth" and len(parts) > 1 else parts[0]
+    # The mount Vault routed the request to ("auth/kubernetes/", "secret/"), not the path's first segment:
+    # a path to no mount has none, so a scanner cannot mint mount labels.
+    mount = str(request.get("mount_point") or "").removeprefix("auth/").strip("/")
     asked = (request.get("data") or {}).get("role")  # plain where the mount says so (AUDIT_PLAIN_REQUEST_KEYS)
     role = metadata.get("role") or (asked if isinstance(asked, str) and not asked.startswith("hmac-") else "") \
         or next(iter(_INVALID_ROLE.findall(error)), "")
     namespace = metadata.get("service_account_namespace") or ""
-    if not namespace and mount == paths.kv and len(parts) > 2 and parts[1] in ("data", "metadata"):
+    if not namespace and parts[0] == paths.kv and len(parts) > 2 and parts[1] in ("data", "metadata"):
         namespace = parts[2]
-    known = bool(auth.get("accessor") or auth.get("client_token")) or login  # a login presents no token
-    return Denial(reason(error, token_known=known), _safe(namespace), _safe(mount), _safe(role), login)
+    # A token was presented (the request's client_token, HMACed) but the store did not know it: the entry's
+    # auth then names no token. No token presented at all is a plain refusal.
+    unknown = bool(request.get("client_token")) and not (auth.get("accessor") or auth.get("client_token"))
+    return Denial(reason(error, token_known=not unknown), _safe(namespace), _safe(mount), _safe(role), login)
 
 
 def _epoch(stamp: str) -> float:
@@ -105,13 +114,14 @@ def _epoch(stamp: str) -> float:
 
 
 class _Bounded:
-    """At most ``limit`` distinct values of a label; the rest are OTHER."""
+    """At most ``limit`` distinct values of a label ("-" among them); the rest are OTHER. ``kept`` values are
+    always themselves, however many others came first (the mesh CA's role, which an alert names)."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit, self.seen = limit, {NONE}
+    def __init__(self, limit: int, kept: frozenset[str] = frozenset()) -> None:
+        self.limit, self.seen, self.kept = limit, {NONE}, kept
 
     def __call__(self, value: str) -> str:
-        if value in self.seen:
+        if value in self.seen or value in self.kept:
             return value
         if len(self.seen) >= self.limit:
             return OTHER
@@ -126,6 +136,7 @@ class AuditMetrics:
 
     paths: Paths = Paths()
     max_values: int = MAX_VALUES
+    kept_roles: frozenset[str] = frozenset({DEFAULT_MESH_CA_ROLE})
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     clock: Any = time.time
 
@@ -146,7 +157,8 @@ class AuditMetrics:
         age = Gauge("vault_audit_newest_line_age_seconds", "Seconds since the newest entry read was written",
                     registry=r)
         age.set_function(self._age)
-        self._bounds = {name: _Bounded(self.max_values) for name in ("namespace", "mount", "role", "operation")}
+        self._bounds = {name: _Bounded(self.max_values) for name in ("namespace", "mount", "operation")}
+        self._bounds["role"] = _Bounded(self.max_values, self.kept_roles)
         self._request_children: dict[tuple[str, str], Any] = {}
         self._stamp = ""  # the newest line's "time", parsed only when scraped
 
@@ -167,11 +179,15 @@ class AuditMetrics:
         self.lines.inc()
         try:
             entry = json.loads(line)
-            if not isinstance(entry, dict):
-                raise ValueError("not an object")
-        except ValueError:
+            if not isinstance(entry, dict) or not isinstance(entry.get("request") or {}, dict) \
+                    or not isinstance(entry.get("auth") or {}, dict):
+                raise ValueError("not an audit entry")
+            return self._count(entry)
+        except (ValueError, TypeError, AttributeError):  # a line no Vault wrote: counted, never fatal
             self.unparsed.inc()
             return None
+
+    def _count(self, entry: dict[str, Any]) -> Denial | None:
         kind = "response" if entry.get("type") == "response" else "request"
         operation = self._bounds["operation"](_safe((entry.get("request") or {}).get("operation")))
         child = self._request_children.get((kind, operation))

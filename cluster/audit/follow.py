@@ -3,17 +3,19 @@
 Vault's file audit device appends one JSON object per line and reopens its path on SIGHUP, which is how
 logrotate rotates it (website docs, audit/file: "log rotation"); with copytruncate the file is cut back
 to nothing instead. Both are handled: a path whose inode changed is read to its end and then reopened,
-and a file shorter than what was read was truncated and is read again from its start.
+and a file shorter than what was read was truncated and is read again from its start. Not handled, as
+in tail: lines written to the renamed file after the switch (before Vault's SIGHUP), and a file
+truncated and then rewritten past the old offset between two polls.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from threading import Event
 from typing import BinaryIO
+
+CHUNK = 8 << 20  # bytes read per poll: a large backlog is read in pieces, never whole into memory
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Follower:
         if now.st_ino != self._inode:
             lines += self._read()  # what was written before the rename
             self._handle.close()
+            self._handle = None
             self.rotations += 1
             if self._open(at_end=False):
                 lines += self._read()
@@ -64,7 +67,7 @@ class Follower:
 
     def _read(self) -> list[bytes]:
         assert self._handle is not None
-        data = self._partial + self._handle.read()
+        data = self._partial + self._handle.read(CHUNK)
         *whole, self._partial = data.split(b"\n")
         return [line for line in whole if line]
 
@@ -72,17 +75,3 @@ class Follower:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
-
-
-def follow(path: Path, stop: Event, *, interval: float = 0.1, from_start: bool = True) -> Iterator[list[bytes]]:
-    """Batches of new lines until ``stop`` is set, polling every ``interval`` seconds while there is none."""
-    follower = Follower(path, from_start=from_start)
-    try:
-        while not stop.is_set():
-            batch = follower.poll()
-            if batch:
-                yield batch
-            else:
-                stop.wait(interval)
-    finally:
-        follower.close()

@@ -307,6 +307,14 @@ class Faults(Protocol):
     def stop_mesh_ca(self) -> None: ...
     def start_mesh_ca(self) -> None: ...
 
+    def stop_audit_exporter(self) -> None:
+        """Stop what turns Vault's audit log into metrics (the evidence pipeline broken on purpose)."""
+        ...
+
+    def start_audit_exporter(self) -> None:
+        """Start it again; it counts what Vault writes from then on. Returns once it serves /metrics."""
+        ...
+
     def install_plugin_ca(self, ca: PluginCa) -> None:
         """``ca: plugin``: put new cacerts where istiod reads them; return once istiod took them.
 
@@ -331,6 +339,11 @@ class Platform(Protocol):
         ...
 
     def faults(self) -> Faults: ...
+
+    def prometheus_url(self) -> str:
+        """The base URL (``http://host:port``) of the Prometheus that scrapes this platform's audit exporter
+        and evaluates cluster/audit/alerts.yaml. Raises PlatformUnavailable, naming the fix, where none is."""
+        ...
 
     def upgrades(self) -> Upgrades:
         """Raises PlatformUnavailable, naming the fix, where this platform cannot upgrade its Vault in place."""

@@ -90,6 +90,11 @@ class Policy:
     fail_closed_tolerance: timedelta = timedelta(seconds=2)
     # Chaos: access must be back (3 successes in a row) this soon after the restore.
     recovery_bound: timedelta = timedelta(seconds=30)
+    # Audit evidence: a refusal Vault audited is in Prometheus this soon (the exporter's poll plus a scrape;
+    # the goal is 2 s at a 1 s scrape interval, this leaves a loaded machine room) ...
+    audit_visible_within: timedelta = timedelta(seconds=10)
+    # ... and the alert that names it fires this soon after that (rules evaluated every second, no "for").
+    alert_within: timedelta = timedelta(seconds=10)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ ENVIRONMENT = {
     "upgrade_istio": "TRUSTGRID_UPGRADE_ISTIO",
     "attach": "TRUSTGRID_ATTACH",
     "gate_tests": "TRUSTGRID_GATE_TESTS",
+    "prometheus_url": "TRUSTGRID_PROMETHEUS_URL",
 }
 
 # What the upgrade gate (suites/upgrade/test_gate.py) runs before and after the upgrade, as pytest arguments:
@@ -102,6 +103,9 @@ class Settings:
     attach: str | None = None
     # --gate-tests "ARGS" (suites/upgrade's gate): the pytest arguments run before and after the upgrade.
     gate_tests: tuple[str, ...] = GATE_TESTS
+    # --prometheus-url URL (kind, kubeconfig): the Prometheus the audit evidence is read from; the local
+    # platform runs its own.
+    prometheus_url: str | None = None
 
     @property
     def run_report_dir(self) -> Path:
@@ -126,6 +130,20 @@ def _port(value: object | None, option: str) -> int:
         raise SettingsError(f"{option} {value!r} is not a port",
                             fix=f"pass {option} N with 0 <= N <= 65535 (0 picks a free port)")
     return port
+
+
+def _prometheus_url(value: object | None, platform: str) -> str | None:
+    if not value:
+        return None
+    url = str(value).rstrip("/")
+    if platform == "local":
+        raise SettingsError("--prometheus-url is for --platform kind and kubeconfig: the local platform runs its own "
+                            "Prometheus", fix="drop --prometheus-url")
+    if not url.startswith(("http://", "https://")) or "/" in url.split("://", 1)[1].split("/", 1)[0] \
+            or not url.split("://", 1)[1]:
+        raise SettingsError(f"--prometheus-url {value!r} is not a URL",
+                            fix="pass the server's base URL, such as http://127.0.0.1:9090")
+    return url
 
 
 def _kind_vault(value: object | None) -> str:
@@ -271,4 +289,5 @@ def build_settings(
         upgrade_istio=parse_upgrade_istio(_pick(options, env, "upgrade_istio")),
         attach=attach,
         gate_tests=_gate_tests(_pick(options, env, "gate_tests")),
+        prometheus_url=_prometheus_url(_pick(options, env, "prometheus_url"), platform),
     )

@@ -180,6 +180,17 @@ class VaultConfigurator:
             ) from None
         return f"{self.layout.audit_path}/"
 
+    def metrics_token(self, policy_hcl: str, ttl: str = "24h") -> str:
+        """A token that may only read ``sys/metrics``, for Prometheus to scrape Vault with (Vault docs,
+        "Prometheus" telemetry: a token with read on sys/metrics). An orphan, so a revoked parent never
+        takes it along; without the default policy. Registered with the redactor."""
+        name = "trustgrid-metrics"
+        self.client.sys.create_or_update_policy(name, policy_hcl)
+        created = self._post("auth/token/create-orphan", {
+            "policies": [name], "no_default_policy": True, "ttl": ttl, "display_name": "prometheus",
+            "meta": {"trustgrid-run": self.run_id}})
+        return register(str(created["auth"]["client_token"]))
+
     # -- per namespace -----------------------------------------------------
     def configure_namespace(self, namespace: str, service_accounts: Sequence[str]) -> NamespaceBinding:
         """One role, one policy, one KV path and one PKI role for a namespace."""

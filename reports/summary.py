@@ -47,6 +47,19 @@ def _fail_closed_bound(result: ScenarioResult) -> float | None:
     return result.expected_fail_closed_s + result.tolerance_s
 
 
+def audit_cell(result: ScenarioResult) -> str:
+    """The refusals Vault audited during the scenario, by reason, as Prometheus counted them, and whether the
+    expected one was proven (scenarios/evidence.py); "none expected" where Vault refuses nothing."""
+    audit = result.data.get("audit")
+    if not audit:
+        return "none expected"
+    if not audit.get("checked"):
+        return f"not checked: {audit.get('detail', '')}"
+    counts = ", ".join(f"{reason} {count:g}" for reason, count in (audit.get("denials_by_reason") or {}).items())
+    expected = (audit.get("expected") or {}).get("reason", "")
+    return f"{counts or 'none counted'} (expected {expected}: {'proven' if audit.get('proven') else 'NOT proven'})"
+
+
 def scenario_rows(report: RunReport) -> list[tuple[str, ScenarioResult | None]]:
     """Every known scenario id, run or not, then any other the run has."""
     ids = list(FAULTS) + sorted(set(report.scenarios) - set(FAULTS))
@@ -58,7 +71,7 @@ def _html_scenarios(report: RunReport) -> str:
     for scenario_id, result in scenario_rows(report):
         if result is None:
             rows.append(f'<tr><td><a id="s-{scenario_id}"></a>{scenario_id}</td><td class="not-run">not run</td>'
-                        "<td></td><td></td><td></td>")
+                        "<td></td><td></td><td></td><td></td>")
             continue
         bound = _fail_closed_bound(result)
         closed = "no failures allowed" if result.data.get("zero_failures") else (
@@ -69,9 +82,9 @@ def _html_scenarios(report: RunReport) -> str:
                    f"bound {_seconds(result.recovery_bound_s)}")
         rows.append(f'<tr><td><a href="#plot-{scenario_id}">{scenario_id}</a></td>'
                     f'<td class="{result.verdict}">{result.verdict}</td><td>{closed}</td><td>{recover}</td>'
-                    f"<td>{len(result.violations)}</td></tr>")
+                    f"<td>{len(result.violations)}</td><td>{escape(redact(audit_cell(result)))}</td></tr>")
     return ("<table><tr><th>scenario</th><th>verdict</th><th>time to fail closed</th><th>time to recover</th>"
-            "<th>violations</th></tr>" + "".join(rows) + "</table>")
+            "<th>violations</th><th>Vault refusals audited</th></tr>" + "".join(rows) + "</table>")
 
 
 def _html_plots(report: RunReport) -> str:
@@ -125,15 +138,16 @@ def render_html(report: RunReport) -> str:
 def render_markdown(report: RunReport) -> str:
     lines = [f"# trustgrid run {report.run_id}: {overall(report)}", ""]
     lines += [f"- {k}: {v}" for k, v in _versions(report).items()]
-    lines += ["", "| scenario | verdict | fail closed (bound) | recover (bound) | violations |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| scenario | verdict | fail closed (bound) | recover (bound) | violations "
+                  "| Vault refusals audited |", "|---|---|---|---|---|---|"]
     for scenario_id, result in scenario_rows(report):
         if result is None:
-            lines.append(f"| {scenario_id} | not run | | | |")
+            lines.append(f"| {scenario_id} | not run | | | | |")
             continue
         lines.append(f"| {scenario_id} | {result.verdict} | {_seconds(result.time_to_fail_closed_s)} "
                      f"({_seconds(_fail_closed_bound(result))}) | {_seconds(result.time_to_recover_s)} "
-                     f"({_seconds(result.recovery_bound_s)}) | {len(result.violations)} |")
+                     f"({_seconds(result.recovery_bound_s)}) | {len(result.violations)} "
+                     f"| {redact(audit_cell(result)).replace('|', '/')} |")
     failed = [t for t in report.tests.values() if t.outcome in ("failed", "error")]
     lines += ["", f"{len(report.tests)} tests, {len(failed)} failed"]
     lines += [f"- FAILED `{t.nodeid}`: {redact(t.message)}" for t in failed]

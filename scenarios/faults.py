@@ -17,14 +17,17 @@ import hvac
 import requests
 from kubernetes.client.exceptions import ApiException
 
+from cluster.audit.reasons import PERMISSION_DENIED, ROLE_MISSING, TOKEN_INVALID
 from cluster.errors import PlatformUnavailable, TrustgridError
 from cluster.kube import Kube
 from cluster.meshconfig import read_mesh_config
 from cluster.pkitools import common_name, csr_and_key
 from cluster.platform import Platform, Workload
+from cluster.targets import DEFAULT_MESH_CA_ROLE
 from cluster.tenancy import Tenant
 from cluster.tokenlife import DELETION_MARGIN_S, TOKEN_REVIEW_CACHE_S, TokenLifetime, token_end, token_lifetime
 from cluster.vault import PkiRotation, VaultConfigurator
+from scenarios.evidence import ExpectedDenial
 from scenarios.scenario import Fault
 
 
@@ -145,6 +148,14 @@ class _Base:
     def restore(self) -> None:
         return None
 
+    @property
+    def expected_denial(self) -> ExpectedDenial | None:
+        return None
+
+    def _refused(self, reason: str, *, alert: str = "", login: bool = False) -> ExpectedDenial:
+        return ExpectedDenial(reason, namespace=self.tenant.namespace, role=self.tenant.role, alert=alert,
+                              login=login)
+
 
 class VaultTokenExpiry(_Base):
     """The app's agent stops renewing (stuck): its token simply runs out."""
@@ -163,6 +174,11 @@ class VaultTokenExpiry(_Base):
     def restore(self) -> None:
         self.platform.pause_vault_agent(self.client, False)
 
+    @property
+    def expected_denial(self) -> ExpectedDenial | None:
+        # The store forgets an expired or revoked token: reads with it are refused as a token it does not know.
+        return self._refused(TOKEN_INVALID, alert="VaultTokenDenials")
+
 
 class VaultTokenRevocation(_Base):
     def inject(self) -> None:
@@ -176,6 +192,11 @@ class VaultTokenRevocation(_Base):
         return 0.0
 
     # Restore is the agent's own: renewal is refused and it logs in again.
+
+    @property
+    def expected_denial(self) -> ExpectedDenial | None:
+        # The store forgets an expired or revoked token: reads with it are refused as a token it does not know.
+        return self._refused(TOKEN_INVALID, alert="VaultTokenDenials")
 
 
 class RoleRevocation(_Base):
@@ -198,6 +219,11 @@ class RoleRevocation(_Base):
     def restore(self) -> None:
         self.configurator.configure_namespace(self.tenant.namespace, self.tenant.binding.service_accounts)
 
+    @property
+    def expected_denial(self) -> ExpectedDenial | None:
+        # The agent logs in again when its token runs out: path_login.go "invalid role name".
+        return self._refused(ROLE_MISSING, login=True)
+
 
 class PolicyRevocation(_Base):
     def inject(self) -> None:
@@ -216,6 +242,11 @@ class PolicyRevocation(_Base):
 
     def restore(self) -> None:
         self.configurator.configure_namespace(self.tenant.namespace, self.tenant.binding.service_accounts)
+
+    @property
+    def expected_denial(self) -> ExpectedDenial | None:
+        # The token lives on, but its policy grants nothing: sdk/logical/error.go ErrPermissionDenied.
+        return self._refused(PERMISSION_DENIED)
 
 
 class ServiceAccountDeletion(_Base):
@@ -271,6 +302,12 @@ class ServiceAccountDeletion(_Base):
         kube.ensure_service_account(self.client.namespace, self.client.service_account, self.platform.run_id)
         self.platform.refresh_tokens(self.client)  # the kubelet's part: new tokens for the new account
 
+    @property
+    def expected_denial(self) -> ExpectedDenial | None:
+        # The agent's next login: the TokenReview of a deleted account's JWT fails, and path_login.go answers
+        # ErrPermissionDenied ("login unauthorized").
+        return self._refused(PERMISSION_DENIED, login=True)
+
 
 class RolePolicyDetach(_Base):
     """A GitOps-style edit takes the namespace's KV policy off its role.
@@ -307,6 +344,11 @@ class RolePolicyDetach(_Base):
         if accessor:
             with contextlib.suppress(hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden):
                 self.admin.adapter.post("/v1/auth/token/revoke-accessor", json={"accessor": accessor})
+
+    @property
+    def expected_denial(self) -> ExpectedDenial | None:
+        # The token minted while the policy was off reads nothing (and the probe's new login, too).
+        return self._refused(PERMISSION_DENIED)
 
 
 class CertRotation(_Base):
@@ -520,6 +562,11 @@ class MeshCaVaultAccessLost(_Base):
 
     def restore(self) -> None:
         self.platform.faults().restore_mesh_ca_vault_access()
+
+    @property
+    def expected_denial(self) -> ExpectedDenial | None:
+        # The CA's re-login to its deleted role: path_login.go "invalid role name", which the alert names.
+        return ExpectedDenial(ROLE_MISSING, role=DEFAULT_MESH_CA_ROLE, alert="MeshCaVaultLoginRefused", login=True)
 
 
 class MeshCaDown(_Base):

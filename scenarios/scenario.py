@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -19,12 +20,13 @@ from pathlib import Path
 from typing import Protocol
 
 from cluster.agent import APP_PORT
-from cluster.errors import WaitTimeout
+from cluster.errors import PlatformUnavailable, WaitTimeout
 from cluster.platform import Platform, Workload
 from cluster.profile import Policy
 from cluster.progress import say
 from cluster.wait import wait_until
 from scenarios.bounds import EFFECT_TIMEOUT_S, MONITOR_HZ
+from scenarios.evidence import Bounds, ExpectedDenial, Window, prove
 from scenarios.monitor import Monitor, mesh_probe, vault_probe
 from scenarios.timeline import CONVERGE, Timeline
 
@@ -53,6 +55,11 @@ class Fault(Protocol):
 
     def restore(self) -> None:
         """Undo the fault (a no-op where the system heals itself, which recovery then proves)."""
+
+    @property
+    def expected_denial(self) -> ExpectedDenial | None:
+        """The refusal Vault's audit log must show during the fault (None where Vault refuses nothing, or
+        audits nothing: sealed or down)."""
 
 
 @dataclass(frozen=True)
@@ -106,10 +113,15 @@ def run_scenario(stage: Stage, fault: Fault, *, hold_s: float = 2.0) -> Timeline
     monitor = Monitor(probes, hz=MONITOR_HZ)
     try:
         with monitor:
+            timeline.wall_t0 = time.time() - monitor.now()
             _phases(stage, fault, monitor, timeline, hold_s)
         if timeline.restored_at is not None and not timeline.notes:
             with stage.phase("6. steady state again, with mTLS on the wire"):
                 timeline.steady_again, timeline.steady_evidence = steady_with_mtls(stage)
+        expected = fault.expected_denial
+        if expected is not None and timeline.fault_took_effect and timeline.restored_at is not None:
+            with stage.phase(f"7. prove from Prometheus: {expected.describe()}"):
+                timeline.audit = audit_evidence(stage, expected, timeline)
     except BaseException as err:
         timeline.notes.append(f"interrupted: {type(err).__name__}: {err}")
         raise
@@ -117,6 +129,20 @@ def run_scenario(stage: Stage, fault: Fault, *, hold_s: float = 2.0) -> Timeline
         timeline.samples = monitor.samples
         timeline.write(stage.run_dir)
     return timeline
+
+
+def audit_evidence(stage: Stage, expected: ExpectedDenial, timeline: Timeline) -> dict[str, object]:
+    """The expected refusal proven from the platform's Prometheus (scenarios/evidence.py), as the timeline
+    keeps it; where the platform has no Prometheus, why it was not checked and how to have it checked."""
+    try:
+        url = stage.platform.prometheus_url()
+    except PlatformUnavailable as err:
+        return {"checked": False, "detail": str(err)}
+    assert timeline.fault_at is not None and timeline.restored_at is not None
+    window = Window(timeline.wall_t0 + timeline.fault_at, timeline.wall_t0 + timeline.restored_at)
+    bounds = Bounds(stage.policy.audit_visible_within.total_seconds(), stage.policy.alert_within.total_seconds())
+    say(f"{timeline.scenario}: asking Prometheus for {expected.describe()}")
+    return {"checked": True, **prove(url, expected, window, bounds).as_json()}
 
 
 def _phases(stage: Stage, fault: Fault, monitor: Monitor, timeline: Timeline, hold_s: float) -> None:

@@ -36,6 +36,10 @@ class Timeline:
     steady_again: bool = False
     steady_evidence: str = ""
     notes: list[str] = field(default_factory=list)
+    wall_t0: float = 0.0  # Unix seconds at t=0 of the samples: Prometheus's clock (scenarios/evidence.py)
+    # The refusal proven from Prometheus (scenarios/evidence.py AuditEvidence.as_json), or why it was not
+    # checked ({"checked": false, "detail": ...}); None where the scenario expects no refusal.
+    audit: dict[str, Any] | None = None
 
     # -- figures, from the samples -----------------------------------------
     # A sample is an interval [t, end]: the system decided its outcome at some moment inside it.
@@ -128,6 +132,7 @@ class Timeline:
             "must_fail": list(self.must_fail), "zero_failures": self.zero_failures,
             "fault_took_effect": self.fault_took_effect, "fault_evidence": self.fault_evidence,
             "steady_again": self.steady_again, "steady_evidence": self.steady_evidence, "notes": self.notes,
+            "wall_t0": self.wall_t0, "audit": self.audit,
             "samples": [asdict(s) for s in self.samples],
         }
 
@@ -155,7 +160,7 @@ class Timeline:
             restored_at=data["restored_at"], expected_fail_closed_at=data["expected_fail_closed_at"],
             fault_evidence=data.get("fault_evidence", ""), fault_took_effect=bool(data["fault_took_effect"]),
             steady_again=bool(data["steady_again"]), steady_evidence=data.get("steady_evidence", ""),
-            notes=list(data.get("notes", [])),
+            notes=list(data.get("notes", [])), wall_t0=float(data.get("wall_t0") or 0.0), audit=data.get("audit"),
         )
 
     def write(self, run_dir: Path) -> Path:

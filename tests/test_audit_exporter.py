@@ -87,6 +87,8 @@ def test_a_message_no_rule_knows_is_other_and_every_reason_is_in_the_closed_set(
     assert reason("something new went wrong") == OTHER_REASON
     assert reason("2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n") == "token_invalid"
     assert {reason(e["reason"]) for e in EXPECTED} <= set(REASONS)
+    # A renewal after the role was deleted (seen in the role-revocation scenario, where it was "other" before).
+    assert reason("1 error occurred:\n\t* role t-app does not exist during renewal\n\n") == "role_missing"
 
 
 label = st.text(alphabet="abcdefgh-", min_size=1, max_size=6)  # values a label may take (cluster/audit/exporter.py)

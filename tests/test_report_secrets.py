@@ -28,8 +28,10 @@ pytestmark = pytest.mark.platform
 
 
 def _kept_secrets(run_id: str) -> list[str]:
+    """The root token, the unseal keys, and the token Prometheus scrapes OpenBao's sys/metrics with."""
     init = json.loads((runs_root() / run_id / "vault-init.json").read_text())
-    return [init["root_token"], *init["keys_base64"]]
+    metrics = (runs_root() / run_id / "monitoring" / "vault-token").read_text().strip()
+    return [init["root_token"], *init["keys_base64"], metrics]
 
 
 def test_a_suite_run_has_complete_reports_and_no_secret_in_them(tmp_path: Path) -> None:
@@ -52,9 +54,15 @@ def test_a_suite_run_has_complete_reports_and_no_secret_in_them(tmp_path: Path) 
     finally:
         subprocess.run([sys.executable, "-m", "cluster", "down", run_dir.name], cwd=ROOT, check=False,
                        capture_output=True, timeout=120)
-    assert len(exact) >= 3  # the scan really knows the root token and the unseal keys
+    assert len(exact) >= 4  # the scan really knows the root token, the unseal keys and the metrics token
 
     files = [p for p in run_dir.rglob("*") if p.is_file()]
+    # The scan reads Prometheus's answers (each timeline's audit evidence, the conformance refusal's) and the
+    # exporter's metrics page.
+    audited = [json.loads(p.read_text()).get("audit") for p in (run_dir / "timelines").glob("*.json")]
+    assert any(a and a.get("asked") for a in audited), "no timeline kept Prometheus's answers"
+    assert {"exporter-metrics.txt", "conformance-refusal.json"} <= {p.name for p in (run_dir / "audit").iterdir()}
+    assert "vault_audit_denials_total" in (run_dir / "audit" / "exporter-metrics.txt").read_text()
     hits = []
     for name, text in [("pytest output", output)] + [(str(p), p.read_text(errors="replace")) for p in files]:
         found = find_secrets(text) + ["a root token or unseal key" for value in exact if value in text]

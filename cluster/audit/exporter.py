@@ -105,8 +105,11 @@ def denial(entry: Mapping[str, Any], paths: Paths = Paths()) -> Denial | None:
         namespace = parts[2]
     # A token was presented (the request's client_token, HMACed) but the store did not know it: the entry's
     # auth then names no token. No token presented at all is a plain refusal.
+    # A login is judged on its JWT, never on a token sent along with it: its plain "permission denied" is
+    # the JWT's review refused (path_login.go, "login unauthorized").
     unknown = bool(request.get("client_token")) and not (auth.get("accessor") or auth.get("client_token"))
-    return Denial(reason(error, token_known=not unknown), _safe(namespace), _safe(mount), _safe(role), login)
+    return Denial(reason(error, token_known=login or not unknown), _safe(namespace), _safe(mount), _safe(role),
+                  login)
 
 
 def _epoch(stamp: str) -> float:

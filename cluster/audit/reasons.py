@@ -21,8 +21,11 @@ OTHER: Final = "other"
 _MATCHES: Final = (
     # internal/vault/request_handling.go: a token given in a token request's body that is not a string.
     ("invalid token", TOKEN_INVALID),
-    # internal/builtin/credential/kubernetes/path_login.go: the login's role does not exist.
+    # internal/builtin/credential/kubernetes/path_login.go: the login's role does not exist,
     ("invalid role name", ROLE_MISSING),
+    # ... or no longer does when a token it issued is renewed (pathLoginRenew, "role %s does not exist during
+    # renewal").
+    ("does not exist during renewal", ROLE_MISSING),
     # ... the JWT's service account is not in the role's bound_service_account_names (403),
     ("service account name not authorized", SERVICE_ACCOUNT_NOT_AUTHORIZED),
     # ... or its namespace is not in bound_service_account_namespaces.

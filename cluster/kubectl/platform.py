@@ -145,6 +145,13 @@ class KubectlPlatform:
     def faults(self) -> KubectlFaults:
         return KubectlFaults(self)
 
+    def prometheus_url(self) -> str:
+        if self.settings.prometheus_url:
+            return self.settings.prometheus_url
+        raise PlatformUnavailable(f"--platform {self.name} has no Prometheus of the suite's that reads Vault's audit "
+                                  "log", fix="pass --prometheus-url URL: a Prometheus that scrapes the audit exporter "
+                                             "(python -m cluster.audit) and loads cluster/audit/alerts.yaml")
+
     def upgrades(self) -> Upgrades:
         # An existing cluster's Vault is not this run's: the suite upgrades only what it installed (kind,
         # cluster/kind/upgrade.py). `--dry-run` prints the plan to run on a copy of that cluster.
@@ -451,6 +458,13 @@ class KubectlFaults:
         before = cacerts_reloads(istiod_log())
         self.platform.kubectl.apply([cacerts_secret(ca, self.platform.run_id)])
         wait_cacerts_taken(istiod_log, before, timeout=180, interval=3)
+
+    def stop_audit_exporter(self) -> None:
+        raise PlatformUnavailable(f"the audit exporter on --platform {self.platform.name} is not the suite's to stop",
+                                  fix="run the broken-exporter test on --platform local")
+
+    def start_audit_exporter(self) -> None:
+        self.stop_audit_exporter()
 
     def stop_mesh_ca(self) -> None:
         self._scale(*self.platform.mesh_ca, 0)

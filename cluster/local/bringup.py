@@ -42,6 +42,16 @@ from cluster.local.meshservices import (
     refresh_mesh_ca_tokens,
     wait_mesh_ca,
 )
+from cluster.local.monitoring import (
+    EXPORTER,
+    METRICS_POLICY,
+    PROMETHEUS,
+    exporter_process,
+    prometheus_process,
+    wait_exporter,
+    wait_prometheus,
+    write_config,
+)
 from cluster.local.network import NodeNetwork, pick_pod_cidr, reap_networks, remove_run_network, run_tag
 from cluster.local.openbao import LocalVault, VaultEndpoint
 from cluster.local.platform import (
@@ -230,6 +240,16 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
         configurator = VaultConfigurator(admin, layout, setup, settings.run_id)
         configure_vault(configurator, api_endpoint, str(vault.audit_log) if setup.vault.audit else None)
         timings["vault_configure_s"] = time.monotonic() - configure_started
+        progress("starting the audit exporter and Prometheus on loopback")
+        monitoring = write_config(state, audit_log=vault.audit_log, vault_addr=vault_endpoint.addr,
+                                  vault_ca=api_endpoint.ca, vault_token=configurator.metrics_token(METRICS_POLICY),
+                                  kv_mount=layout.kv_path)
+        exporter, prometheus = (exporter_process(state, monitoring, owner=owner),
+                                prometheus_process(state, monitoring, owner=owner))
+        for name in (EXPORTER, PROMETHEUS):
+            stack.callback(stop_recorded, state, name)  # armed before the starts, as Vault's
+        exporter.start()
+        prometheus.start()
 
         mesh_started = time.monotonic()
         refreshers = [vault_pod.project_token]
@@ -262,6 +282,8 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
         if setup.mesh.ca == "istio-csr":
             wait_mesh_ca(mesh_ca)
         istiod.wait_istiod(started_istiod.process, started_istiod.endpoints)
+        wait_exporter(exporter, monitoring)  # both started before Istio: they came up meanwhile
+        wait_prometheus(prometheus, monitoring)
         timings["mesh_up_s"] = time.monotonic() - mesh_started
         if owner:
             stack.enter_context(TokenRefresher(*refreshers))
@@ -279,6 +301,7 @@ def start_local(settings: Settings, progress: Progress) -> Iterator[LocalPlatfor
             pods_root=str(pods_root), images=images_record(images), mesh_ca_address=ca_address,
             istiod_http_port=started_istiod.endpoints.http_port, istio_release=istio.pins.release,
             envoy_version=envoy.version, ca_mode=setup.mesh.ca, timings=timings, vault_nodes=raft_nodes,
+            prometheus_url=monitoring.prometheus_url,
         )
         Kubelet(state, network, kube, connection.node, pods_root).register_node()
         platform = LocalPlatform(settings, state, connection, owner=owner, raft=raft)

@@ -19,6 +19,7 @@ import requests
 
 from cluster.errors import ProcessFailed, VaultSealed, WaitTimeout
 from cluster.local.binaries import VaultBinary
+from cluster.local.monitoring import TELEMETRY
 from cluster.local.process import ManagedProcess, stop_recorded
 from cluster.runstate import RunState, process_run_id
 from cluster.secrets import register
@@ -80,6 +81,7 @@ def server_config(*, port: int, cluster_port: int, data_dir: Path, cert: Path, k
                   f'  tls_key_file = "{key}"', "}"]
     if flavor == "vault":
         lines.append("disable_mlock = true")  # OpenBao dropped mlock; Vault needs it off for raft
+    lines.append(TELEMETRY.rstrip("\n"))  # sys/metrics in Prometheus's format (cluster/local/monitoring.py)
     if audit_log is not None and flavor == "openbao":
         # OpenBao refuses API-created audit devices (CVE-2025-54997); they are declarative.
         lines += [

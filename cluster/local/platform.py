@@ -34,6 +34,7 @@ from cluster.local.istiod import istiod_from_record, wait_istiod
 from cluster.local.kubelet import Image, Kubelet, Node
 from cluster.local.mesh import write_cacerts
 from cluster.local.meshservices import MESH_CA_ACCOUNT, MESH_NAMESPACE, mesh_ca_from_config, wait_mesh_ca
+from cluster.local.monitoring import EXPORTER, exporter_process, read_config, wait_exporter
 from cluster.local.network import NodeNetwork
 from cluster.local.openbao import LocalVault, VaultEndpoint
 from cluster.local.pods import LocalPods
@@ -98,6 +99,7 @@ class Connection:
     ca_mode: str
     timings: dict[str, float] = field(default_factory=dict)
     vault_nodes: int = 0  # raft nodes behind a front (cluster/local/raftcluster.py); 0: one server, no front
+    prometheus_url: str = ""  # the run's Prometheus on loopback (cluster/local/monitoring.py)
 
     @property
     def apiserver(self) -> ApiServerEndpoint:
@@ -235,6 +237,18 @@ class LocalFaults:
         process.start()
         wait_mesh_ca(process)
 
+    def stop_audit_exporter(self) -> None:
+        stop_recorded(self._platform.state, EXPORTER)
+
+    def start_audit_exporter(self) -> None:
+        platform = self._platform
+        config = read_config(platform.state)
+        if config is None:
+            raise PlatformUnavailable("this run was started without its audit exporter", fix="start a new run")
+        process = exporter_process(platform.state, config, owner=platform.owner)
+        process.start()
+        wait_exporter(process, config)
+
 
 class LocalUpgrades:
     """The rolling upgrade of the platform's raft cluster, onto a pinned OpenBao release's binary, and the
@@ -332,6 +346,12 @@ class LocalPlatform:
 
     def faults(self) -> LocalFaults:
         return LocalFaults(self)
+
+    def prometheus_url(self) -> str:
+        if not self.connection.prometheus_url:
+            raise PlatformUnavailable("this run's local platform was started without Prometheus",
+                                      fix="start a new run")
+        return self.connection.prometheus_url
 
     def upgrades(self) -> LocalUpgrades:
         if not self.connection.vault_nodes:

@@ -35,6 +35,7 @@ import yaml
 
 from cluster.errors import PlatformUnavailable, ProcessFailed, WaitTimeout
 from cluster.local.binaries import VaultBinary
+from cluster.local.monitoring import TELEMETRY
 from cluster.local.openbao import pod_argv
 from cluster.local.pki import KeyPair
 from cluster.local.process import ManagedProcess, free_port, stop_recorded
@@ -101,7 +102,7 @@ def node_config(node: RaftNode, peers: list[RaftNode], *, data_dir: Path, tls: K
                     for peer in peers)
     audit = (f'audit "file" "file" {{\n  description = "trustgrid audit log"\n'
              f'  options {{ file_path = "{audit_log}" }}\n}}\n') if audit_log else ""
-    return (audit +
+    return (audit + TELEMETRY +
         "ui = false\n"
         f'api_addr = "{node.addr}"\n'
         f'cluster_addr = "https://127.0.0.1:{node.cluster_port}"\n'

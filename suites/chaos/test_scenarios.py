@@ -95,6 +95,9 @@ def test_chaos(scenario_id: str, stage: tuple[Stage, Tenant]) -> None:
     assert timeline.time_to_recover_s <= timeline.recovery_bound_s, where
     # 5. The steady state is back, with mTLS on the wire.
     assert timeline.steady_again, f"{timeline.steady_evidence} ({where})"
+    # 6. The refusal it expects is in Prometheus, inside the fault window, and its alert fired.
+    if timeline.audit is not None and timeline.audit["checked"]:
+        assert timeline.audit["proven"], f"{timeline.audit['detail']} ({where})"
     if scenario_id in EXTRA_CHECKS:
         EXTRA_CHECKS[scenario_id](timeline)
     if scenario_id == "role-policy-detach":

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +23,18 @@ import hvac
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from cluster.audit.reasons import ROLE_MISSING
 from cluster.errors import PlatformUnavailable
 from cluster.kube import Kube
 from cluster.kubeconfig.platform import ExistingClusterPlatform, attach_existing, attachment_target
 from cluster.kubectl.platform import MESH_CA_ROLE_KEPT
 from cluster.local.platform import LocalPlatform
-from cluster.runstate import EXISTING_CLUSTER_MARK, RUN_LABEL, runs_root
+from cluster.runstate import EXISTING_CLUSTER_MARK, RUN_LABEL, new_run_id, runs_root
 from cluster.settings import Settings, build_settings
 from cluster.tenancy import open_tenant
 from cluster.vault import VaultConfigurator
+from scenarios.evidence import Bounds, ExpectedDenial, Window, prove
+from suites.conformance.test_audit_pipeline import refuse_login
 
 TOOLS = {"kubectl": Path("/nonexistent/kubectl"), "istioctl": Path("/nonexistent/istioctl")}
 
@@ -119,6 +124,25 @@ def test_the_attached_platform_reads_the_live_cluster(
     assert existing.vault_admin().sys.read_health_status(method="GET")["sealed"] is False
     with pytest.raises(PlatformUnavailable, match="--vault-unseal-keys"):
         existing.unseal_keys()
+
+
+def test_the_audit_evidence_on_an_existing_cluster_reads_the_prometheus_it_is_given(
+        attached: tuple[ExistingClusterPlatform, Recorder], local: LocalPlatform, existing_settings: Settings) -> None:
+    """--prometheus-url: a refusal made through the existing-cluster platform is proven from that Prometheus
+    (here the local platform's, which scrapes the cluster's audit exporter); without it, one line names it."""
+    existing, _ = attached
+    with pytest.raises(PlatformUnavailable, match="--prometheus-url"):
+        existing.prometheus_url()
+    given = replace(existing.settings, prometheus_url=local.prometheus_url(), run_id=new_run_id())  # another run
+    with attach_existing(given, lambda _: None, runner=Recorder(), tools=TOOLS) as told:
+        role = f"tg-audit-probe-{secrets.token_hex(4)}"
+        at = time.time()
+        refuse_login(told, role)
+        policy = given.profile.policy
+        evidence = prove(told.prometheus_url(), ExpectedDenial(ROLE_MISSING, role=role, login=True),
+                         Window(at, time.time()),
+                         Bounds(policy.audit_visible_within.total_seconds(), policy.alert_within.total_seconds()))
+    assert evidence.proven, evidence.judgement.detail
 
 
 @pytest.mark.cluster_fault  # takes the mesh CA's Vault role away, as a run killed mid-fault would have left it

@@ -8,8 +8,8 @@ and through the follower reading them from a file. The goal is 50,000 lines/s or
 
 Lag (--denials N, 0 to skip): brings the local platform up (real OpenBao, the exporter on its audit log,
 the Debian Prometheus scraping it every second), has OpenBao refuse N logins, each to a role of its own,
-and times each from just before the request to the first sample of its counter in Prometheus (the sample's
-own timestamp, PromQL timestamp()), and to the moment an instant query first returns it. The goal is 2 s
+and times each from just before the request to the sample an instant query first returns for it (that
+sample's own timestamp, PromQL timestamp()), and to the moment that query returned. The goal is 2 s
 or less at the 1 s scrape interval.
 """
 

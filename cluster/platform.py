@@ -329,6 +329,7 @@ class Platform(Protocol):
     versions: Versions
     vault_layout: VaultLayout
     run_id: str
+    mesh_ca_role: str  # the mesh CA's Kubernetes-auth role in Vault
 
     def vault_admin(self) -> hvac.Client:
         """An admin client. Its token is registered with the redactor and never logged."""

@@ -139,8 +139,7 @@ def _prometheus_url(value: object | None, platform: str) -> str | None:
     if platform == "local":
         raise SettingsError("--prometheus-url is for --platform kind and kubeconfig: the local platform runs its own "
                             "Prometheus", fix="drop --prometheus-url")
-    if not url.startswith(("http://", "https://")) or "/" in url.split("://", 1)[1].split("/", 1)[0] \
-            or not url.split("://", 1)[1]:
+    if not url.startswith(("http://", "https://")) or not url.split("://", 1)[1]:
         raise SettingsError(f"--prometheus-url {value!r} is not a URL",
                             fix="pass the server's base URL, such as http://127.0.0.1:9090")
     return url

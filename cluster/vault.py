@@ -27,6 +27,15 @@ AUDIT_PLAIN_REQUEST_KEYS = ("role",)
 AUDIT_PLAIN_RESPONSE_KEYS = ("error",)
 
 
+def hmaced_login_keys(client: hvac.Client, mount: str) -> list[str]:
+    """Which of the keys a refused login is told by (AUDIT_PLAIN_*) the mount's audit log still HMACs
+    ([] when all are plain): ``sys/auth/<mount>/tune``'s audit_non_hmac_request_keys and ..._response_keys."""
+    tune = client.adapter.get(f"/v1/sys/auth/{mount}/tune")
+    tune = tune.get("data", tune) if isinstance(tune, dict) else {}
+    plain = {*(tune.get("audit_non_hmac_request_keys") or []), *(tune.get("audit_non_hmac_response_keys") or [])}
+    return [key for key in (*AUDIT_PLAIN_REQUEST_KEYS, *AUDIT_PLAIN_RESPONSE_KEYS) if key not in plain]
+
+
 @dataclass(frozen=True)
 class PluginCa:
     """Istio's ``cacerts``: its signing certificate and key, the roots the mesh trusts, and the root
@@ -180,10 +189,11 @@ class VaultConfigurator:
             ) from None
         return f"{self.layout.audit_path}/"
 
-    def metrics_token(self, policy_hcl: str, ttl: str = "24h") -> str:
+    def metrics_token(self, policy_hcl: str, ttl: str = "720h") -> str:
         """A token that may only read ``sys/metrics``, for Prometheus to scrape Vault with (Vault docs,
         "Prometheus" telemetry: a token with read on sys/metrics). An orphan, so a revoked parent never
-        takes it along; without the default policy. Registered with the redactor."""
+        takes it along; without the default policy; it outlives a kept cluster's month (the token mount's
+        default max_lease_ttl is 768h). Registered with the redactor."""
         name = "trustgrid-metrics"
         self.client.sys.create_or_update_policy(name, policy_hcl)
         created = self._post("auth/token/create-orphan", {

@@ -20,15 +20,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cluster.errors import WaitTimeout
-from cluster.promapi import Asked, PrometheusApi, Series
+from cluster.promapi import Asked, PrometheusApi, PrometheusUnavailable, Series
 from cluster.wait import wait_until
 
 BEFORE_S = 30.0  # the steady state before a fault in which the same denial must not already be rising
 STEP_S = 1.0  # the range queries' resolution: the scrape and rule evaluation interval
+GRACE_SCRAPES = 3  # the last answer is taken this many intervals after everything judged was due
+MAX_POINTS = 10_000  # per series of a range query; Prometheus refuses over 11,000
 
 
 def _quoted(value: str) -> str:
-    return json.dumps(value)  # a PromQL string literal: Go's escapes, which JSON's are a subset of
+    # A PromQL string literal: Go's escapes, of which JSON's are a subset (non-ASCII kept as it is: PromQL
+    # refuses the surrogate pairs JSON would write).
+    return json.dumps(value, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -98,36 +102,50 @@ class Judgement:
     alert_after_seen_s: float | None = None
 
 
-def _value_at(points: Sequence[tuple[float, float]], at: float) -> float:
-    """The value of a step-evaluated counter at ``at``: the last point at or before it (0 before the first:
-    a series absent there had counted nothing)."""
-    found = [v for t, v in points if t <= at and not math.isnan(v)]
+def counted(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """A counter's points as the refusals counted since its first point, across resets: a value below the one
+    before is a restarted exporter counting afresh (Prometheus's own rule for rate() and increase()), and a
+    series absent for a while and back (stale, then scraped again) continues from its last value."""
+    total, previous, found = 0.0, 0.0, []
+    for t, value in points:
+        if math.isnan(value):
+            continue
+        total += value - previous if value >= previous else value
+        previous = value
+        found.append((t, total))
+    return found
+
+
+def _at(points: Sequence[tuple[float, float]], at: float) -> float:
+    """The running count at ``at``: the last point at or before it (0 before the first)."""
+    found = [v for t, v in points if t <= at]
     return found[-1] if found else 0.0
 
 
 def judge(expected: ExpectedDenial, counter: Sequence[tuple[float, float]], alerts: Sequence[float],
           window: Window, bounds: Bounds) -> Judgement:
     """The verdict on one expected refusal. ``counter``: the summed counter's (time, value) points, one per
-    step; ``alerts``: the times at which the expected alert was firing. Pure: tested in tests/."""
+    step, from ``bounds.before_s`` before the fault; ``alerts``: the times at which the expected alert was
+    firing. The same times must be those the points were asked for (prove() rounds them once). Pure: tested
+    in tests/."""
+    running = counted(counter)
     start = window.fault_at - bounds.before_s
-    at_start, at_fault = _value_at(counter, start), _value_at(counter, window.fault_at)
+    at_start, at_fault = _at(running, start), _at(running, window.fault_at)
     what = expected.describe()
     if at_fault > at_start:
-        return Judgement(False, f"{what}: the counter was already rising before the fault ({at_start:g} at "
-                                f"{bounds.before_s:g} s before it, {at_fault:g} at the fault): not the fault's")
+        return Judgement(False, f"{what}: {at_fault - at_start:g} counted in the {bounds.before_s:g} s before the "
+                                "fault: the refusal was there before it, not the fault's")
     visible_by = window.restored_at + bounds.visible_s
-    risen = [(t, v) for t, v in counter if t > window.fault_at and v > at_fault]
+    risen = [(t, v) for t, v in running if t > window.fault_at and v > at_fault]
     if not risen:
-        last = counter[-1][1] if counter else 0.0
         return Judgement(False, f"{what}: not in Prometheus from the fault until {bounds.visible_s:g} s after the "
-                                f"restore (the counter stayed at {last:g}): the refusal was not audited, or the "
-                                "audit pipeline is broken")
+                                "restore: the refusal was not audited, or the audit pipeline is broken")
     seen_at, value = risen[0]
     seen_s = round(seen_at - window.fault_at, 3)
     if seen_at > visible_by:
         return Judgement(False, f"{what}: first in Prometheus {seen_at - window.restored_at:.1f} s after the restore, "
                                 f"beyond policy.audit_visible_within {bounds.visible_s:g} s", seen_s)
-    detail = f"{what}: in Prometheus {seen_s:.1f} s after the fault (counter {at_fault:g} -> {value:g})"
+    detail = f"{what}: in Prometheus {seen_s:.1f} s after the fault ({value - at_fault:g} counted by then)"
     if not expected.alert:
         return Judgement(True, detail, seen_s)
     firing = [t for t in alerts if t >= seen_at - STEP_S]
@@ -165,44 +183,61 @@ def _points(series: tuple[Series, ...]) -> tuple[tuple[float, float], ...]:
     return series[0].points if series else ()
 
 
-def denials_by_reason(api: PrometheusApi, scope: str, window: Window, end: float) -> dict[str, float]:
+def denials_by_reason(api: PrometheusApi, scope: str, window: Window, end: float, step: float) -> dict[str, float]:
     """Refusals in ``scope`` (PromQL matchers, such as ``namespace="t-x"``) counted between the fault and
-    ``end``, by reason: what the summary page shows per scenario."""
+    ``end``, by reason, across exporter restarts (``counted``): what the summary page shows per scenario."""
     expr = f"sum by (reason) (vault_audit_denials_total{{{scope}}})"
-    before = {s.labels.get("reason", ""): s.points[-1][1] for s in api.instant(expr, window.fault_at) if s.points}
-    after = {s.labels.get("reason", ""): s.points[-1][1] for s in api.instant(expr, end) if s.points}
-    return {reason: after[reason] - before.get(reason, 0.0) for reason in sorted(after)
-            if after[reason] > before.get(reason, 0.0)}
+    found: dict[str, float] = {}
+    for series in api.range(expr, round(window.fault_at - step, 3), end, step):
+        running = counted(series.points)
+        count = running[-1][1] - _at(running, window.fault_at) if running else 0.0
+        if count > 0:
+            found[series.labels.get("reason", "")] = count
+    return found
 
 
 def prove(url: str, expected: ExpectedDenial, window: Window, bounds: Bounds, *,
           clock: Callable[[], float] = time.time) -> AuditEvidence:
     """Ask Prometheus at ``url`` until the refusal (and its alert) is proven, or until everything the bounds
-    allow has been evaluated (the restore plus both bounds), then judge what it answered last. A Prometheus
-    that never answers is a failed proof naming its error, never a hang."""
-    settle = window.restored_at + bounds.visible_s + bounds.alert_s + STEP_S
-    start = window.fault_at - bounds.before_s
+    allow has been evaluated (the restore plus both bounds) and stored (a few scrapes later), then judge what
+    it answered last. A Prometheus that stops answering is a failed proof naming its error, never a hang."""
+    # Rounded once, as the API is asked: the judgement must compare the very times the points were asked for.
+    window = Window(round(window.fault_at, 3), round(window.restored_at, 3))
+    start = round(window.fault_at - bounds.before_s, 3)
+    settle = round(window.restored_at + bounds.visible_s + bounds.alert_s + STEP_S, 3)
+    grace = settle + GRACE_SCRAPES * STEP_S  # samples and rule results stamped before settle, stored late
+    step = max(STEP_S, math.ceil((settle - start) / MAX_POINTS))  # Prometheus answers at most 11,000 points
     last: list[AuditEvidence] = []
+    errors: list[str] = []
 
     def attempt() -> bool:
         api = PrometheusApi(url)
-        end = min(clock(), settle)
-        counter = _points(api.range(expected.counter, start, end, STEP_S))
-        alerts = ([t for s in api.range(expected.alert_query, start, end, STEP_S) for t, v in s.points if v == 1]
-                  if expected.alert else [])
-        judged = judge(expected, counter, sorted(alerts), window, bounds)
-        by_reason: dict[str, float] = {}
-        for scope in expected.scopes:
-            for reason, count in denials_by_reason(api, scope, window, end).items():
-                by_reason[reason] = by_reason.get(reason, 0.0) + count
+        try:
+            end = round(min(clock(), settle), 3)
+            counter = _points(api.range(expected.counter, start, end, step))
+            alerts = ([t for s in api.range(expected.alert_query, start, end, step) for t, v in s.points if v == 1]
+                      if expected.alert else [])
+            judged = judge(expected, counter, sorted(alerts), window, Bounds(bounds.visible_s, bounds.alert_s,
+                                                                            window.fault_at - start))
+            by_reason: dict[str, float] = {}
+            for scope in expected.scopes:
+                for reason, count in denials_by_reason(api, scope, window, end, step).items():
+                    by_reason[reason] = by_reason.get(reason, 0.0) + count
+        except PrometheusUnavailable as err:
+            errors.append(str(err))
+            raise
+        finally:
+            api.session.close()
+        errors.clear()
         last[:] = [AuditEvidence(expected, judged, by_reason, tuple(api.asked))]
-        return judged.proven or clock() >= settle
+        return judged.proven or clock() >= grace
 
     try:
-        wait_until(attempt, timeout=max(1.0, settle - clock()) + 30, interval=0.5,
+        wait_until(attempt, timeout=max(1.0, grace - clock()) + 30, interval=0.5,
                    describe=f"Prometheus to show {expected.describe()}", clock=clock)
     except WaitTimeout as err:
-        if not last:
-            return AuditEvidence(expected, Judgement(False, f"{expected.describe()}: Prometheus at {url} never "
-                                                            f"answered ({err.last_error or err.last_state})"))
+        if not last or errors:
+            return AuditEvidence(expected, Judgement(False, f"{expected.describe()}: Prometheus at {url} stopped "
+                                                            f"answering ({err.last_error or err.last_state})"),
+                                 asked=last[0].asked if last else ())
     return last[0]

@@ -24,6 +24,7 @@ from cluster.errors import PlatformUnavailable, WaitTimeout
 from cluster.platform import Platform, Workload
 from cluster.profile import Policy
 from cluster.progress import say
+from cluster.vault import hmaced_login_keys
 from cluster.wait import wait_until
 from scenarios.bounds import EFFECT_TIMEOUT_S, MONITOR_HZ
 from scenarios.evidence import Bounds, ExpectedDenial, Window, prove
@@ -119,7 +120,10 @@ def run_scenario(stage: Stage, fault: Fault, *, hold_s: float = 2.0) -> Timeline
             with stage.phase("6. steady state again, with mTLS on the wire"):
                 timeline.steady_again, timeline.steady_evidence = steady_with_mtls(stage)
         expected = fault.expected_denial
-        if expected is not None and timeline.fault_took_effect and timeline.restored_at is not None:
+        if expected is not None and not (timeline.fault_took_effect and timeline.restored_at is not None):
+            timeline.audit = {"checked": False, "detail": f"{expected.describe()}: not asked, the fault did not "
+                                                          "take effect"}
+        elif expected is not None:
             with stage.phase(f"7. prove from Prometheus: {expected.describe()}"):
                 timeline.audit = audit_evidence(stage, expected, timeline)
     except BaseException as err:
@@ -138,6 +142,13 @@ def audit_evidence(stage: Stage, expected: ExpectedDenial, timeline: Timeline) -
         url = stage.platform.prometheus_url()
     except PlatformUnavailable as err:
         return {"checked": False, "detail": str(err)}
+    mount = stage.platform.vault_layout.kubernetes_path
+    if expected.login and (hmaced := hmaced_login_keys(stage.platform.vault_admin(), mount)):
+        # An existing cluster's mount, left as it is: its refused logins name neither role nor reason.
+        return {"checked": False, "detail": f"{expected.describe()}: auth/{mount} HMACs {', '.join(hmaced)} in the "
+                                            "audit log, so a refused login says neither whose nor why; fix: vault "
+                                            f"auth tune -audit-non-hmac-request-keys=role "
+                                            f"-audit-non-hmac-response-keys=error {mount}/"}
     assert timeline.fault_at is not None and timeline.restored_at is not None
     window = Window(timeline.wall_t0 + timeline.fault_at, timeline.wall_t0 + timeline.restored_at)
     bounds = Bounds(stage.policy.audit_visible_within.total_seconds(), stage.policy.alert_within.total_seconds())

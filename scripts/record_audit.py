@@ -84,7 +84,7 @@ def main() -> int:
 
         login = f"auth/{layout.kubernetes_path}/login"
         jwt = tenant.token("app")
-        anonymous = hvac.Client(url=admin.url, verify=admin.adapter.session.verify)
+        anonymous = hvac.Client(url=admin.url, token="", verify=admin.adapter.session.verify)
         refused("a missing role", lambda: login_kubernetes(anonymous, layout, "no-such-role", jwt))
         expected.append({"path": login, "reason": "role_missing", "role": "no-such-role"})
 

@@ -16,7 +16,7 @@ from cluster.errors import SettingsError
 from cluster.local.monitoring import MonitoringConfig, prometheus_config
 from cluster.promapi import PrometheusUnavailable, parse_answer
 from cluster.settings import build_settings
-from scenarios.evidence import Bounds, ExpectedDenial, Window, judge
+from scenarios.evidence import Bounds, ExpectedDenial, Window, counted, judge
 
 FIXTURES = Path(__file__).parent / "fixtures" / "audit"
 TOKEN = ExpectedDenial("token_invalid", namespace="t-app-1", role="t-app-1", alert="VaultTokenDenials")
@@ -43,13 +43,29 @@ def test_a_rise_inside_the_window_with_its_alert_is_proven() -> None:
 
 def test_a_counter_that_rose_before_the_fault_is_not_the_faults() -> None:
     verdict = judge(TOKEN, steps({980: 1, 1004: 3}), [1005.0], WINDOW, BOUNDS)
-    assert not verdict.proven and "already rising before the fault" in verdict.detail
+    assert not verdict.proven and "1 counted in the 30 s before the fault" in verdict.detail
 
 
 def test_an_older_count_that_stayed_flat_is_a_baseline() -> None:
     verdict = judge(LOGIN, steps({970: 7, 1010: 8}), [], WINDOW, BOUNDS)
     assert verdict.proven, verdict.detail
-    assert "7 -> 8" in verdict.detail
+    assert "(1 counted by then)" in verdict.detail
+
+
+def test_a_restarted_exporter_counting_afresh_is_a_rise_not_a_drop() -> None:
+    """The exporter restarted: its series went stale and came back at 1 (Prometheus's reset rule)."""
+    points = [p for p in steps({970: 3, 1008: 1}) if not 995 <= p[0] < 1008]  # absent while it was down
+    assert counted(points)[-1] == (1045.0, 4.0)
+    verdict = judge(LOGIN, points, [], WINDOW, BOUNDS)
+    assert verdict.proven and verdict.seen_after_fault_s == 8, verdict.detail
+
+
+def test_times_off_the_second_judge_a_flat_counter_flat() -> None:
+    """A fault between two whole seconds: the points are asked for from fault - 30 s, and a counter flat
+    since long before is no rise before the fault."""
+    window = Window(fault_at=1000.124, restored_at=1020.5)
+    points = [(1000.124 - 30 + i, 3.0) for i in range(60)] + [(1000.124 + 30 + i, 4.0) for i in range(3)]
+    assert judge(LOGIN, sorted(points), [], window, BOUNDS).proven
 
 
 def test_no_rise_means_not_audited() -> None:

@@ -130,7 +130,7 @@ class KindBringUp:
                      f"pod/{self.flavor}-0", "--timeout=300s", timeout=310)
         self.vault_addr = self.stack.enter_context(port_forward(self.kubectl, self.vault_ns, self.flavor, 8200,
                                                                 scheme="https"))
-        self._initialize(hvac.Client(url=self.vault_addr, verify=self.verify, timeout=30))
+        self._initialize(hvac.Client(url=self.vault_addr, token="", verify=self.verify, timeout=30))
 
     def start_external_vault(self, step: Step) -> None:
         """--vault external: the container, the reviewer account, then init and unseal through the API."""
@@ -140,7 +140,7 @@ class KindBringUp:
         self.vault_ns = manifests.EXTERNAL_VAULT_NS
         self.vault_addr = self.external.local_addr
         self.kubectl.apply(step.documents)
-        self._initialize(hvac.Client(url=self.vault_addr, timeout=30))
+        self._initialize(hvac.Client(url=self.vault_addr, token="", timeout=30))
 
     def _initialize(self, client: hvac.Client) -> None:
         """`operator init` only once Vault answers its seal status, sealed and not yet initialized (an

@@ -45,7 +45,8 @@ class ExistingClusterPlatform(KubectlPlatform):
         return hvac.Client(url=self.vault.local_addr, token=register(token), verify=self._verify())
 
     def vault_client(self) -> hvac.Client:
-        return hvac.Client(url=self.vault.local_addr, verify=self._verify())
+        # "": hvac would otherwise send VAULT_TOKEN, the admin token, from an "unauthenticated" client.
+        return hvac.Client(url=self.vault.local_addr, token="", verify=self._verify())
 
     def faults(self) -> ExistingClusterFaults:
         return ExistingClusterFaults(self)

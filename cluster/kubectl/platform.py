@@ -140,7 +140,7 @@ class KubectlPlatform:
         return [register(k) for k in json.loads(self.state.file(VAULT_INIT).read_text())["unseal_keys_b64"]]
 
     def vault_client(self) -> hvac.Client:
-        return hvac.Client(url=self.vault.local_addr, verify=self.vault.verify)
+        return hvac.Client(url=self.vault.local_addr, token="", verify=self.vault.verify)  # "": not VAULT_TOKEN
 
     def faults(self) -> KubectlFaults:
         return KubectlFaults(self)

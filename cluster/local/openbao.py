@@ -52,7 +52,9 @@ class VaultEndpoint:
     version: str
 
     def client(self, token: str | None = None, *, timeout: float = 5) -> hvac.Client:
-        return hvac.Client(url=self.addr, token=token, verify=str(self.ca), timeout=timeout)
+        # "" rather than None: hvac would otherwise send the VAULT_TOKEN of the user's shell (their own Vault's).
+        return hvac.Client(url=self.addr, token=token if token is not None else "", verify=str(self.ca),
+                           timeout=timeout)
 
     @property
     def display(self) -> str:

@@ -288,6 +288,7 @@ class LocalPlatform:
         self.run_id = state.run_id
         self.kube = api_client(connection.apiserver)
         self.vault_layout = VaultLayout()
+        self.mesh_ca_role = MESH_CA_ROLE
         pins = load_pins()
         self.versions = Versions(
             platform=self.name,

@@ -236,7 +236,7 @@ class RaftCluster:
         import hvac
 
         # Raft elects the first node during init: allow it more than a normal request.
-        answer = hvac.Client(url=self.nodes[0].addr, verify=str(self.ca), timeout=60).sys.initialize(
+        answer = hvac.Client(url=self.nodes[0].addr, token="", verify=str(self.ca), timeout=60).sys.initialize(
             secret_shares=KEY_SHARES, secret_threshold=KEY_THRESHOLD)
         for secret in (*answer["keys_base64"], *answer["keys"], answer["root_token"]):
             register(str(secret))
@@ -354,7 +354,7 @@ class RaftCluster:
         """Submit the keys until ``node`` reports unsealed (a joining node joins first; that takes a moment)."""
         import hvac
 
-        client = hvac.Client(url=node.addr, verify=str(self.ca), timeout=10)
+        client = hvac.Client(url=node.addr, token="", verify=str(self.ca), timeout=10)
         keys = list(self._init()["keys_base64"])[:KEY_THRESHOLD]
 
         def unsealed() -> bool:

@@ -1,8 +1,8 @@
 """Vault's audit log flows: a refusal made on purpose is in Prometheus, with its reason, within the policy's bound.
 
 An audit device that is on but writes where nothing reads is no audit at all at 3 a.m.; so the check is
-end to end: Vault refuses a login to a role that does not exist (path_login.go, "invalid role name"), the
-exporter counts it as ``role_missing`` under that role, and Prometheus has the sample within
+end to end: Vault refuses a read without a token under a namespace of the test's own, the exporter counts it
+as ``permission_denied`` in that namespace, and Prometheus has the sample within
 ``policy.audit_visible_within`` (scenarios/evidence.py). The answers, and the exporter's own metrics page
 as Prometheus scrapes it, are kept in the run's reports (``audit/``), where the secret scan reads them.
 """
@@ -17,7 +17,7 @@ import hvac
 import pytest
 import requests
 
-from cluster.audit.reasons import ROLE_MISSING
+from cluster.audit.reasons import PERMISSION_DENIED
 from cluster.errors import PlatformUnavailable
 from cluster.platform import Platform
 from cluster.promapi import PrometheusApi
@@ -36,12 +36,15 @@ def _prometheus(platform: Platform) -> str:
         pytest.skip(str(err))
 
 
-def refuse_login(platform: Platform, role: str) -> None:
-    """Have Vault refuse a Kubernetes-auth login to ``role``, which does not exist."""
-    client = platform.vault_client()
-    with pytest.raises((hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden)):
-        client.auth.kubernetes.login(role, "not-a-service-account-token",
-                                     mount_point=platform.vault_layout.kubernetes_path)
+def refuse_read(platform: Platform) -> ExpectedDenial:
+    """Have Vault refuse, on purpose, a read without a token of a KV path under a namespace of its own
+    (sdk/logical/error.go ErrPermissionDenied), and return the refusal the audit log must then show. The path
+    is never HMACed, so this works on any cluster's audit device, tuned or not."""
+    namespace = f"tg-audit-probe-{secrets.token_hex(4)}"
+    with pytest.raises(hvac.exceptions.Forbidden):
+        platform.vault_client().secrets.kv.v2.read_secret_version(
+            path=f"{namespace}/probe", mount_point=platform.vault_layout.kv_path, raise_on_deleted_version=True)
+    return ExpectedDenial(PERMISSION_DENIED, namespace=namespace)
 
 
 def exporter_page(url: str) -> str:
@@ -58,10 +61,8 @@ def exporter_page(url: str) -> str:
 
 def test_a_refusal_made_on_purpose_is_in_prometheus_within_the_bound(platform: Platform, settings: Settings) -> None:
     url = _prometheus(platform)
-    role = f"tg-audit-probe-{secrets.token_hex(4)}"
-    expected = ExpectedDenial(ROLE_MISSING, role=role, login=True)
     at = time.time()
-    refuse_login(platform, role)
+    expected = refuse_read(platform)
     policy = settings.profile.policy
     evidence = prove(url, expected, Window(at, time.time()),
                      Bounds(policy.audit_visible_within.total_seconds(), policy.alert_within.total_seconds()))

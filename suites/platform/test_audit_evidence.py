@@ -1,33 +1,29 @@
 """The audit evidence check can fail: with the exporter stopped, a real refusal is not proven.
 
 A check that cannot fail proves nothing. The platform's audit exporter is stopped on purpose, Vault
-refuses a login, and scenarios/evidence.py must say the refusal is not in Prometheus; then the exporter
+refuses a read, and scenarios/evidence.py must say the refusal is not in Prometheus; then the exporter
 is started again and the next refusal is proven, so the pipeline is whole for the tests after this one.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 
 import pytest
 
-from cluster.audit.reasons import ROLE_MISSING
 from cluster.local.platform import LocalPlatform
 from cluster.settings import Settings
-from scenarios.evidence import AuditEvidence, Bounds, ExpectedDenial, Window, prove
-from suites.conformance.test_audit_pipeline import refuse_login
+from scenarios.evidence import AuditEvidence, Bounds, Window, prove
+from suites.conformance.test_audit_pipeline import refuse_read
 
 pytestmark = pytest.mark.cluster_fault
 
 
 def _refusal_proven(local: LocalPlatform, settings: Settings) -> AuditEvidence:
-    role = f"tg-audit-probe-{secrets.token_hex(4)}"
     at = time.time()
-    refuse_login(local, role)
+    expected = refuse_read(local)
     policy = settings.profile.policy
-    return prove(local.prometheus_url(), ExpectedDenial(ROLE_MISSING, role=role, login=True),
-                 Window(at, time.time()),
+    return prove(local.prometheus_url(), expected, Window(at, time.time()),
                  Bounds(policy.audit_visible_within.total_seconds(), policy.alert_within.total_seconds()))
 
 

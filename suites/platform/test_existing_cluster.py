@@ -23,7 +23,6 @@ import hvac
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from cluster.audit.reasons import ROLE_MISSING
 from cluster.errors import PlatformUnavailable
 from cluster.kube import Kube
 from cluster.kubeconfig.platform import ExistingClusterPlatform, attach_existing, attachment_target
@@ -33,8 +32,8 @@ from cluster.runstate import EXISTING_CLUSTER_MARK, RUN_LABEL, new_run_id, runs_
 from cluster.settings import Settings, build_settings
 from cluster.tenancy import open_tenant
 from cluster.vault import VaultConfigurator
-from scenarios.evidence import Bounds, ExpectedDenial, Window, prove
-from suites.conformance.test_audit_pipeline import refuse_login
+from scenarios.evidence import Bounds, Window, prove
+from suites.conformance.test_audit_pipeline import refuse_read
 
 TOOLS = {"kubectl": Path("/nonexistent/kubectl"), "istioctl": Path("/nonexistent/istioctl")}
 
@@ -135,12 +134,10 @@ def test_the_audit_evidence_on_an_existing_cluster_reads_the_prometheus_it_is_gi
         existing.prometheus_url()
     given = replace(existing.settings, prometheus_url=local.prometheus_url(), run_id=new_run_id())  # another run
     with attach_existing(given, lambda _: None, runner=Recorder(), tools=TOOLS) as told:
-        role = f"tg-audit-probe-{secrets.token_hex(4)}"
         at = time.time()
-        refuse_login(told, role)
+        expected = refuse_read(told)
         policy = given.profile.policy
-        evidence = prove(told.prometheus_url(), ExpectedDenial(ROLE_MISSING, role=role, login=True),
-                         Window(at, time.time()),
+        evidence = prove(told.prometheus_url(), expected, Window(at, time.time()),
                          Bounds(policy.audit_visible_within.total_seconds(), policy.alert_within.total_seconds()))
     assert evidence.proven, evidence.judgement.detail
 

@@ -139,8 +139,9 @@ def test_keep_cluster_keeps_a_working_platform_until_cluster_down(nothing_left: 
     kept = runs_root() / run_id
     try:
         assert (kept / "kept.json").exists() and (kept / "kubeconfig").exists()
-        # etcd, kube-apiserver, kube-controller-manager, vault, mesh CA, istiod: still serving
-        assert len(our_processes(run_id)) == 6
+        # etcd, kube-apiserver, kube-controller-manager, vault, mesh CA, istiod, the audit exporter and
+        # Prometheus: still serving
+        assert len(our_processes(run_id)) == 8
         assert run_id not in reap_dead_runs()  # the reaper leaves a kept run alone
         assert our_processes(run_id)
     finally:

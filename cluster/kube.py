@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from cluster.runstate import RUN_LABEL
 from cluster.secrets import register
+from cluster.wait import wait_until
 
 AUTH_DELEGATOR = "system:auth-delegator"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -95,6 +96,35 @@ class Kube:
     def delete_namespace(self, name: str) -> None:
         with contextlib.suppress(ApiException):
             self.core.delete_namespace(name, propagation_policy="Background")
+
+    def namespace_phase(self, name: str) -> str | None:
+        """``Active`` or ``Terminating``; None when the namespace does not exist."""
+        try:
+            found = self.core.read_namespace(name)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return str(found.status.phase)
+
+    def wait_namespace_gone(self, name: str, timeout: float) -> None:
+        """Block until the namespace no longer exists (timeout in seconds).
+
+        A deleted namespace stays Terminating while the namespace controller empties it; anything
+        created in it meanwhile is refused (403 "being terminated"), then 404 once it is gone. Raises
+        WaitTimeout naming the phase and the conditions last seen."""
+        def gone() -> bool:
+            try:
+                found = self.core.read_namespace(name)
+            except ApiException as err:
+                if err.status == 404:
+                    return True
+                raise
+            conditions = [f"{c.type}={c.status}: {c.message}" for c in found.status.conditions or []
+                          if c.status == "True"]
+            raise RuntimeError(f"still {found.status.phase}; {'; '.join(conditions) or 'no conditions yet'}")
+
+        wait_until(gone, timeout=timeout, interval=0.25, describe=f"namespace {name} to be deleted")
 
     def ensure_service_account(self, namespace: str, name: str, run_id: str) -> str:
         """Create the service account if missing; returns its uid."""

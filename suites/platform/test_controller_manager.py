@@ -90,18 +90,7 @@ def test_a_deleted_namespace_really_goes_away(kube: Kube, scratch: Callable[[], 
         metadata=meta, spec=client.V1PodSpec(automount_service_account_token=False,
                                              containers=[client.V1Container(name="app", image="local/tgpod")])))
     kube.delete_namespace(namespace)
-
-    def gone() -> bool:
-        try:
-            ns = kube.core.read_namespace(namespace)
-        except ApiException as err:
-            if err.status == 404:
-                return True
-            raise
-        conditions = [f"{c.type}={c.status}: {c.message}" for c in ns.status.conditions or [] if c.status == "True"]
-        raise AssertionError(f"still {ns.status.phase}; {'; '.join(conditions) or 'no conditions yet'}")
-
-    wait_until(gone, timeout=NAMESPACE_GONE_S, interval=0.5, describe=f"namespace {namespace} to be deleted")
+    kube.wait_namespace_gone(namespace, NAMESPACE_GONE_S)
 
 
 def test_kube_root_ca_crt_is_published_in_a_new_namespace(kube: Kube, scratch: Callable[[], str],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +34,8 @@ from cluster.settings import Settings
 from cluster.vault import PluginCa, VaultConfigurator
 
 ROOT_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"  # shape only: never parsed
+# The namespace controller empties a namespace before it goes (cluster/local/controllermanager.py).
+NAMESPACE_GONE_S = 60.0
 
 
 def dry_run_apply(dynamic: DynamicClient, obj: dict[str, Any]) -> None:
@@ -57,10 +60,16 @@ def dry_run_apply(dynamic: DynamicClient, obj: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def namespaces_for(kube: Kube, objs: list[dict[str, Any]], run_id: str) -> Iterator[None]:
-    """A namespaced dry-run needs its namespace to exist; create only the missing ones, remove them after."""
-    existing = {ns.metadata.name for ns in kube.core.list_namespace().items}
-    wanted = {o["metadata"]["namespace"] for o in objs if o["metadata"].get("namespace")}
-    made = sorted(wanted - existing)
+    """A namespaced dry-run needs its namespace to exist; create only the missing ones, remove them after.
+
+    A namespace that an earlier check made and deleted may still be Terminating: it is waited out and made
+    again, and ours are waited out on the way out too, so the next check never meets one half gone."""
+    wanted = sorted({o["metadata"]["namespace"] for o in objs if o["metadata"].get("namespace")})
+    phases = {name: kube.namespace_phase(name) for name in wanted}
+    for name, phase in phases.items():
+        if phase == "Terminating":
+            kube.wait_namespace_gone(name, NAMESPACE_GONE_S)
+    made = [name for name, phase in phases.items() if phase != "Active"]
     try:
         for name in made:
             kube.ensure_namespace(name, run_id)
@@ -68,6 +77,8 @@ def namespaces_for(kube: Kube, objs: list[dict[str, Any]], run_id: str) -> Itera
     finally:
         for name in made:
             kube.delete_namespace(name)
+        for name in made:
+            kube.wait_namespace_gone(name, NAMESPACE_GONE_S)
 
 
 @pytest.fixture
@@ -79,6 +90,18 @@ def kind_objects(settings: Settings, platform: Platform) -> list[dict[str, Any]]
     objs.append(tls_secret("vault", tls, platform.run_id))
     objs.append(manifests.cacerts_secret(PluginCa(ROOT_PEM, "not-a-key", ROOT_PEM), platform.run_id))
     return objs
+
+
+def test_a_namespace_made_for_a_dry_run_is_gone_before_the_next_check(platform: Platform, kube: Kube) -> None:
+    """CI once failed here: one check deleted cert-manager and the next found it still Terminating (403 "being
+    terminated", then 404). Two checks in a row on the same namespace both find it Active, and after them it is
+    gone, not going."""
+    name = f"tg-dryrun-{secrets.token_hex(3)}"
+    obj = {"kind": "ConfigMap", "metadata": {"name": "probe", "namespace": name}}
+    for _ in range(2):
+        with namespaces_for(kube, [obj], platform.run_id):
+            assert kube.namespace_phase(name) == "Active"
+        assert kube.namespace_phase(name) is None
 
 
 def test_every_kind_manifest_passes_a_server_side_dry_run(platform: Platform, kube: Kube,

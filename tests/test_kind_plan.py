@@ -24,8 +24,8 @@ SETUP = load_profile(DEFAULT_PROFILE).setup
 
 def test_the_plan_follows_the_istio_csr_install_order() -> None:
     titles = [step.title for step in install_plan(SETUP, "tg-1", flavor="openbao")]
-    order = ["kind cluster", "cert-manager", "openbao's TLS certificate", "openbao", "initialize and unseal",
-             "configure Vault",
+    order = ["kind cluster", "cert-manager", "openbao's TLS certificate", "audit exporter's image", "openbao",
+             "initialize and unseal", "configure Vault", "Prometheus's token for sys/metrics", "prometheus",
              "Vault Issuer", "root CA", "cert-manager-istio-csr", "istiod's serving certificate",
              "Istio with istio-csr", "workload image",
              "mesh policy and workloads"]
@@ -68,7 +68,7 @@ def test_dry_run_prints_the_whole_plan_redacted_and_creates_nothing(tmp_path: Pa
     assert "$ kind create cluster" in result.stdout and "$ istioctl install -y -f -" in result.stdout
     assert "kind: Issuer" in result.stdout and "serviceAccountRef" in result.stdout
     assert find_secrets(result.stdout) == []
-    assert "# 13. mesh policy and workloads" in result.stdout
+    assert "# 16. mesh policy and workloads" in result.stdout
     assert "kind: Secret" in result.stdout and "tls.key: [REDACTED]" in result.stdout  # Vault's key, made here
     assert not (tmp_path / "reports").exists()
 

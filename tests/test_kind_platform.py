@@ -7,6 +7,7 @@ it reads their answers; the live behaviour needs a kind cluster (its issue).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -579,3 +580,14 @@ def test_every_bring_up_workload_logs_in_through_a_role_configure_vault_makes(
         role, namespace = args["--vault-role"], deployment["metadata"]["namespace"]
         assert spec["serviceAccountName"] in made.get(role, []), (namespace, role, made)
     assert sorted(written) == sorted(made)
+
+
+def test_kind_reads_the_prometheus_it_installed_unless_told_another(
+        kind_platform: tuple[KindPlatform, Recorder]) -> None:
+    platform, _ = kind_platform
+    with pytest.raises(PlatformUnavailable, match="--prometheus-url"):
+        platform.prometheus_url()  # a view with no forward to its own (--vault external: no audit volume)
+    platform.prometheus_addr = "http://127.0.0.1:40000"  # bring-up's port-forward to svc/prometheus-server
+    assert platform.prometheus_url() == "http://127.0.0.1:40000"
+    platform.settings = dataclasses.replace(platform.settings, prometheus_url="http://theirs.example:9090")
+    assert platform.prometheus_url() == "http://theirs.example:9090"

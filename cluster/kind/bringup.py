@@ -21,8 +21,9 @@ import hvac
 import yaml
 
 from cluster.errors import PlatformUnavailable
-from cluster.kind import manifests
+from cluster.kind import manifests, monitoring
 from cluster.kind.charts import ChartSource, plan_sources
+from cluster.kind.exporterimage import build_argv, exporter_context
 from cluster.kind.external import ExternalVault, external_vault
 from cluster.kind.plan import SA_ISSUER, KindPins, Step, cluster_name, install_plan, load_kind_pins
 from cluster.kind.platform import KindPlatform
@@ -33,6 +34,7 @@ from cluster.kubectl.forward import port_forward
 from cluster.kubectl.platform import ISTIO_CSR, VAULT_INIT, ClusterVault, vault_answers
 from cluster.kubectl.tools import ensure_tool, load_tools
 from cluster.podbinary import engine_target, image_context, pod_binary
+from cluster.promconfig import METRICS_POLICY
 from cluster.runstate import KIND_CLUSTER_MARK, RunState, run_is_live, runs_root
 from cluster.secrets import register
 from cluster.settings import Settings
@@ -62,6 +64,7 @@ class KindBringUp:
         self.flavor = settings.kind_vault
         self.vault_ns = settings.kind_vault
         self.vault_addr = ""
+        self.monitored = False  # the audit pipeline is installed (cluster/kind/monitoring.py)
         self.pins = pins
         self.external: ExternalVault | None = None
         # Vault's TLS for the run: its CA is what this process, the Issuer and the workloads trust.
@@ -102,6 +105,16 @@ class KindBringUp:
                 self.runner(["docker", "build", "-t", manifests.APP_IMAGE, "-f", str(context / "Dockerfile"),
                              str(context)], timeout=900)
             self.runner(self.tool_argv(step.argv), timeout=300)
+        elif step.action == "load-exporter-image":
+            with exporter_context() as context:
+                self.runner(build_argv(monitoring.EXPORTER_IMAGE, context), timeout=900)
+            self.runner(self.tool_argv(step.argv), timeout=300)
+        elif step.action == "monitoring":
+            token = VaultConfigurator(self.admin(), VaultLayout(), self.settings.profile.setup,
+                                      self.settings.run_id).metrics_token(METRICS_POLICY)
+            self.kubectl.apply([monitoring.metrics_token_secret(self.vault_ns, token, self.settings.run_id),
+                                *step.documents])
+            self.monitored = True
         elif step.action == "plugin-ca":
             ca = VaultConfigurator(self.admin(), VaultLayout(), self.settings.profile.setup,
                                    self.settings.run_id).sign_plugin_ca()
@@ -186,7 +199,9 @@ class KindBringUp:
             configurator.write_secret(configurator.configure_namespace(namespace, accounts),
                                       {"canary": f"canary-{secrets.token_hex(8)}"})
         if setup.vault.audit and self.flavor == "vault":
-            configurator.ensure_audit("stdout")
+            # On the chart's audit volume, where the exporter beside Vault reads it (cluster/kind/monitoring.py);
+            # the external container has no such volume, and its log goes to its stdout.
+            configurator.ensure_audit(monitoring.audit_log(self.flavor) if self.external is None else "stdout")
         if setup.mesh.ca == "istio-csr":
             configurator.configure_mesh_pki_role(manifests.MESH_PKI_ROLE)
             configurator.configure_mesh_ca(manifests.ISTIO_NS, manifests.ISSUER, audience=manifests.issuer_audience())
@@ -263,6 +278,8 @@ def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> 
                                     reuse=settings.reuse_cluster, external=True,
                                     external_address=up.external.cluster_addr, vault_tls=up.vault_tls,
                                     charts=charts, vault_tag=settings.vault_release)
+        prometheus = (stack.enter_context(port_forward(up.kubectl, up.vault_ns, monitoring.PROMETHEUS_SERVICE,
+                                                       monitoring.PROMETHEUS_PORT)) if up.monitored else None)
         address = up.external.cluster_addr if up.external else f"https://{up.flavor}.{up.vault_ns}.svc:8200"
         ca_file = None if up.external else str(up.vault_ca_file)
         vault = ClusterVault(manifests.VaultTarget(up.vault_ns, address, up.flavor), up.vault_addr, ca_file)
@@ -270,14 +287,15 @@ def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> 
         vault_chart = charts[up.flavor]
         platform = KindPlatform(settings, state, kubectl=up.kubectl, istioctl=tools["istioctl"], vault=vault,
                                 debug_image=pins.debug_image, runner=runner, mesh_ca=mesh_ca(settings),
-                                vault_container=container,
+                                vault_container=container, prometheus_addr=prometheus,
                                 upgrade_tools=UpgradeTools(tools["helm"], vault_chart,
                                                            pinned_istioctl(settings.cache_dir)))
         state.write_private(CONNECTION, json.dumps({
             "tools": {k: str(v) for k, v in tools.items()}, "vault_addr": up.vault_addr, "flavor": up.flavor,
             "vault_ns": up.vault_ns, "debug_image": pins.debug_image, "vault_cluster_addr": address,
             "vault_ca_file": ca_file,
-            "vault_container": container, "vault_chart": dataclasses.asdict(vault_chart)}))
+            "vault_container": container, "vault_chart": dataclasses.asdict(vault_chart),
+            "prometheus_addr": prometheus}))
         if settings.keep_cluster or settings.reuse_cluster:
             state.mark_kept({"kubeconfig": str(up.kubeconfig), "kind_cluster": name})
         yield platform
@@ -293,7 +311,7 @@ def attach_kind(settings: Settings, state_path: Path, runner: Runner = run) -> K
                         istioctl=tools["istioctl"],
                         vault=ClusterVault(target, data["vault_addr"], data.get("vault_ca_file")),
                         debug_image=data["debug_image"], runner=runner, mesh_ca=mesh_ca(settings),
-                        vault_container=data["vault_container"],
+                        vault_container=data["vault_container"], prometheus_addr=data.get("prometheus_addr"),
                         upgrade_tools=UpgradeTools(tools["helm"], ChartSource(**data["vault_chart"]),
                                                    pinned_istioctl(settings.cache_dir))
                         if data.get("vault_chart") else None)  # a run started before upgrades were recorded

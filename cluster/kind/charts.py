@@ -13,6 +13,12 @@
   directory or ``.tgz`` they mirrored. Helm installs it at the pinned [charts.istio_csr] version.
 - **vault**: its chart repository is served by the module proxy as a Go module (no go.mod; its tags),
   pinned by the ``go.sum`` hash the same way; its Chart.yaml already carries the release version.
+- **prometheus**: the prometheus-community chart repository is served by the module proxy as a Go module too
+  (no go.mod, no semver tags: a pseudo-version of a commit), pinned by its ``go.sum`` hash. Its Chart.yaml
+  names four dependencies (alertmanager, kube-state-metrics, node-exporter, pushgateway), all turned off in
+  our values; helm still wants them present (action.CheckDependencies), so their folders in the same module
+  zip, at the versions the chart asks for, are copied into its ``charts/`` ([charts.prometheus]
+  ``dependencies``): nothing is fetched from a chart repository.
 - **openbao**: the module proxy refuses its chart repository, so it is the release archive on its
   code host, by version, with no checksum (none could be read where this was written).
 
@@ -59,6 +65,7 @@ class ChartPin:
     sum: str = ""  # ... whose zip has this go.sum hash ("h1:...")
     module_version: str = ""  # ... at this tag, when it is not ``version`` (vault-helm's tags have a "v")
     stamp: bool = False  # ... and whose Chart.yaml says v0.0.0 until the release tool stamps it (cert-manager)
+    dependencies: tuple[str, ...] = ()  # ... and whose subcharts are these folders of the same module (prometheus)
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,8 @@ def load_pins() -> dict[str, ChartPin]:
                            url=str(spec.get("url", "")).format(version=spec["version"]),
                            module=str(spec.get("module", "")), path=str(spec.get("path", "")),
                            sum=str(spec.get("sum", "")),
-                           module_version=str(spec.get("module_version", "")), stamp=bool(spec.get("stamp", False)))
+                           module_version=str(spec.get("module_version", "")), stamp=bool(spec.get("stamp", False)),
+                           dependencies=tuple(str(d) for d in spec.get("dependencies", ())))
             for name, spec in data.items()}
 
 
@@ -121,14 +129,11 @@ def module_chart(pin: ChartPin, cache: Path) -> Path:
                                    fix=f"correct [charts.{pin.name}] path in {VERSIONS_FILE.name}")
         partial = target.with_name(f".{target.name}.partial")
         shutil.rmtree(partial, ignore_errors=True)
-        # The module cache is read-only: copy the files without their modes, and make the folders writable
-        # (copytree copies a folder's mode), so that the copy can be stamped and, later, removed.
-        shutil.copytree(source, partial, copy_function=shutil.copyfile)
-        for folder in (partial, *partial.rglob("*")):
-            if folder.is_dir():
-                folder.chmod(0o755)
+        copy_writable(source, partial)
         if pin.stamp:
             stamp(partial / "Chart.yaml", pin.version)
+        for subchart in pin.dependencies:
+            add_dependency(partial, Path(answer["Dir"]) / subchart, at)
         meta = yaml.safe_load((partial / "Chart.yaml").read_text())
         if str(meta.get("version")).removeprefix("v") != pin.version.removeprefix("v"):
             shutil.rmtree(partial)
@@ -136,6 +141,33 @@ def module_chart(pin: ChartPin, cache: Path) -> Path:
                                    fix=f"correct [charts.{pin.name}] in {VERSIONS_FILE.name}")
         partial.rename(target)  # atomic: an interrupted copy leaves no half chart
         return target
+
+
+def add_dependency(chart: Path, source: Path, at: str) -> None:
+    """Copy the subchart at ``source`` into ``chart/charts/``, once its Chart.yaml is one the chart's
+    ``dependencies`` name, at a version they accept (an exact version, or ``X.Y.*`` as prometheus pins them).
+    Raises ChartUnavailable naming the mismatch."""
+    meta = yaml.safe_load((source / "Chart.yaml").read_text()) if (source / "Chart.yaml").exists() else {}
+    wanted = {d["name"]: str(d.get("version", "")) for d in yaml.safe_load((chart / "Chart.yaml").read_text())
+              .get("dependencies", [])}
+    name, version = str(meta.get("name", "")), str(meta.get("version", ""))
+    constraint = wanted.get(name)
+    if constraint is None or not (version == constraint or (constraint.endswith(".*")
+                                                            and version.startswith(constraint[:-1]))):
+        raise ChartUnavailable(f"{at} {source.name} is chart {name or '?'} {version or '?'}, which the chart's "
+                               f"dependencies do not accept ({constraint or 'not named'})",
+                               fix=f"pin a module version whose subcharts match, in {VERSIONS_FILE.name}")
+    (chart / "charts").mkdir(exist_ok=True)
+    copy_writable(source, chart / "charts" / source.name)
+
+
+def copy_writable(source: Path, target: Path) -> None:
+    """The module cache is read-only: copy the files without their modes, and make the folders writable
+    (copytree copies a folder's mode), so that the copy can be stamped and, later, removed."""
+    shutil.copytree(source, target, copy_function=shutil.copyfile)
+    for folder in (target, *target.rglob("*")):
+        if folder.is_dir():
+            folder.chmod(0o755)
 
 
 def cached_chart(pin: ChartPin, cache: Path) -> Path:

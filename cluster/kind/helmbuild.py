@@ -83,3 +83,9 @@ def cert_manager_chart(cache: Path | None = None) -> Path:
     """The cert-manager chart the kind platform installs: from its Go module, hash-checked and stamped
     (cluster/kind/charts.py), under ``cache`` (``~/.cache/trustgrid``). Raises ChartUnavailable (one line)."""
     return module_chart(load_pins()["cert_manager"], cache or cache_dir())
+
+
+def prometheus_chart(cache: Path | None = None) -> Path:
+    """The Prometheus chart the kind platform installs beside Vault: from the prometheus-community module, with
+    its subcharts from the same zip, hash-checked (cluster/kind/charts.py)."""
+    return module_chart(load_pins()["prometheus"], cache or cache_dir())

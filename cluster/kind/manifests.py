@@ -14,11 +14,12 @@ import base64
 from typing import Any
 
 from cluster import certmanager, istio
-from cluster.kind import vaulttls
+from cluster.kind import monitoring, vaulttls
 from cluster.kube import labels
 from cluster.kubectl.objects import MESH_CA_ROLE, ca_configmap, cacerts_secret
 from cluster.meshconfig import proxy_metadata
 from cluster.profile import Setup
+from cluster.promconfig import TELEMETRY
 from cluster.workloads import APP_IMAGE, VaultTarget, workload
 
 # The shared pieces, as the kind platform names them.
@@ -128,15 +129,19 @@ def vault_values(flavor: str, *, audit: bool = True, image_tag: str | None = Non
     TLS from the Secret vault-tls (cluster/kind/vaulttls.py), which the chart mounts under userconfig.
     ``image_tag``: the server's version (server.image.tag), where it is not the chart's own.
 
-    OpenBao only accepts declarative audit devices, so its audit log is declared here (to stdout).
+    With ``audit``: the audit volume, the file device's log on it and the exporter beside Vault
+    (cluster/kind/monitoring.py). OpenBao only accepts declarative audit devices, so its device is declared
+    here; Vault's is enabled through the API at configure time, at the same path. Telemetry is on for both:
+    Prometheus scrapes sys/metrics (cluster/promconfig.py).
     """
     data = f"/{flavor}/data"
     tls = f"/{flavor}/userconfig/{vaulttls.SECRET}"
     config = (f'ui = true\nlistener "tcp" {{\n  address = "[::]:8200"\n  cluster_address = "[::]:8201"\n'
               f'  tls_cert_file = "{tls}/tls.crt"\n  tls_key_file = "{tls}/tls.key"\n}}\n')
     config += storage_config(flavor, data, f"https://{flavor}-0.{flavor}-internal")
+    config += TELEMETRY
     if audit and flavor == "openbao":
-        config += 'audit "file" "stdout" {\n  options {\n    file_path = "stdout"\n  }\n}\n'
+        config += f'audit "file" "file" {{\n  options {{\n    file_path = "{monitoring.audit_log(flavor)}"\n  }}\n}}\n'
     # The CLI in the pod (operator init, unseal) talks TLS to 127.0.0.1: it trusts the run's CA.
     ca_env = {"VAULT_CACERT": f"{tls}/ca.crt", "BAO_CACERT": f"{tls}/ca.crt"}
     server: dict[str, Any] = {
@@ -144,6 +149,8 @@ def vault_values(flavor: str, *, audit: bool = True, image_tag: str | None = Non
         "dataStorage": {"enabled": True}, "authDelegator": {"enabled": True},
         "extraVolumes": [{"type": "secret", "name": vaulttls.SECRET, "path": f"/{flavor}/userconfig"}],
         "extraEnvironmentVars": ca_env}
+    if audit:
+        server.update(monitoring.vault_server_values(flavor))
     if image_tag:
         server["image"] = {"tag": image_tag}
     return {"global": {"tlsDisable": False}, "injector": {"enabled": False}, "server": server}

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from cluster.kind import manifests, vaulttls
+from cluster.kind import manifests, monitoring, vaulttls
 from cluster.kind.charts import ChartSource, plan_sources
 from cluster.kubectl.tools import debug_image
 from cluster.profile import Setup
@@ -41,7 +41,8 @@ class Step:
     argv: tuple[str, ...] = ()  # a tool's command line; the documents go to its stdin
     documents: tuple[dict[str, Any], ...] = ()  # objects applied, or a file the command reads
     notes: str = ""
-    action: str = "run"  # run | apply | init-vault | configure-vault | root-ca | plugin-ca | load-image | cluster
+    action: str = "run"  # run | apply | init-vault | configure-vault | monitoring | root-ca | plugin-ca | cluster
+    #   | load-image | load-exporter-image
     # action "cluster" with --reuse-cluster: the commands that bring an existing cluster back to the baseline
     reset: tuple[tuple[str, ...], ...] = ()
 
@@ -127,10 +128,19 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
                    notes=("--reuse-cluster: if it exists, reset it to the baseline instead of creating it"
                           if reuse else ""),
                    action="cluster", reset=reset_commands(flavor, vault_ns) if reuse else ())
+    audited = setup.vault.audit and not external  # the audit pipeline needs the chart's audit volume
+    exporter_image = [
+        Step("the audit exporter's image, which runs beside Vault in its pod",
+             ("kind", "load", "docker-image", monitoring.EXPORTER_IMAGE, "--name", name),
+             notes=(f"built first: docker build -t {monitoring.EXPORTER_IMAGE} from a context of only "
+                    "cluster/kind/exporter.Dockerfile and the exporter's modules (cluster/kind/exporterimage.py)"),
+             action="load-exporter-image"),
+    ] if audited else []
     in_cluster = [
         Step(f"{flavor}'s TLS certificate and its CA, made for the run",
              documents=(manifests.namespace(vault_ns, run_id), vaulttls.tls_secret(vault_ns, tls, run_id)),
              action="apply"),
+        *exporter_image,
         helm(flavor, flavor, vault_ns, manifests.vault_values(flavor, audit=setup.vault.audit, image_tag=vault_tag)),
         Step(f"initialize and unseal {flavor} through the API; keys kept 0600 in the run's state directory",
              notes=(f"a supervised port-forward to svc/{flavor} (it outlives the pod); once GET sys/seal-status "
@@ -151,6 +161,14 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
              notes=(f"the Issuer's role requires audience {manifests.issuer_audience()}" if setup.mesh.ca == "istio-csr"
                     else "no mesh CA role: with ca: plugin istiod signs with its own key"), action="configure-vault"),
     ]
+    if audited:
+        vault_steps += [
+            Step(f"Prometheus's token for sys/metrics (Secret {monitoring.METRICS_TOKEN_SECRET}) and the exporter's "
+                 "Service", documents=(monitoring.exporter_service(vault_ns, flavor, run_id),),
+                 notes="the token may read only sys/metrics (cluster/promconfig.py METRICS_POLICY); made through the "
+                       "API, never printed", action="monitoring"),
+            helm(monitoring.PROMETHEUS_RELEASE, "prometheus", vault_ns, monitoring.prometheus_values(flavor, vault_ns)),
+        ]
     workloads = [
         Step("the workload image", ("kind", "load", "docker-image", manifests.APP_IMAGE, "--name", name),
              notes=("built first: tgpod by the host's Go, static, for the Docker engine's OS/arch, then docker build "

@@ -90,7 +90,7 @@ class KubectlPlatform:
                  debug_image: str, runner: Runner, layout: VaultLayout | None = None,
                  mesh_ca: tuple[str, str] = ISTIO_CSR, mesh_ca_role: str = MESH_CA_ROLE,
                  vault_workload: tuple[str, str] | None = None, image: str = APP_IMAGE,
-                 vault_container: str | None = None) -> None:
+                 vault_container: str | None = None, prometheus_addr: str | None = None) -> None:
         self.settings = settings
         self.state = state
         self.kubectl = kubectl
@@ -105,6 +105,7 @@ class KubectlPlatform:
         self.vault_workload = vault_workload or (vault.target.namespace, f"statefulset/{vault.target.flavor}")
         self.image = image
         self.vault_container = vault_container  # --vault external: the container docker stops and starts
+        self.prometheus_addr = prometheus_addr  # kind: a port-forward to the Prometheus it installed
         self.kube = k8s_config.new_client_from_config(config_file=str(kubectl.kubeconfig), context=kubectl.context)
         self.versions = Versions(platform=self.name, kubernetes=self._server_version(), vault=vault.target.flavor,
                                  extra={"istio": self._istio_version()})
@@ -148,6 +149,8 @@ class KubectlPlatform:
     def prometheus_url(self) -> str:
         if self.settings.prometheus_url:
             return self.settings.prometheus_url
+        if self.prometheus_addr:
+            return self.prometheus_addr
         raise PlatformUnavailable(f"--platform {self.name} has no Prometheus of the suite's that reads Vault's audit "
                                   "log", fix="pass --prometheus-url URL: a Prometheus that scrapes the audit exporter "
                                              "(python -m cluster.audit) and loads cluster/audit/alerts.yaml")

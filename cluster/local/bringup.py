@@ -44,7 +44,6 @@ from cluster.local.meshservices import (
 )
 from cluster.local.monitoring import (
     EXPORTER,
-    METRICS_POLICY,
     PROMETHEUS,
     exporter_process,
     prometheus_process,
@@ -66,6 +65,7 @@ from cluster.local.process import claim_port, stop_recorded
 from cluster.local.raftcluster import RaftCluster
 from cluster.local.vaultpod import TokenRefresher, VaultPod
 from cluster.local.vaultrelease import openbao_release
+from cluster.promconfig import METRICS_POLICY
 from cluster.runstate import RunState, owner_alive, reap_dead_runs, run_is_live, runs_root, terminate_run
 from cluster.settings import Settings
 from cluster.tenancy import install_setup_namespaces

@@ -20,17 +20,13 @@ import requests
 import yaml
 
 from cluster.errors import BinaryMissing
-from cluster.local.process import ManagedProcess, claim_port
+from cluster.local.process import ManagedProcess, free_port
+from cluster.promconfig import global_config, scrape_configs
 from cluster.runstate import RunState
 
 CONFIG_FILE = "monitoring/monitoring.json"
 EXPORTER = "audit-exporter"
 PROMETHEUS = "prometheus"
-SCRAPE_INTERVAL_S = 1  # the issue's goal: a denial in Prometheus within 2 s at a 1 s scrape interval
-# OpenBao serves sys/metrics in Prometheus's format only with a retention set (website docs,
-# configuration/telemetry: prometheus_retention_time, default 0 = off); no hostname prefix on the names.
-TELEMETRY = 'telemetry {\n  prometheus_retention_time = "1h"\n  disable_hostname = true\n}\n'
-METRICS_POLICY = 'path "sys/metrics" {\n  capabilities = ["read"]\n}\n'
 
 
 @dataclass(frozen=True)
@@ -63,19 +59,10 @@ def prometheus_binary() -> str:
 
 def prometheus_config(config: MonitoringConfig, rules: Path) -> dict[str, object]:
     """prometheus.yml (Prometheus docs, configuration/configuration.md): both jobs and the alert rules."""
-    vault = config.vault_addr.removeprefix("https://")
-    return {
-        "global": {"scrape_interval": f"{SCRAPE_INTERVAL_S}s", "evaluation_interval": f"{SCRAPE_INTERVAL_S}s",
-                   "scrape_timeout": f"{SCRAPE_INTERVAL_S}s"},
-        "rule_files": [str(rules)],
-        "scrape_configs": [
-            {"job_name": "vault-audit", "static_configs": [{"targets": [f"127.0.0.1:{config.exporter_port}"]}]},
-            {"job_name": "vault", "metrics_path": "/v1/sys/metrics", "params": {"format": ["prometheus"]},
-             "scheme": "https", "tls_config": {"ca_file": config.vault_ca},
-             "authorization": {"credentials_file": config.vault_token_file},
-             "static_configs": [{"targets": [vault]}]},
-        ],
-    }
+    return {"global": global_config(), "rule_files": [str(rules)],
+            "scrape_configs": scrape_configs(exporter=f"127.0.0.1:{config.exporter_port}",
+                                             vault=config.vault_addr.removeprefix("https://"),
+                                             vault_ca=config.vault_ca, token_file=config.vault_token_file)}
 
 
 def write_config(state: RunState, *, audit_log: Path, vault_addr: str, vault_ca: Path, vault_token: str,
@@ -83,8 +70,8 @@ def write_config(state: RunState, *, audit_log: Path, vault_addr: str, vault_ca:
     """Claim both ports, keep the metrics token (0600) and write both configurations into the state dir."""
     token_file = state.write_private("monitoring/vault-token", vault_token)
     config = MonitoringConfig(
-        audit_log=str(audit_log), exporter_port=claim_port(0, "--exporter-port"),
-        prometheus_port=claim_port(0, "--prometheus-port"), vault_addr=vault_addr, vault_ca=str(vault_ca),
+        audit_log=str(audit_log), exporter_port=free_port(),
+        prometheus_port=free_port(), vault_addr=vault_addr, vault_ca=str(vault_ca),
         vault_token_file=str(token_file), kv_mount=kv_mount)
     rules = state.file("monitoring/alerts.yaml")
     rules.write_text(resources.files("cluster.audit").joinpath("alerts.yaml").read_text())

@@ -19,8 +19,8 @@ import requests
 
 from cluster.errors import ProcessFailed, VaultSealed, WaitTimeout
 from cluster.local.binaries import VaultBinary
-from cluster.local.monitoring import TELEMETRY
 from cluster.local.process import ManagedProcess, stop_recorded
+from cluster.promconfig import TELEMETRY
 from cluster.runstate import RunState, process_run_id
 from cluster.secrets import register
 from cluster.wait import wait_until

@@ -35,12 +35,12 @@ import yaml
 
 from cluster.errors import PlatformUnavailable, ProcessFailed, WaitTimeout
 from cluster.local.binaries import VaultBinary
-from cluster.local.monitoring import TELEMETRY
 from cluster.local.openbao import pod_argv
 from cluster.local.pki import KeyPair
 from cluster.local.process import ManagedProcess, free_port, stop_recorded
 from cluster.platform import VaultNodeStatus as NodeStatus
 from cluster.platform import VaultUpgradeStep as UpgradeStep
+from cluster.promconfig import TELEMETRY
 from cluster.runstate import RunState
 from cluster.secrets import register
 from cluster.wait import wait_until

@@ -10,10 +10,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import secrets
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from kubernetes.client.exceptions import ApiException
@@ -21,14 +25,15 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from cluster.istio import CANARY_REVISION
-from cluster.kind import manifests
-from cluster.kind.helmbuild import cert_manager_chart, find_helm, vault_chart
+from cluster.kind import manifests, monitoring
+from cluster.kind.helmbuild import cert_manager_chart, find_helm, prometheus_chart, vault_chart
 from cluster.kind.plan import load_kind_pins
 from cluster.kind.render import find, node_kube_version, render_chart, render_istio
 from cluster.kind.vaulttls import make_vault_tls, tls_secret
 from cluster.kube import Kube
 from cluster.local.istiobuild import find_istio
 from cluster.platform import Platform
+from cluster.promconfig import AUDIT_JOB, VAULT_JOB
 from cluster.runstate import cache_dir
 from cluster.settings import Settings
 from cluster.vault import PluginCa, VaultConfigurator
@@ -199,7 +204,52 @@ def test_every_object_of_the_vault_chart_passes_a_server_side_dry_run(platform: 
     rendered = render_chart(find_helm(cache_dir()), vault_chart(), "vault", "vault", manifests.vault_values("vault"),
                             kube_version=node_kube_version(load_kind_pins().node_image))
     assert {"StatefulSet", "Service", "ConfigMap", "ClusterRoleBinding"} <= {o["kind"] for o in rendered}
-    refused = refusals(DynamicClient(platform.kube), kube, rendered, platform.run_id)
+    # The audit volume and the exporter beside Vault (cluster/kind/monitoring.py): the claim the exporter mounts
+    # is one the chart makes, and the exporter's Service selects the pod the chart labels.
+    server = find(rendered, "StatefulSet", "vault")["spec"]
+    claims = {claim["metadata"]["name"] for claim in server["volumeClaimTemplates"]}
+    exporter = next(c for c in server["template"]["spec"]["containers"] if c["name"] == "audit-exporter")
+    assert {mount["name"] for mount in exporter["volumeMounts"]} <= claims
+    assert exporter["image"] == monitoring.EXPORTER_IMAGE
+    labels = server["template"]["metadata"]["labels"]
+    service = monitoring.exporter_service("vault", "vault", platform.run_id)
+    assert service["spec"]["selector"].items() <= labels.items(), labels
+    refused = refusals(DynamicClient(platform.kube), kube, [*rendered, service], platform.run_id)
+    assert refused == [], "\n".join(refused)
+
+
+def test_the_prometheus_chart_renders_the_audit_pipeline_and_passes_a_server_side_dry_run(
+        platform: Platform, kube: Kube, tmp_path: Path) -> None:
+    """The chart from the prometheus-community module with our values: the server alone, both evidence jobs,
+    the alert rules, the token and CA as files; promtool checks the configuration and rules it renders, and the
+    API server validates each object, with the metrics token's Secret and the exporter's Service beside them."""
+    rendered = render_chart(find_helm(cache_dir()), prometheus_chart(), monitoring.PROMETHEUS_RELEASE, "vault",
+                            monitoring.prometheus_values("vault", "vault"),
+                            kube_version=node_kube_version(load_kind_pins().node_image))
+    # Nothing cluster-wide (no service discovery, so no RBAC), no subchart, no persistent volume.
+    assert {o["kind"] for o in rendered} == {"ConfigMap", "Deployment", "Service", "ServiceAccount"}, rendered
+    data = find(rendered, "ConfigMap", monitoring.PROMETHEUS_SERVICE)["data"]
+    config = yaml.safe_load(data["prometheus.yml"])
+    assert [job["job_name"] for job in config["scrape_configs"]] == [AUDIT_JOB, VAULT_JOB]
+    assert config["global"]["evaluation_interval"] == "1s"
+    (tmp_path / "prometheus.yml").write_text(data["prometheus.yml"])
+    (tmp_path / "alerting_rules.yml").write_text(data["alerting_rules.yml"])
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool is not installed: run ./scripts/bootstrap"
+    checked = subprocess.run([promtool, "check", "config", "--syntax-only", str(tmp_path / "prometheus.yml")],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    rules = subprocess.run([promtool, "check", "rules", str(tmp_path / "alerting_rules.yml")],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert rules.returncode == 0 and "4 rules found" in rules.stdout, rules.stdout + rules.stderr
+    pod = find(rendered, "Deployment", monitoring.PROMETHEUS_SERVICE)["spec"]["template"]["spec"]
+    mounted = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert {monitoring.METRICS_TOKEN_SECRET, "vault-tls"} <= mounted
+    assert find(rendered, "Service", monitoring.PROMETHEUS_SERVICE)["spec"]["ports"][0]["port"] == \
+        monitoring.PROMETHEUS_PORT
+    beside = [monitoring.metrics_token_secret("vault", "not-a-token", platform.run_id),
+              monitoring.exporter_service("vault", "vault", platform.run_id)]
+    refused = refusals(DynamicClient(platform.kube), kube, [*rendered, *beside], platform.run_id)
     assert refused == [], "\n".join(refused)
 
 

@@ -104,8 +104,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="suites/upgrade's gate: the pytest arguments it runs before and after the upgrade (default: "
                          "conformance and two Vault-API chaos scenarios; env TRUSTGRID_GATE_TESTS)")
     group.addoption("--prometheus-url", default=None, metavar="URL",
-                    help="--platform kind or kubeconfig: the Prometheus that scrapes the Vault audit exporter; the "
-                         "audit evidence is read from it (env TRUSTGRID_PROMETHEUS_URL)")
+                    help="--platform kubeconfig (or kind, instead of the one it installs): the Prometheus that "
+                         "scrapes the Vault audit exporter; the audit evidence is read from it "
+                         "(env TRUSTGRID_PROMETHEUS_URL)")
     group.addoption("--attach", default=None, metavar="RUN_ID",
                     help="--platform local: run on the live local platform of run RUN_ID (kept with --keep-cluster, "
                          "or the upgrade gate's), neither starting nor stopping it (env TRUSTGRID_ATTACH)")

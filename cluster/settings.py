@@ -103,8 +103,8 @@ class Settings:
     attach: str | None = None
     # --gate-tests "ARGS" (suites/upgrade's gate): the pytest arguments run before and after the upgrade.
     gate_tests: tuple[str, ...] = GATE_TESTS
-    # --prometheus-url URL (kind, kubeconfig): the Prometheus the audit evidence is read from; the local
-    # platform runs its own.
+    # --prometheus-url URL (kubeconfig; kind, instead of the one it installs beside Vault): the Prometheus the
+    # audit evidence is read from; the local platform runs its own.
     prometheus_url: str | None = None
 
     @property

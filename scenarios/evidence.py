@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cluster.errors import WaitTimeout
+from cluster.profile import Policy
 from cluster.promapi import Asked, PrometheusApi, PrometheusUnavailable, Series
 from cluster.wait import wait_until
 
@@ -92,6 +93,11 @@ class Bounds:
     visible_s: float
     alert_s: float
     before_s: float = BEFORE_S
+
+    @classmethod
+    def from_policy(cls, policy: Policy) -> Bounds:
+        """The profile's ``audit_visible_within`` and ``alert_within``, in seconds."""
+        return cls(policy.audit_visible_within.total_seconds(), policy.alert_within.total_seconds())
 
 
 @dataclass(frozen=True)

@@ -151,7 +151,7 @@ def audit_evidence(stage: Stage, expected: ExpectedDenial, timeline: Timeline) -
                                             f"-audit-non-hmac-response-keys=error {mount}/"}
     assert timeline.fault_at is not None and timeline.restored_at is not None
     window = Window(timeline.wall_t0 + timeline.fault_at, timeline.wall_t0 + timeline.restored_at)
-    bounds = Bounds(stage.policy.audit_visible_within.total_seconds(), stage.policy.alert_within.total_seconds())
+    bounds = Bounds.from_policy(stage.policy)
     say(f"{timeline.scenario}: asking Prometheus for {expected.describe()}")
     return {"checked": True, **prove(url, expected, window, bounds).as_json()}
 

@@ -129,6 +129,37 @@ def test_label_values_stay_bounded_whatever_the_log_holds(entries: list[dict[str
     assert all(labels.get("reason", REASONS[0]) in REASONS for labels, _ in found)
 
 
+def _login_refusal(namespace: str, role: str) -> str:
+    return json.dumps({"type": "response", "error": "permission denied",
+                       "auth": {"metadata": {"role": role, "service_account_namespace": namespace}},
+                       "request": {"path": "auth/kubernetes/login", "mount_point": "auth/kubernetes/",
+                                   "operation": "update"}})
+
+
+def test_an_idle_value_gives_its_place_and_its_series_to_a_new_one() -> None:
+    """A long-lived exporter (kind: beside Vault for the cluster's life) keeps naming new tenant namespaces:
+    at the limit, a value idle idle_s or more is forgotten (its series removed); a recent one never is."""
+    now = [1000.0]
+    metrics = AuditMetrics(max_values=3, idle_s=60, clock=lambda: now[0])  # "-" and two more
+    metrics.observe(_login_refusal("ns-a", "mesh-ca"))
+    now[0] += 30
+    metrics.observe(_login_refusal("ns-b", "mesh-ca"))
+    metrics.observe(_login_refusal("ns-c", "mesh-ca"))  # ns-a is 30 s idle: not yet
+    namespaces = {labels["namespace"] for labels, _ in samples(metrics, "vault_audit_denials_total")}
+    assert namespaces == {"ns-a", "ns-b", OTHER}
+    now[0] += 31  # ns-a is 61 s idle, ns-b 31 s
+    metrics.observe(_login_refusal("ns-d", "mesh-ca"))
+    found = samples(metrics, "vault_audit_denials_total")
+    assert {labels["namespace"] for labels, _ in found} == {"ns-b", "ns-d", OTHER}  # ns-a's series is gone
+    assert ({"reason": "permission_denied", "namespace": "ns-d", "mount": "kubernetes", "role": "mesh-ca"}, 1.0) \
+        in found
+    assert all(labels["role"] == "mesh-ca" for labels, _ in samples(metrics, "vault_audit_login_refusals_total"))
+    now[0] += 3600  # everything idle: "-" and the mesh CA's role stay; ns-b goes before ns-d
+    metrics.observe(_login_refusal("ns-e", "mesh-ca"))
+    assert {labels["namespace"] for labels, _ in samples(metrics, "vault_audit_denials_total")} == {
+        "ns-d", "ns-e", OTHER}
+
+
 def test_age_of_the_newest_line_is_measured_from_its_own_time() -> None:
     now = [0.0]
     metrics = AuditMetrics(clock=lambda: now[0])

@@ -12,8 +12,11 @@ Metrics (one registry per exporter):
 
 Labels come only from fields Vault does not HMAC (the path, the mount, the auth metadata, the error
 message) and are checked again: a value that looks like an HMAC, a token or a JWT is never a label
-(``-``). Each label keeps at most ``max_values`` distinct values; later ones count as ``_other``, except
-the mesh CA's role, which is always itself. Not bounded: the product of the labels (a series cap).
+(``-``). Each label keeps at most ``max_values`` distinct values; a new one takes the place of the value
+seen longest ago, once that one has been idle ``idle_s`` (its series are removed, as a tenant namespace a
+run made and deleted is never seen again), and otherwise counts as ``_other``; the mesh CA's role is always
+itself. An exporter beside a long-lived Vault thus keeps naming new namespaces. Not bounded: the product of
+the labels (a series cap).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,6 +40,11 @@ from cluster.targets import DEFAULT_MESH_CA_ROLE
 OTHER = "_other"
 NONE = "-"
 MAX_VALUES = 200  # per label: the namespaces, mounts and roles of one cluster's tenants (a suite run makes many)
+# A value unseen this long may give its place to a new one: far beyond any evidence window (tens of seconds) and
+# Prometheus's staleness (5 min), so no query the suite asks loses a series it needs.
+IDLE_S = 3600.0
+DENIAL_LABELS = ("reason", "namespace", "mount", "role")
+LOGIN_LABELS = ("reason", "mount", "role")
 _SAFE = re.compile(r"[A-Za-z0-9_.:/-]{1,63}")
 _INVALID_ROLE = re.compile(r'invalid role name "([^"]{1,63})"')  # path_login.go: ErrorResponse("invalid role name %q")
 
@@ -117,18 +125,27 @@ def _epoch(stamp: str) -> float:
 
 
 class _Bounded:
-    """At most ``limit`` distinct values of a label ("-" among them); the rest are OTHER. ``kept`` values are
-    always themselves, however many others came first (the mesh CA's role, which an alert names)."""
+    """At most ``limit`` distinct values of a label ("-" among them). A new value at the limit replaces the one
+    seen longest ago if that one is idle ``idle_s`` or more (``evict`` is told, to remove its series), and is
+    OTHER if none is. ``kept`` values are always themselves, however many others came first (the mesh CA's role,
+    which an alert names); "-" is never evicted."""
 
-    def __init__(self, limit: int, kept: frozenset[str] = frozenset()) -> None:
-        self.limit, self.seen, self.kept = limit, {NONE}, kept
+    def __init__(self, limit: int, clock: Callable[[], float], evict: Callable[[str], None], *,
+                 idle_s: float = IDLE_S, kept: frozenset[str] = frozenset()) -> None:
+        self.limit, self.kept, self.clock, self.evict, self.idle_s = limit, kept, clock, evict, idle_s
+        self.last_seen: dict[str, float] = {NONE: math.inf}  # insertion order is no help: values recur
 
     def __call__(self, value: str) -> str:
-        if value in self.seen or value in self.kept:
+        if value in self.kept:
             return value
-        if len(self.seen) >= self.limit:
-            return OTHER
-        self.seen.add(value)
+        now = self.clock()
+        if value not in self.last_seen and len(self.last_seen) >= self.limit:
+            oldest = min(self.last_seen, key=self.last_seen.__getitem__)
+            if now - self.last_seen[oldest] < self.idle_s:
+                return OTHER
+            del self.last_seen[oldest]
+            self.evict(oldest)
+        self.last_seen[value] = now
         return value
 
 
@@ -139,6 +156,7 @@ class AuditMetrics:
 
     paths: Paths = Paths()
     max_values: int = MAX_VALUES
+    idle_s: float = IDLE_S
     kept_roles: frozenset[str] = frozenset({DEFAULT_MESH_CA_ROLE})
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     clock: Any = time.time
@@ -151,18 +169,22 @@ class AuditMetrics:
         self.requests = Counter("vault_audit_requests", "Audit entries by type and operation",
                                 ["type", "operation"], registry=r)
         self.denials = Counter("vault_audit_denials", "Refused requests by reason, namespace, mount and role",
-                               ["reason", "namespace", "mount", "role"], registry=r)
+                               DENIAL_LABELS, registry=r)
         self.logins = Counter("vault_audit_login_refusals", "Refused logins by reason, auth mount and role",
-                              ["reason", "mount", "role"], registry=r)
+                              LOGIN_LABELS, registry=r)
         newest = Gauge("vault_audit_newest_line_timestamp_seconds", "The time of the newest entry read",
                        registry=r)
         newest.set_function(self.newest_line_time)
         age = Gauge("vault_audit_newest_line_age_seconds", "Seconds since the newest entry read was written",
                     registry=r)
         age.set_function(self._age)
-        self._bounds = {name: _Bounded(self.max_values) for name in ("namespace", "mount", "operation")}
-        self._bounds["role"] = _Bounded(self.max_values, self.kept_roles)
+        self._bounds = {name: _Bounded(self.max_values, self.clock, functools.partial(self._forget, name),
+                                       idle_s=self.idle_s, kept=self.kept_roles if name == "role" else frozenset())
+                        for name in ("namespace", "mount", "operation", "role")}
         self._request_children: dict[tuple[str, str], Any] = {}
+        # The label values of every series made, so that a forgotten value's series can be removed.
+        self._series: list[tuple[Counter, tuple[str, ...], set[tuple[str, ...]]]] = [
+            (self.denials, DENIAL_LABELS, set()), (self.logins, LOGIN_LABELS, set())]
         self._stamp = ""  # the newest line's "time", parsed only when scraped
 
     def newest_line_time(self) -> float:
@@ -204,7 +226,26 @@ class AuditMetrics:
             return None
         namespace, mount, role = (self._bounds[n](v) for n, v in
                                   (("namespace", found.namespace), ("mount", found.mount), ("role", found.role)))
-        self.denials.labels(found.reason, namespace, mount, role).inc()
+        self._inc(self.denials, (found.reason, namespace, mount, role))
         if found.login:
-            self.logins.labels(found.reason, mount, role).inc()
+            self._inc(self.logins, (found.reason, mount, role))
         return found
+
+    def _inc(self, counter: Counter, values: tuple[str, ...]) -> None:
+        counter.labels(*values).inc()
+        next(made for c, _, made in self._series if c is counter).add(values)
+
+    def _forget(self, label: str, value: str) -> None:
+        """Remove every series whose ``label`` is ``value`` (prometheus_client Counter.remove)."""
+        if label == "operation":
+            for key in [k for k in self._request_children if k[1] == value]:
+                self.requests.remove(*key)
+                del self._request_children[key]
+            return
+        for counter, names, made in self._series:
+            if label not in names:
+                continue
+            at = names.index(label)
+            for values in [v for v in made if v[at] == value]:
+                counter.remove(*values)
+                made.discard(values)

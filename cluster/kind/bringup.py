@@ -248,7 +248,8 @@ def reap_kind_runs(kind: Path, runner: Runner, progress: Progress, root: Path | 
 def start_kind(settings: Settings, progress: Progress, runner: Runner = run) -> Iterator[KindPlatform]:
     """Tools, cluster, charts, Vault, Istio, workloads; on any failure (or at the end) the cluster goes."""
     pins = load_kind_pins()
-    progress("the charts: cert-manager from its Go module (hash-checked), istio-csr, Vault or OpenBao (pinned)")
+    progress("the charts: cert-manager and Prometheus from their Go modules (hash-checked), istio-csr, "
+             "Vault or OpenBao (pinned)")
     charts = plan_sources(settings.cache_dir, settings.istio_csr_chart, fetch=True,
                           istio_csr_needed=settings.profile.setup.mesh.ca == "istio-csr")
     progress("checking kind, kubectl, helm and istioctl (pinned, sha256)")

@@ -65,7 +65,7 @@ def test_a_refusal_made_on_purpose_is_in_prometheus_within_the_bound(platform: P
     expected = refuse_read(platform)
     policy = settings.profile.policy
     evidence = prove(url, expected, Window(at, time.time()),
-                     Bounds(policy.audit_visible_within.total_seconds(), policy.alert_within.total_seconds()))
+                     Bounds.from_policy(policy))
     folder = settings.run_report_dir / "audit"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "conformance-refusal.json").write_text(redact(json.dumps(evidence.as_json(), indent=1)))

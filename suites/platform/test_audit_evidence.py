@@ -24,7 +24,7 @@ def _refusal_proven(local: LocalPlatform, settings: Settings) -> AuditEvidence:
     expected = refuse_read(local)
     policy = settings.profile.policy
     return prove(local.prometheus_url(), expected, Window(at, time.time()),
-                 Bounds(policy.audit_visible_within.total_seconds(), policy.alert_within.total_seconds()))
+                 Bounds.from_policy(policy))
 
 
 def test_a_stopped_exporter_fails_the_evidence_check(local: LocalPlatform, settings: Settings) -> None:

@@ -138,7 +138,7 @@ def test_the_audit_evidence_on_an_existing_cluster_reads_the_prometheus_it_is_gi
         expected = refuse_read(told)
         policy = given.profile.policy
         evidence = prove(told.prometheus_url(), expected, Window(at, time.time()),
-                         Bounds(policy.audit_visible_within.total_seconds(), policy.alert_within.total_seconds()))
+                         Bounds.from_policy(policy))
     assert evidence.proven, evidence.judgement.detail
 
 

@@ -97,15 +97,18 @@ class Kube:
         with contextlib.suppress(ApiException):
             self.core.delete_namespace(name, propagation_policy="Background")
 
-    def namespace_phase(self, name: str) -> str | None:
-        """``Active`` or ``Terminating``; None when the namespace does not exist."""
+    def _namespace(self, name: str) -> client.V1Namespace | None:
         try:
-            found = self.core.read_namespace(name)
+            return self.core.read_namespace(name)
         except ApiException as err:
             if err.status == 404:
                 return None
             raise
-        return str(found.status.phase)
+
+    def namespace_phase(self, name: str) -> str | None:
+        """``Active`` or ``Terminating``; None when the namespace does not exist."""
+        found = self._namespace(name)
+        return None if found is None else str(found.status.phase)
 
     def wait_namespace_gone(self, name: str, timeout: float) -> None:
         """Block until the namespace no longer exists (timeout in seconds).
@@ -114,12 +117,9 @@ class Kube:
         created in it meanwhile is refused (403 "being terminated"), then 404 once it is gone. Raises
         WaitTimeout naming the phase and the conditions last seen."""
         def gone() -> bool:
-            try:
-                found = self.core.read_namespace(name)
-            except ApiException as err:
-                if err.status == 404:
-                    return True
-                raise
+            found = self._namespace(name)
+            if found is None:
+                return True
             conditions = [f"{c.type}={c.status}: {c.message}" for c in found.status.conditions or []
                           if c.status == "True"]
             raise RuntimeError(f"still {found.status.phase}; {'; '.join(conditions) or 'no conditions yet'}")

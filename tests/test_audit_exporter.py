@@ -173,6 +173,24 @@ def test_age_of_the_newest_line_is_measured_from_its_own_time() -> None:
     assert samples(metrics, "vault_audit_unparsed_lines_total") == [({}, 1.0)]
 
 
+def test_a_log_that_appears_after_the_exporter_starts_is_read_from_its_first_line(tmp_path: Path) -> None:
+    """The exporter's own mode (python -m cluster.audit: only what is written from now on). On kind it starts
+    beside Vault before the audit device exists; the file Vault then creates holds nothing old."""
+    log = tmp_path / "audit.log"
+    follower = Follower(log, from_start=False)
+    assert follower.poll() == []
+    log.write_bytes(b"first entry\n")
+    assert follower.poll() == [b"first entry"]
+    follower.close()
+    log.write_bytes(b"old\n")  # but a log that is there already is followed from its end
+    follower = Follower(log, from_start=False)
+    assert follower.poll() == []
+    with log.open("ab") as out:
+        out.write(b"new\n")
+    assert follower.poll() == [b"new"]
+    follower.close()
+
+
 def test_the_follower_reads_across_rotation_truncation_and_a_partial_line(tmp_path: Path) -> None:
     log = tmp_path / "audit.log"
     follower = Follower(log)

@@ -36,9 +36,12 @@ def test_the_exporter_runs_from_the_context_alone(tmp_path: Path) -> None:
     with exporter_context() as context:
         app = tmp_path / "app"
         shutil.copytree(context / "cluster", app / "cluster")
+    # The image's one installed package, alone: nothing else of this environment's site-packages is importable.
+    site = tmp_path / "site"
+    shutil.copytree(Path(prometheus_client.__file__).parent, site / "prometheus_client")
     # -I -S: no site (so not the editable install's finder, which would find the repository's cluster/), no
-    # PYTHON* variables, no cwd; the path is app/ and prometheus-client's folder, as pip installs it in the image.
-    path = f"{app}:{Path(prometheus_client.__file__).parent.parent}"
+    # PYTHON* variables, no cwd; the path is app/ and that package only, besides the standard library.
+    path = f"{app}:{site}"
     probe = subprocess.run([sys.executable, "-I", "-S", "-c", "import sys; sys.path[:0] = sys.argv[1].split(':'); "
                             "import cluster.audit.__main__ as m; print(m.__file__)", path],
                            capture_output=True, text=True, timeout=60, check=False)

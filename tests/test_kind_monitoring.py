@@ -55,6 +55,7 @@ def test_the_exporter_service_selects_vaults_server_pod() -> None:
     assert service["spec"]["selector"] == {"app.kubernetes.io/name": "openbao",
                                            "app.kubernetes.io/instance": "openbao", "component": "server"}
     assert service["spec"]["ports"][0]["port"] == monitoring.EXPORTER_PORT
+    assert service["spec"]["publishNotReadyAddresses"] is True  # scraped while Vault is sealed, so not Ready
 
 
 def test_prometheus_scrapes_the_two_evidence_jobs_every_second_with_the_token_and_ca_as_files() -> None:
@@ -77,10 +78,11 @@ def test_prometheus_scrapes_the_two_evidence_jobs_every_second_with_the_token_an
             for alert in group["rules"]} >= {"VaultAuditPipelineStale"}
 
 
-def test_the_metrics_token_is_a_secret_and_is_redacted_in_the_plan() -> None:
+def test_the_metrics_token_is_made_at_bring_up_and_never_in_the_plan() -> None:
     secret = monitoring.metrics_token_secret("vault", "hvs.not-a-real-token-0123456789abcdef", "tg-1")
     assert secret["kind"] == "Secret" and secret["stringData"] == {"token": "hvs.not-a-real-token-0123456789abcdef"}
-    # The plan never holds the token: bring-up makes it through the API at the "monitoring" step.
+    # The plan (what --dry-run prints) holds no such Secret: bring-up makes the token through the API at the
+    # "monitoring" step and applies it there.
     steps = install_plan(SETUP, "tg-1", flavor="vault")
     assert not [d for step in steps for d in step.documents
                 if d.get("kind") == "Secret" and d["metadata"]["name"] == monitoring.METRICS_TOKEN_SECRET]

@@ -43,6 +43,9 @@ class Follower:
 
     def poll(self) -> list[bytes]:
         if self._handle is None and not self._open(at_end=not self.from_start):
+            # Not there yet: Vault creates it with its first entry, and that entry is news. On kind the exporter
+            # starts before Vault's audit device exists, so without this its first lines would be skipped.
+            self.from_start = True
             return []
         self.from_start = True  # a file that appears later, or a rotated one, is read whole
         assert self._handle is not None

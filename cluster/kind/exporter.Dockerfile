@@ -8,6 +8,8 @@ FROM ${BASE}
 ARG PROMETHEUS_CLIENT
 RUN pip install --no-cache-dir --disable-pip-version-check "prometheus-client==${PROMETHEUS_CLIENT}"
 COPY cluster /app/cluster
+# Readable by any user (the pod runs it as Vault's), whatever umask the context was made under.
+RUN chmod -R a+rX /app
 WORKDIR /app
 ENV PYTHONDONTWRITEBYTECODE=1
 # The pod's securityContext sets the user (Vault's, to read its 0600 log); this is only the default.

@@ -77,7 +77,9 @@ def vault_server_values(flavor: str) -> dict[str, Any]:
 def exporter_service(namespace: str, flavor: str, run_id: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": EXPORTER_SERVICE, "namespace": namespace, "labels": labels(run_id)},
-            "spec": {"selector": server_pod_labels(flavor),
+            # Vault's pod is not Ready while sealed (its readiness is `vault status`), yet the exporter beside it
+            # keeps counting: Prometheus must scrape it then too, as vault-helm's own Services do for Vault.
+            "spec": {"selector": server_pod_labels(flavor), "publishNotReadyAddresses": True,
                      "ports": [{"name": "audit-metrics", "port": EXPORTER_PORT, "targetPort": EXPORTER_PORT}]}}
 
 

@@ -21,6 +21,7 @@ from cluster.audit.reasons import PERMISSION_DENIED
 from cluster.errors import PlatformUnavailable
 from cluster.platform import Platform
 from cluster.promapi import PrometheusApi
+from cluster.promconfig import AUDIT_JOB
 from cluster.secrets import redact
 from cluster.settings import Settings
 from reports import attach
@@ -48,15 +49,19 @@ def refuse_read(platform: Platform) -> ExpectedDenial:
 
 
 def exporter_page(url: str) -> str:
-    """The audit exporter's metrics page, fetched where Prometheus scrapes it (its vault-audit target)."""
+    """The audit exporter's metrics page, fetched where Prometheus scrapes it (its vault-audit target); where
+    this process cannot reach that address (kind: the Service's cluster DNS name), the same series as
+    Prometheus holds them, from its /federate endpoint."""
     targets = requests.get(f"{url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
-    scraped = [t["scrapeUrl"] for t in targets if t.get("labels", {}).get("job") == "vault-audit"]
+    scraped = [t["scrapeUrl"] for t in targets if t.get("labels", {}).get("job") == AUDIT_JOB]
     if not scraped:
-        return "no vault-audit target in Prometheus"
+        return f"no {AUDIT_JOB} target in Prometheus"
     try:
         return requests.get(scraped[0], timeout=5).text
     except requests.RequestException as err:
-        return f"{scraped[0]} did not answer this process: {type(err).__name__}"
+        federated = requests.get(f"{url}/federate", params={"match[]": f'{{job="{AUDIT_JOB}"}}'}, timeout=5)
+        return (f"# {scraped[0]} did not answer this process ({type(err).__name__}); the series Prometheus "
+                f"scraped from it (/federate):\n{federated.text}")
 
 
 def test_a_refusal_made_on_purpose_is_in_prometheus_within_the_bound(platform: Platform, settings: Settings) -> None:
@@ -81,5 +86,5 @@ def test_prometheus_evaluates_the_audit_alerts(platform: Platform) -> None:
     rules = requests.get(f"{url}/api/v1/rules", timeout=5).json()["data"]["groups"]
     loaded = {rule["name"] for group in rules for rule in group["rules"] if rule.get("type") == "alerting"}
     assert {"MeshCaVaultLoginRefused", "VaultTokenDenials", "VaultDenialSpike", "VaultAuditPipelineStale"} <= loaded
-    up = PrometheusApi(url).instant('up{job="vault-audit"}', time.time())
+    up = PrometheusApi(url).instant(f'up{{job="{AUDIT_JOB}"}}', time.time())
     assert up and up[0].points[-1][1] == 1, f"Prometheus does not scrape the audit exporter: {up}"

@@ -208,9 +208,17 @@ def test_every_object_of_the_vault_chart_passes_a_server_side_dry_run(platform: 
     # is one the chart makes, and the exporter's Service selects the pod the chart labels.
     server = find(rendered, "StatefulSet", "vault")["spec"]
     claims = {claim["metadata"]["name"] for claim in server["volumeClaimTemplates"]}
-    exporter = next(c for c in server["template"]["spec"]["containers"] if c["name"] == "audit-exporter")
+    pod = server["template"]["spec"]
+    exporter = next(c for c in pod["containers"] if c["name"] == "audit-exporter")
+    vault = next(c for c in pod["containers"] if c["name"] == "vault")
     assert {mount["name"] for mount in exporter["volumeMounts"]} <= claims
     assert exporter["image"] == monitoring.EXPORTER_IMAGE
+    # It reads what Vault writes: the same volume at the same path, as the same user (the pod's; the file
+    # device writes mode 0600), so it may read the log.
+    audit_mounts = {c["name"]: next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "audit")
+                    for c in (vault, exporter)}
+    assert set(audit_mounts.values()) == {monitoring.audit_dir("vault")}, audit_mounts
+    assert pod["securityContext"]["runAsUser"] and "runAsUser" not in exporter.get("securityContext", {})
     labels = server["template"]["metadata"]["labels"]
     service = monitoring.exporter_service("vault", "vault", platform.run_id)
     assert service["spec"]["selector"].items() <= labels.items(), labels

@@ -20,12 +20,13 @@ import requests
 from cluster.audit.reasons import PERMISSION_DENIED
 from cluster.errors import PlatformUnavailable
 from cluster.platform import Platform
+from cluster.profile import Policy
 from cluster.promapi import PrometheusApi
 from cluster.promconfig import AUDIT_JOB
 from cluster.secrets import redact
 from cluster.settings import Settings
 from reports import attach
-from scenarios.evidence import Bounds, ExpectedDenial, Window, prove
+from scenarios.evidence import AuditEvidence, Bounds, ExpectedDenial, Window, prove
 
 pytestmark = pytest.mark.conformance
 
@@ -48,6 +49,14 @@ def refuse_read(platform: Platform) -> ExpectedDenial:
     return ExpectedDenial(PERMISSION_DENIED, namespace=namespace)
 
 
+def refusal_proven(platform: Platform, prometheus_url: str, policy: Policy) -> AuditEvidence:
+    """refuse_read, then the refusal proven from that Prometheus within the policy's bounds (scenarios/evidence.py):
+    the fault window is the refusal itself."""
+    at = time.time()
+    expected = refuse_read(platform)
+    return prove(prometheus_url, expected, Window(at, time.time()), Bounds.from_policy(policy))
+
+
 def exporter_page(url: str) -> str:
     """The audit exporter's metrics page, fetched where Prometheus scrapes it (its vault-audit target); where
     this process cannot reach that address (kind: the Service's cluster DNS name), the same series as
@@ -66,11 +75,7 @@ def exporter_page(url: str) -> str:
 
 def test_a_refusal_made_on_purpose_is_in_prometheus_within_the_bound(platform: Platform, settings: Settings) -> None:
     url = _prometheus(platform)
-    at = time.time()
-    expected = refuse_read(platform)
-    policy = settings.profile.policy
-    evidence = prove(url, expected, Window(at, time.time()),
-                     Bounds.from_policy(policy))
+    evidence = refusal_proven(platform, url, settings.profile.policy)
     folder = settings.run_report_dir / "audit"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "conformance-refusal.json").write_text(redact(json.dumps(evidence.as_json(), indent=1)))

@@ -7,24 +7,18 @@ is started again and the next refusal is proven, so the pipeline is whole for th
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from cluster.local.platform import LocalPlatform
 from cluster.settings import Settings
-from scenarios.evidence import AuditEvidence, Bounds, Window, prove
-from suites.conformance.test_audit_pipeline import refuse_read
+from scenarios.evidence import AuditEvidence
+from suites.conformance.test_audit_pipeline import refusal_proven
 
 pytestmark = pytest.mark.cluster_fault
 
 
 def _refusal_proven(local: LocalPlatform, settings: Settings) -> AuditEvidence:
-    at = time.time()
-    expected = refuse_read(local)
-    policy = settings.profile.policy
-    return prove(local.prometheus_url(), expected, Window(at, time.time()),
-                 Bounds.from_policy(policy))
+    return refusal_proven(local, local.prometheus_url(), settings.profile.policy)
 
 
 def test_a_stopped_exporter_fails_the_evidence_check(local: LocalPlatform, settings: Settings) -> None:

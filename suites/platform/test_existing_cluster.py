@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -32,8 +31,7 @@ from cluster.runstate import EXISTING_CLUSTER_MARK, RUN_LABEL, new_run_id, runs_
 from cluster.settings import Settings, build_settings
 from cluster.tenancy import open_tenant
 from cluster.vault import VaultConfigurator
-from scenarios.evidence import Bounds, Window, prove
-from suites.conformance.test_audit_pipeline import refuse_read
+from suites.conformance.test_audit_pipeline import refusal_proven
 
 TOOLS = {"kubectl": Path("/nonexistent/kubectl"), "istioctl": Path("/nonexistent/istioctl")}
 
@@ -134,11 +132,7 @@ def test_the_audit_evidence_on_an_existing_cluster_reads_the_prometheus_it_is_gi
         existing.prometheus_url()
     given = replace(existing.settings, prometheus_url=local.prometheus_url(), run_id=new_run_id())  # another run
     with attach_existing(given, lambda _: None, runner=Recorder(), tools=TOOLS) as told:
-        at = time.time()
-        expected = refuse_read(told)
-        policy = given.profile.policy
-        evidence = prove(told.prometheus_url(), expected, Window(at, time.time()),
-                         Bounds.from_policy(policy))
+        evidence = refusal_proven(told, told.prometheus_url(), given.profile.policy)
     assert evidence.proven, evidence.judgement.detail
 
 

@@ -7,6 +7,7 @@ it reads their answers; the live behaviour needs a kind cluster (its issue).
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
@@ -24,8 +25,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from cluster.errors import PlatformUnavailable
-from cluster.kind import manifests
+from cluster.kind import manifests, monitoring
 from cluster.kind.bringup import KindBringUp
+from cluster.kind.exporterimage import EXPORTER_MODULES
+from cluster.kind.plan import cluster_name, install_plan
 from cluster.kind.platform import KindPlatform
 from cluster.kubectl.commands import CommandFailed, Kubectl, run
 from cluster.kubectl.platform import ClusterVault
@@ -212,8 +215,6 @@ def test_bring_up_runs_each_tool_with_the_runs_kubeconfig(tmp_path: Path, monkey
     state = RunState.create(settings.run_id)
     try:
         tools = {name: Path(f"/cache/{name}") for name in ("kind", "kubectl", "helm", "istioctl")}
-        import contextlib
-
         up = KindBringUp(settings, state, tools, Recorder({}), contextlib.ExitStack())
         kubeconfig = str(state.file("kubeconfig"))
         assert up.tool_argv(("kind", "create", "cluster", "--name", "x")) == [
@@ -591,3 +592,32 @@ def test_kind_reads_the_prometheus_it_installed_unless_told_another(
     assert platform.prometheus_url() == "http://127.0.0.1:40000"
     platform.settings = dataclasses.replace(platform.settings, prometheus_url="http://theirs.example:9090")
     assert platform.prometheus_url() == "http://theirs.example:9090"
+
+
+def test_the_exporter_image_is_built_from_its_own_context_then_loaded(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings = build_settings({"platform": "kind"}, {}, rootdir=tmp_path)
+    state = RunState.create(settings.run_id)
+    contexts: list[list[str]] = []
+
+    def build(argv: Sequence[str]) -> str:
+        context = Path(argv[-1])  # the context exists while docker builds it
+        contexts.append(sorted(str(p.relative_to(context)) for p in context.rglob("*.py")))
+        return ""
+
+    recorder = Recorder({"docker build": build})
+    try:
+        tools = {name: Path(f"/cache/{name}") for name in ("kind", "kubectl", "helm", "istioctl")}
+        up = KindBringUp(settings, state, tools, recorder, contextlib.ExitStack())
+        step = next(s for s in install_plan(settings.profile.setup, settings.run_id, flavor="vault")
+                    if s.action == "load-exporter-image")
+        up.execute(step)
+    finally:
+        state.remove()
+    docker, kind = recorder.calls
+    assert docker[:4] == ["docker", "build", "-t", monitoring.EXPORTER_IMAGE]
+    assert contexts == [sorted(f"cluster/{m}" for m in EXPORTER_MODULES)]
+    assert kind == ["/cache/kind", "load", "docker-image", monitoring.EXPORTER_IMAGE, "--name",
+                    cluster_name(settings.run_id)]
+    assert not Path(docker[-1]).exists()  # the context is gone afterwards

@@ -142,6 +142,10 @@ def _prometheus_url(value: object | None, platform: str) -> str | None:
     if not url.startswith(("http://", "https://")) or not url.split("://", 1)[1]:
         raise SettingsError(f"--prometheus-url {value!r} is not a URL",
                             fix="pass the server's base URL, such as http://127.0.0.1:9090")
+    if "@" in url.split("://", 1)[1].split("/", 1)[0]:
+        # The URL goes into the timeline with every query; credentials in it would go into the reports.
+        raise SettingsError("--prometheus-url carries credentials (user:password@), which the reports would keep",
+                            fix="reach Prometheus without them, e.g. through `kubectl port-forward`")
     return url
 
 

@@ -142,6 +142,12 @@ def test_a_refused_login_is_never_an_unknown_token() -> None:
     assert found is not None and found.login and found.reason == "permission_denied"
 
 
+def test_a_prometheus_url_with_credentials_is_refused_before_they_reach_a_report() -> None:
+    with pytest.raises(SettingsError, match="carries credentials") as refused:
+        build_settings({"platform": "kind", "prometheus_url": "http://user:pass@prom:9090"}, {})
+    assert "pass" not in str(refused.value).replace("password", "")
+
+
 @pytest.mark.parametrize("url", ["prometheus:9090", "http://", "ftp://x"])
 def test_a_bad_prometheus_url_gets_one_line(url: str) -> None:
     with pytest.raises(SettingsError, match="is not a URL"):

@@ -261,3 +261,12 @@ def test_a_namespace_is_read_from_the_kv_path_and_a_refusal_without_a_token_is_a
     entry["type"] = "request"  # the request entry carries the error too; only the response is counted
     assert denial(entry) is None
     assert MAX_VALUES >= 10
+
+
+def test_a_file_in_a_folder_that_does_not_exist_is_one_line_not_a_wait(tmp_path: Path) -> None:
+    # In a process of its own: the exporter sets its SIGTERM handler, which must not replace pytest's.
+    result = subprocess.run([sys.executable, "-m", "cluster.audit", "--file", str(tmp_path / "typo" / "audit.log"),
+                             "--port", "0"], capture_output=True, text=True, timeout=60, check=False)
+    said = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(said) == 1, result.stderr
+    assert "is not a folder" in said[0] and "fix: pass the audit device's file_path" in said[0]

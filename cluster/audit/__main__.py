@@ -34,11 +34,16 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
 
     signal.signal(signal.SIGTERM, stopping)
+    if not options.file.parent.is_dir():
+        # The file may not exist yet (Vault creates it), but its folder must: else it would wait forever.
+        print(f"audit exporter: {options.file.parent} is not a folder, so {options.file.name} can never appear "
+              "there; fix: pass the audit device's file_path", file=sys.stderr)
+        return 2
     try:
         server, _ = start_http_server(options.port, options.host, registry=metrics.registry)
     except (OSError, OverflowError) as err:
         print(f"audit exporter: cannot listen on {options.host}:{options.port} ({err}); "
-              "fix: choose another --port", file=sys.stderr)
+              "fix: choose another --port, or a --host address of this machine", file=sys.stderr)
         return 2
     follower = Follower(options.file, from_start=options.from_start)
     try:

@@ -116,11 +116,12 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
         vault = manifests.VaultTarget(manifests.EXTERNAL_VAULT_NS, external_address or EXTERNAL_PLACEHOLDER, flavor)
         vault_ca = None  # the external container listens in plaintext on the kind network (see README)
 
-    def helm(release: str, key: str, namespace: str, values: dict[str, Any]) -> Step:
+    def helm(release: str, key: str, namespace: str, values: dict[str, Any], also: str = "") -> Step:
         source = chart[key]
         return Step(f"{release} {source.version} (Helm)",
                     ("helm", "upgrade", "--install", release, *source.helm_args(), "--namespace", namespace,
-                     "--create-namespace", "--wait", "-f", "-"), (values,), notes=f"chart pinned by {source.pinned_by}")
+                     "--create-namespace", "--wait", "-f", "-"), (values,),
+                    notes=f"chart pinned by {source.pinned_by}" + (f"; {also}" if also else ""))
 
     cluster = Step(f"kind cluster {name}", ("kind", "create", "cluster", "--name", name, "--config", "-",
                                              "--wait", "120s"),
@@ -152,7 +153,8 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
              "keys kept 0600 in the run's state directory",
              documents=tuple(manifests.token_reviewer(run_id)),
              notes=(f"image {pins.vault_images.get(flavor, '?')}, server mode, file storage; pods reach it at "
-                    f"{vault.address}; it reviews tokens as {manifests.EXTERNAL_VAULT_NS}/{manifests.REVIEWER}"),
+                    f"{vault.address}; it reviews tokens as {manifests.EXTERNAL_VAULT_NS}/{manifests.REVIEWER}; "
+                    "no audit volume, so no audit exporter or Prometheus: the audit evidence needs --prometheus-url"),
              action="external-vault"),
     ]
     vault_steps = [
@@ -167,7 +169,9 @@ def install_plan(setup: Setup, run_id: str, *, flavor: str = "vault", pins: Kind
                  "Service", documents=(monitoring.exporter_service(vault_ns, flavor, run_id),),
                  notes="the token may read only sys/metrics (cluster/promconfig.py METRICS_POLICY); made through the "
                        "API, never printed", action="monitoring"),
-            helm(monitoring.PROMETHEUS_RELEASE, "prometheus", vault_ns, monitoring.prometheus_values(flavor, vault_ns)),
+            helm(monitoring.PROMETHEUS_RELEASE, "prometheus", vault_ns, monitoring.prometheus_values(flavor, vault_ns),
+                 also=(f"the audit evidence reads it through a supervised port-forward to svc/"
+                       f"{monitoring.PROMETHEUS_SERVICE} (--prometheus-url names another instead)")),
         ]
     workloads = [
         Step("the workload image", ("kind", "load", "docker-image", manifests.APP_IMAGE, "--name", name),

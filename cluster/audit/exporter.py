@@ -43,6 +43,7 @@ MAX_VALUES = 200  # per label: the namespaces, mounts and roles of one cluster's
 # A value unseen this long may give its place to a new one: far beyond any evidence window (tens of seconds) and
 # Prometheus's staleness (5 min), so no query the suite asks loses a series it needs.
 IDLE_S = 3600.0
+REQUEST_LABELS = ("type", "operation")
 DENIAL_LABELS = ("reason", "namespace", "mount", "role")
 LOGIN_LABELS = ("reason", "mount", "role")
 _SAFE = re.compile(r"[A-Za-z0-9_.:/-]{1,63}")
@@ -167,7 +168,7 @@ class AuditMetrics:
         self.unparsed = Counter("vault_audit_unparsed_lines", "Audit log lines that are not a JSON object",
                                 registry=r)
         self.requests = Counter("vault_audit_requests", "Audit entries by type and operation",
-                                ["type", "operation"], registry=r)
+                                REQUEST_LABELS, registry=r)
         self.denials = Counter("vault_audit_denials", "Refused requests by reason, namespace, mount and role",
                                DENIAL_LABELS, registry=r)
         self.logins = Counter("vault_audit_login_refusals", "Refused logins by reason, auth mount and role",
@@ -181,10 +182,10 @@ class AuditMetrics:
         self._bounds = {name: _Bounded(self.max_values, self.clock, functools.partial(self._forget, name),
                                        idle_s=self.idle_s, kept=self.kept_roles if name == "role" else frozenset())
                         for name in ("namespace", "mount", "operation", "role")}
-        self._request_children: dict[tuple[str, str], Any] = {}
-        # The label values of every series made, so that a forgotten value's series can be removed.
-        self._series: list[tuple[Counter, tuple[str, ...], set[tuple[str, ...]]]] = [
-            (self.denials, DENIAL_LABELS, set()), (self.logins, LOGIN_LABELS, set())]
+        # Every series made, by its label values: the child is cached (labels() costs a lock and a lookup on
+        # each line), and a forgotten value's series can be found and removed.
+        self._series: dict[Counter, tuple[tuple[str, ...], dict[tuple[str, ...], Any]]] = {
+            self.requests: (REQUEST_LABELS, {}), self.denials: (DENIAL_LABELS, {}), self.logins: (LOGIN_LABELS, {})}
         self._stamp = ""  # the newest line's "time", parsed only when scraped
 
     def newest_line_time(self) -> float:
@@ -215,10 +216,7 @@ class AuditMetrics:
     def _count(self, entry: dict[str, Any]) -> Denial | None:
         kind = "response" if entry.get("type") == "response" else "request"
         operation = self._bounds["operation"](_safe((entry.get("request") or {}).get("operation")))
-        child = self._request_children.get((kind, operation))
-        if child is None:
-            child = self._request_children[(kind, operation)] = self.requests.labels(kind, operation)
-        child.inc()
+        self._inc(self.requests, (kind, operation))
         if stamp := entry.get("time"):
             self._stamp = str(stamp)
         found = denial(entry, self.paths)
@@ -232,20 +230,18 @@ class AuditMetrics:
         return found
 
     def _inc(self, counter: Counter, values: tuple[str, ...]) -> None:
-        counter.labels(*values).inc()
-        next(made for c, _, made in self._series if c is counter).add(values)
+        made = self._series[counter][1]
+        child = made.get(values)
+        if child is None:
+            child = made[values] = counter.labels(*values)
+        child.inc()
 
     def _forget(self, label: str, value: str) -> None:
         """Remove every series whose ``label`` is ``value`` (prometheus_client Counter.remove)."""
-        if label == "operation":
-            for key in [k for k in self._request_children if k[1] == value]:
-                self.requests.remove(*key)
-                del self._request_children[key]
-            return
-        for counter, names, made in self._series:
+        for counter, (names, made) in self._series.items():
             if label not in names:
                 continue
             at = names.index(label)
             for values in [v for v in made if v[at] == value]:
                 counter.remove(*values)
-                made.discard(values)
+                del made[values]

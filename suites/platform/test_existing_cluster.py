@@ -20,7 +20,6 @@ from typing import Any
 
 import hvac
 import pytest
-from kubernetes.client.exceptions import ApiException
 
 from cluster.errors import PlatformUnavailable
 from cluster.kube import Kube
@@ -73,10 +72,7 @@ def _mesh_ca_role(local: LocalPlatform) -> tuple[Kube, hvac.Client, str, dict[st
 
 
 def _gone_or_going(kube: Kube, name: str) -> bool:
-    try:
-        return kube.core.read_namespace(name).metadata.deletion_timestamp is not None
-    except ApiException as err:
-        return bool(err.status == 404)
+    return kube.namespace_phase(name) != "Active"  # None (gone) or Terminating (deleted, being emptied)
 
 
 @pytest.fixture
